@@ -1,0 +1,374 @@
+//! `autoglm`: export, inspect and run AutoGLM Edge model packages.
+
+mod input;
+
+use anyhow::{bail, Context, Result};
+use autoglm_package::{Attention, Package, Quantization};
+use autoglm_runtime::{Encoded, LoadOptions, Model};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "autoglm",
+    version,
+    about = "AutoGLM Edge: export and run fine-tuned transformer encoders at the edge"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Turn a Hugging Face base model (+ a PEFT LoRA adapter) into a model package.
+    Export(ExportArgs),
+    /// Show a package's manifest, verify its digests, list sizes and graph ops.
+    Inspect(InspectArgs),
+    /// Classify texts with a classification package.
+    Classify(RunArgs),
+    /// Embed texts with an embedding package (pooled, normalized vectors).
+    Embed(RunArgs),
+    /// Measure inference latency on synthetic inputs of exact token lengths.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Base model directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    base: PathBuf,
+    /// PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors): makes a
+    /// classification package; without it the package embeds.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Output package: a directory, or a `.tar` file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Token limit (default: the model's sentence-transformers max_seq_length, else its positions).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Weight quantization: `none` or `int8`.
+    #[arg(long, default_value = "none", value_parser = parse_quantization)]
+    quantize: Quantization,
+    /// Attention pattern: `dense` or `window:W,global:G`.
+    #[arg(long, default_value = "dense", value_parser = parse_attention)]
+    attention: Attention,
+    /// Print the manifest as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    /// Package directory or `.tar`.
+    package: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ModelArgs {
+    /// Model package (directory or `.tar`).
+    #[arg(long, env = "AUTOGLM_MODEL")]
+    model: Option<PathBuf>,
+    /// Threads for matrix products.
+    #[arg(long, default_value_t = 1, env = "AUTOGLM_THREADS")]
+    threads: usize,
+    /// Most texts per batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<Model> {
+        let Some(path) = &self.model else {
+            bail!("no model package: pass --model PKG or set AUTOGLM_MODEL");
+        };
+        let options = LoadOptions {
+            threads: self.threads.max(1),
+            max_batch: self.batch_size.max(1),
+        };
+        Model::load_with(path, &options)
+            .with_context(|| format!("cannot load package {}", path.display()))
+    }
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// JSON lines with a "text" field (`-` = standard input).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// One JSON object per input, in input order.
+    #[arg(long)]
+    json: bool,
+    /// Texts.
+    texts: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Token lengths to measure (special tokens included).
+    #[arg(long, value_delimiter = ',', default_value = "32,128,512")]
+    seq: Vec<usize>,
+    /// Batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    batch: Vec<usize>,
+    /// Timed runs per configuration (after one warm-up run).
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_quantization(s: &str) -> Result<Quantization, String> {
+    match s {
+        "none" | "fp32" => Ok(Quantization::None),
+        "int8" => Ok(Quantization::Int8),
+        _ => Err(format!("`{s}`: expected none or int8")),
+    }
+}
+
+fn parse_attention(s: &str) -> Result<Attention, String> {
+    if s == "dense" {
+        return Ok(Attention::Dense);
+    }
+    let usage = || format!("`{s}`: expected dense or window:W,global:G (e.g. window:128,global:1)");
+    let rest = s.strip_prefix("window:").ok_or_else(usage)?;
+    let (w, g) = rest.split_once(",global:").ok_or_else(usage)?;
+    let window = w.parse::<usize>().map_err(|_| usage())?;
+    let global = g.parse::<usize>().map_err(|_| usage())?;
+    if window == 0 {
+        return Err(format!("`{s}`: the window must be at least 1 token"));
+    }
+    Ok(Attention::Window { window, global })
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Export(a) => export(a),
+        Command::Inspect(a) => inspect(a),
+        Command::Classify(a) => classify(a),
+        Command::Embed(a) => embed(a),
+        Command::Bench(a) => bench(a),
+    }
+}
+
+fn export(a: ExportArgs) -> Result<()> {
+    let mut options = autoglm_export::ExportOptions::new(&a.base);
+    options.adapter = a.adapter;
+    options.max_length = a.max_length;
+    options.quantization = a.quantize;
+    options.attention = a.attention;
+    let start = Instant::now();
+    let package = autoglm_export::export(&options).context("export failed")?;
+    package
+        .write(&a.out)
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    if a.json {
+        println!(
+            "{}",
+            String::from_utf8_lossy(&package.manifest().to_json()).trim_end()
+        );
+    } else {
+        let m = package.manifest();
+        let bytes: usize = package.files().map(|(_, b)| b.len()).sum();
+        eprintln!(
+            "exported {:?} package to {} ({:.1} MB, max {} tokens, labels {:?}) in {:.1}s",
+            m.kind,
+            a.out.display(),
+            bytes as f64 / 1e6,
+            m.max_length,
+            m.labels,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn inspect(a: InspectArgs) -> Result<()> {
+    let package = Package::open(&a.package)
+        .with_context(|| format!("cannot load package {}", a.package.display()))?;
+    let m = package.manifest();
+    let ops = autoglm_export::onnx::op_counts(package.file(&m.graph.file)?)
+        .context("the graph is not a valid ONNX model")?;
+    if a.json {
+        let files: serde_json::Map<String, serde_json::Value> = m
+            .files
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    json!({"size": v.size, "sha256": v.sha256, "verified": true}),
+                )
+            })
+            .collect();
+        let out = json!({"manifest": serde_json::to_value(m)?, "files": files, "ops": ops});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("package     {}", a.package.display());
+    println!("kind        {:?}", m.kind);
+    if !m.labels.is_empty() {
+        println!("labels      {}", m.labels.join(", "));
+    }
+    println!("max length  {} tokens", m.max_length);
+    println!(
+        "pooling     {:?}{}",
+        m.pooling,
+        if m.normalize { " + L2 normalize" } else { "" }
+    );
+    println!("attention   {:?}", m.attention);
+    println!("quantized   {:?}", m.quantization);
+    println!(
+        "base        {} (weights sha256 {})",
+        m.provenance.base_model, m.provenance.base_weights_sha256
+    );
+    if let Some(adapter) = &m.provenance.adapter {
+        println!(
+            "adapter     {adapter} (weights sha256 {})",
+            m.provenance
+                .adapter_weights_sha256
+                .as_deref()
+                .unwrap_or("?")
+        );
+    }
+    println!("exporter    {}", m.provenance.exporter);
+    println!("files (sha256 verified):");
+    for (name, entry) in &m.files {
+        println!("  {name:<16} {:>12} bytes  {}", entry.size, entry.sha256);
+    }
+    let total: usize = ops.values().sum();
+    println!("graph ops ({total} nodes, opset {}):", m.graph.opset);
+    for (op, n) in &ops {
+        println!("  {op:<20} {n}");
+    }
+    Ok(())
+}
+
+fn classify(a: RunArgs) -> Result<()> {
+    let texts = input::texts(&a.texts, a.input.as_deref())?;
+    let model = a.model.load()?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let predictions = model.classify(&refs)?;
+    for (text, p) in texts.iter().zip(&predictions) {
+        if a.json {
+            let scores: serde_json::Map<String, serde_json::Value> = model
+                .labels()
+                .iter()
+                .zip(&p.scores)
+                .map(|(l, s)| (l.clone(), json!(s)))
+                .collect();
+            println!("{}", json!({"label": p.label, "scores": scores}));
+        } else {
+            println!(
+                "{}\t{:.4}\t{}",
+                p.label,
+                p.scores[p.index],
+                text.replace(['\n', '\t'], " ")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn embed(a: RunArgs) -> Result<()> {
+    let texts = input::texts(&a.texts, a.input.as_deref())?;
+    let model = a.model.load()?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    for (text, v) in texts.iter().zip(model.embed(&refs)?) {
+        if a.json {
+            println!("{}", json!({"embedding": v}));
+        } else {
+            let head: Vec<String> = v.iter().take(4).map(|x| format!("{x:.4}")).collect();
+            println!(
+                "[{}, … ({} dims)]\t{}",
+                head.join(", "),
+                v.len(),
+                text.replace(['\n', '\t'], " ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Token ids of exactly `len` tokens: `[CLS]`, a fixed pseudo-random run of word pieces, `[SEP]`.
+/// `tools/peer_bench.py` builds the same ids for ONNX Runtime.
+pub fn bench_ids(len: usize) -> Vec<i64> {
+    (0..len)
+        .map(|i| match i {
+            0 => 101,
+            _ if i + 1 == len => 102,
+            _ => 1000 + (i as i64 * 7919) % 20000,
+        })
+        .collect()
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    let load_start = Instant::now();
+    let model = a.model.load()?;
+    let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
+    for &seq in &a.seq {
+        if seq < 2 || seq > model.manifest().max_length {
+            bail!(
+                "--seq {seq}: this package takes 2 to {} tokens",
+                model.manifest().max_length
+            );
+        }
+        for &batch in &a.batch {
+            let ids = bench_ids(seq);
+            let inputs: Vec<Encoded> = (0..batch)
+                .map(|_| Encoded {
+                    ids: ids.clone(),
+                    type_ids: vec![0; seq],
+                })
+                .collect();
+            model.outputs_for(&inputs)?;
+            let mut times = Vec::with_capacity(a.iters);
+            for _ in 0..a.iters.max(1) {
+                let t = Instant::now();
+                std::hint::black_box(model.outputs_for(&inputs)?);
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            let rss = peak_rss_mb();
+            if a.json {
+                println!(
+                    "{}",
+                    json!({"engine": "autoglm-tract", "seq": seq, "batch": batch, "threads": a.model.threads,
+                           "median_ms": median, "min_ms": times[0], "iters": times.len(), "peak_rss_mb": rss, "load_ms": load_ms})
+                );
+            } else {
+                println!("seq {seq:>5}  batch {batch:>3}  threads {}  median {median:>9.2} ms  min {:>9.2} ms  peak RSS {rss:.0} MB", a.model.threads, times[0]);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Peak resident set size of this process in MB (Linux `VmHWM`), 0 where unknown.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

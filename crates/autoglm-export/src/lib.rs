@@ -1,0 +1,191 @@
+//! AutoGLM Edge exporter: a Hugging Face BERT-family base checkpoint, plus optionally a PEFT LoRA
+//! classification adapter, becomes a self-describing model package (ONNX graph + tokenizer +
+//! manifest with digests). Rust only, deterministic: the same inputs give the same bytes.
+//!
+//! ```no_run
+//! use autoglm_export::{export, ExportOptions};
+//! let options = ExportOptions::new("minilm/").with_adapter("sentiment-lora/");
+//! let package = export(&options).unwrap();
+//! package.write("sentiment-pkg".as_ref()).unwrap();
+//! ```
+
+pub mod bert;
+mod error;
+#[doc(hidden)]
+pub mod fixture;
+pub mod hf;
+pub mod onnx;
+pub mod peft;
+
+pub use error::{ExportError, Result};
+
+use autoglm_package::{
+    Attention, GraphInfo, Manifest, ModelKind, Package, Provenance, Quantization, SCHEMA_VERSION,
+};
+use std::path::PathBuf;
+
+/// What to export and how.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub base: PathBuf,
+    pub adapter: Option<PathBuf>,
+    /// Token limit; defaults to sentence-transformers' `max_seq_length`, else the model's
+    /// `max_position_embeddings`.
+    pub max_length: Option<usize>,
+    pub quantization: Quantization,
+    pub attention: Attention,
+}
+
+impl ExportOptions {
+    pub fn new(base: impl Into<PathBuf>) -> Self {
+        ExportOptions {
+            base: base.into(),
+            adapter: None,
+            max_length: None,
+            quantization: Quantization::None,
+            attention: Attention::Dense,
+        }
+    }
+
+    pub fn with_adapter(mut self, adapter: impl Into<PathBuf>) -> Self {
+        self.adapter = Some(adapter.into());
+        self
+    }
+}
+
+pub const GRAPH_FILE: &str = "model.onnx";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Reads the inputs, builds the graph and returns the package (not yet written).
+pub fn export(options: &ExportOptions) -> Result<Package> {
+    if options.quantization != Quantization::None {
+        return Err(ExportError::Option(
+            "int8 quantization is not implemented yet".into(),
+        ));
+    }
+    if options.attention != Attention::Dense {
+        return Err(ExportError::Option(
+            "sparse attention is not implemented yet".into(),
+        ));
+    }
+    let mut base = hf::BaseModel::read(&options.base)?;
+    let cfg = base.config.clone();
+    let max_length = options
+        .max_length
+        .or(base.sentence.max_seq_length)
+        .unwrap_or(cfg.max_position_embeddings);
+    if max_length > cfg.max_position_embeddings {
+        return Err(ExportError::Option(format!(
+            "max length {max_length} exceeds the model's {} position embeddings",
+            cfg.max_position_embeddings
+        )));
+    }
+    if max_length < 2 {
+        return Err(ExportError::Option(format!(
+            "max length {max_length} leaves no room for [CLS] and [SEP]"
+        )));
+    }
+
+    let adapter = options
+        .adapter
+        .as_deref()
+        .map(peft::Adapter::read)
+        .transpose()?;
+    let (kind, labels, pooling, normalize, head) = match &adapter {
+        None => {
+            let s = base.sentence.clone();
+            (
+                ModelKind::Embedding,
+                vec![],
+                s.pooling,
+                s.normalize,
+                bert::Head::Embedding {
+                    pooling: s.pooling,
+                    normalize: s.normalize,
+                },
+            )
+        }
+        Some(adapter) => {
+            adapter.merge_into(&mut base)?;
+            let (weight, bias) = adapter.classifier(cfg.hidden_size)?;
+            let n = weight.shape[0];
+            let config_path = options.base.join("config.json");
+            let labels = match adapter.labels.clone() {
+                Some(l) => l,
+                None => cfg
+                    .labels(&config_path)?
+                    .unwrap_or_else(|| (0..n).map(|i| format!("LABEL_{i}")).collect()),
+            };
+            if labels.len() != n {
+                return Err(ExportError::Unsupported {
+                    file: adapter.dir.join("config.json"),
+                    field: "id2label".into(),
+                    reason: format!("{} labels for a classifier with {n} outputs", labels.len()),
+                });
+            }
+            (
+                ModelKind::Classification,
+                labels,
+                autoglm_package::Pooling::ClsPooler,
+                false,
+                bert::Head::Classifier { weight, bias },
+            )
+        }
+    };
+
+    let (onnx, output) = bert::build(&base, &head)?;
+    let tokenizer = tokenizer_json(&base, max_length)?;
+    let manifest = Manifest {
+        schema_version: SCHEMA_VERSION,
+        kind,
+        labels,
+        max_length,
+        hidden_size: cfg.hidden_size,
+        pooling,
+        normalize,
+        attention: options.attention,
+        quantization: options.quantization,
+        graph: GraphInfo {
+            file: GRAPH_FILE.into(),
+            opset: onnx::OPSET,
+            inputs: bert::INPUTS.iter().map(|s| s.to_string()).collect(),
+            output: output.into(),
+        },
+        tokenizer: TOKENIZER_FILE.into(),
+        provenance: Provenance {
+            base_model: base.name(),
+            base_weights_sha256: base.weights.sha256.clone(),
+            adapter: adapter.as_ref().map(|a| a.name()),
+            adapter_weights_sha256: adapter.as_ref().map(|a| a.weights.sha256.clone()),
+            exporter: concat!("autoglm-export ", env!("CARGO_PKG_VERSION")).into(),
+        },
+        files: Default::default(),
+    };
+    Ok(Package::new(
+        manifest,
+        vec![
+            (GRAPH_FILE.into(), onnx),
+            (TOKENIZER_FILE.into(), tokenizer),
+        ],
+    )?)
+}
+
+/// The base tokenizer, checked by loading it, with truncation at `max_length` and no padding
+/// written in (the runtime pads per batch), so that any `tokenizers` user reading the package
+/// gets the same ids we do.
+fn tokenizer_json(base: &hf::BaseModel, max_length: usize) -> Result<Vec<u8>> {
+    let path = base.dir.join("tokenizer.json");
+    let bad = |e: tokenizers::Error| ExportError::Unsupported {
+        file: path.clone(),
+        field: "tokenizer".into(),
+        reason: e.to_string(),
+    };
+    let mut tok = tokenizers::Tokenizer::from_bytes(&base.tokenizer_json).map_err(bad)?;
+    tok.with_truncation(Some(tokenizers::TruncationParams {
+        max_length,
+        ..Default::default()
+    }))
+    .map_err(bad)?;
+    tok.with_padding(None);
+    Ok(tok.to_string(false).map_err(bad)?.into_bytes())
+}

@@ -1,0 +1,223 @@
+use crate::{check_file_name, PackageError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The manifest schema this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What a package computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// The graph outputs one pooled (and possibly normalized) vector per text.
+    Embedding,
+    /// The graph outputs one logit per label; the runtime applies softmax.
+    Classification,
+}
+
+/// How token states become one vector (inside the graph).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Mean over the tokens the attention mask keeps (sentence-transformers).
+    Mean,
+    /// The `[CLS]` token's state.
+    Cls,
+    /// The `[CLS]` token through the BERT pooler (dense + tanh), as `BertForSequenceClassification`.
+    ClsPooler,
+}
+
+/// Which tokens each token attends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Attention {
+    /// Every token attends to every token (cost grows with the square of the length).
+    Dense,
+    /// Sliding window of `window` tokens around each token, plus `global` tokens (from the start)
+    /// that attend to and are attended by all.
+    Window { window: usize, global: usize },
+}
+
+/// How the weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantization {
+    None,
+    /// int8 weights with per-channel scales, activations quantized at run time.
+    Int8,
+}
+
+/// The graph file and its tensor names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphInfo {
+    pub file: String,
+    pub opset: i64,
+    /// int64 inputs of shape `[batch, sequence]`, in this order.
+    pub inputs: Vec<String>,
+    /// The one float output: `[batch, labels]` logits or `[batch, hidden]` embeddings.
+    pub output: String,
+}
+
+/// Where the model came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The base model's name (from its config) and the sha256 of its weights.
+    pub base_model: String,
+    pub base_weights_sha256: String,
+    /// The adapter's name and the sha256 of its weights, when one was merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_weights_sha256: Option<String>,
+    /// `autoglm-export <version>`.
+    pub exporter: String,
+}
+
+/// Size and digest of one file of the package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// `manifest.json`: everything a runtime needs to know to run the package, and the digests that
+/// make it tamper-evident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub kind: ModelKind,
+    /// Label names in logit order (empty for an embedding package).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Texts are truncated to this many tokens, special tokens included.
+    pub max_length: usize,
+    /// Width of the output vector for an embedding package, of the hidden state otherwise.
+    pub hidden_size: usize,
+    pub pooling: Pooling,
+    /// Whether the pooled vector is L2-normalized.
+    pub normalize: bool,
+    pub attention: Attention,
+    pub quantization: Quantization,
+    pub graph: GraphInfo,
+    pub tokenizer: String,
+    pub provenance: Provenance,
+    /// Every file of the package but the manifest, by name.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+impl Manifest {
+    /// Parses and checks a manifest.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, PackageError> {
+        // Read the version first, so that a newer package says so instead of failing on a field.
+        #[derive(Deserialize)]
+        struct Version {
+            schema_version: u32,
+        }
+        let version: Version = serde_json::from_slice(bytes).map_err(PackageError::Manifest)?;
+        if version.schema_version != SCHEMA_VERSION {
+            return Err(PackageError::SchemaVersion {
+                found: version.schema_version,
+            });
+        }
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(PackageError::Manifest)?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Pretty JSON with a final newline; field order is fixed, so the bytes are deterministic.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("a manifest always serializes");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), PackageError> {
+        let bad = |msg: String| Err(PackageError::InvalidManifest(msg));
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(PackageError::SchemaVersion {
+                found: self.schema_version,
+            });
+        }
+        for name in self.files.keys() {
+            check_file_name(name)?;
+        }
+        for (what, name) in [
+            ("graph.file", &self.graph.file),
+            ("tokenizer", &self.tokenizer),
+        ] {
+            if !self.files.contains_key(name) {
+                return bad(format!("{what} `{name}` is not among the package's files"));
+            }
+        }
+        match self.kind {
+            ModelKind::Classification if self.labels.len() < 2 => {
+                return bad(format!(
+                    "a classification package needs at least 2 labels, found {}",
+                    self.labels.len()
+                ))
+            }
+            ModelKind::Embedding if !self.labels.is_empty() => {
+                return bad("an embedding package has no labels".into())
+            }
+            _ => {}
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = self.labels.iter().find(|l| !seen.insert(l.as_str())) {
+            return bad(format!("label `{dup}` appears twice"));
+        }
+        if self.max_length < 2 {
+            return bad(format!(
+                "max_length {} leaves no room for [CLS] and [SEP]",
+                self.max_length
+            ));
+        }
+        if self.hidden_size == 0 {
+            return bad("hidden_size is 0".into());
+        }
+        if self.graph.inputs.is_empty() {
+            return bad("graph.inputs is empty".into());
+        }
+        if let Attention::Window { window, .. } = self.attention {
+            if window == 0 {
+                return bad("attention window 0".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// A small valid manifest, for examples and tests.
+    pub fn example() -> Self {
+        Manifest {
+            schema_version: SCHEMA_VERSION,
+            kind: ModelKind::Classification,
+            labels: vec!["negative".into(), "positive".into()],
+            max_length: 256,
+            hidden_size: 384,
+            pooling: Pooling::ClsPooler,
+            normalize: false,
+            attention: Attention::Dense,
+            quantization: Quantization::None,
+            graph: GraphInfo {
+                file: "model.onnx".into(),
+                opset: 17,
+                inputs: vec![
+                    "input_ids".into(),
+                    "attention_mask".into(),
+                    "token_type_ids".into(),
+                ],
+                output: "logits".into(),
+            },
+            tokenizer: "tokenizer.json".into(),
+            provenance: Provenance {
+                base_model: "example".into(),
+                base_weights_sha256: "0".repeat(64),
+                adapter: None,
+                adapter_weights_sha256: None,
+                exporter: "autoglm-export test".into(),
+            },
+            files: BTreeMap::new(),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The runtime on a tiny synthetic package: the whole path (verify, tokenize, batch, run on
+//! tract, softmax) without downloaded assets.
+
+use autoglm_export::{export, fixture, ExportOptions};
+use autoglm_runtime::{Encoded, LoadOptions, Model, RuntimeError};
+
+fn packages() -> (tempfile::TempDir, Model, Model) {
+    let dir = tempfile::tempdir().unwrap();
+    fixture::write_base(&dir.path().join("base"));
+    fixture::write_adapter(&dir.path().join("adapter"));
+    let cls = export(
+        &ExportOptions::new(dir.path().join("base")).with_adapter(dir.path().join("adapter")),
+    )
+    .unwrap();
+    let emb = export(&ExportOptions::new(dir.path().join("base"))).unwrap();
+    let options = LoadOptions {
+        threads: 1,
+        max_batch: 2,
+    };
+    (
+        dir,
+        Model::from_package(cls, &options).unwrap(),
+        Model::from_package(emb, &options).unwrap(),
+    )
+}
+
+#[test]
+fn classify_and_embed_tiny_packages() {
+    let (_dir, cls, emb) = packages();
+    let texts = ["the film was good !", "", "not very good movies", "bad", "the the the the the the the the the the the the the the the the the the the the the the the the the the the the the the the the the the the the"];
+    let predictions = cls.classify(&texts).unwrap();
+    assert_eq!(predictions.len(), texts.len());
+    for (text, p) in texts.iter().zip(&predictions) {
+        assert!((p.scores.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert_eq!(p.label, ["bad", "neutral", "good"][p.index]);
+        // The same text alone gives the same scores as inside a padded batch.
+        let alone = cls.classify(&[text]).unwrap();
+        let d = alone[0]
+            .scores
+            .iter()
+            .zip(&p.scores)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(d < 1e-6, "{text:?}: batching changed scores by {d}");
+    }
+    let vectors = emb.embed(&texts).unwrap();
+    for v in &vectors {
+        assert_eq!(v.len(), fixture::HIDDEN);
+        assert!((v.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+    assert!(cls.classify(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn long_texts_are_truncated_to_the_manifest_limit() {
+    let (_dir, cls, _) = packages();
+    let long = "good ".repeat(1000);
+    let e = cls.encoder().encode(&long).unwrap();
+    assert_eq!(e.len(), fixture::POSITIONS);
+    assert_eq!(*e.ids.last().unwrap(), 3, "[SEP] is kept at the end");
+    assert_eq!(cls.classify(&[&long]).unwrap().len(), 1);
+}
+
+#[test]
+fn wrong_use_is_an_error_not_a_panic() {
+    let (_dir, cls, emb) = packages();
+    assert!(matches!(
+        emb.classify(&["x"]),
+        Err(RuntimeError::Unsupported(_))
+    ));
+    assert!(matches!(
+        cls.embed(&["x"]),
+        Err(RuntimeError::Unsupported(_))
+    ));
+    let empty = Encoded {
+        ids: vec![],
+        type_ids: vec![],
+    };
+    assert!(matches!(
+        cls.outputs_for(&[empty]),
+        Err(RuntimeError::InvalidInput(_))
+    ));
+    let too_long = Encoded {
+        ids: vec![5; fixture::POSITIONS + 1],
+        type_ids: vec![0; fixture::POSITIONS + 1],
+    };
+    assert!(matches!(
+        cls.outputs_for(&[too_long]),
+        Err(RuntimeError::InvalidInput(_))
+    ));
+}
+
+#[test]
+fn threads_do_not_change_results() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture::write_base(&dir.path().join("base"));
+    let pkg = export(&ExportOptions::new(dir.path().join("base"))).unwrap();
+    let one = Model::from_package(
+        pkg.clone(),
+        &LoadOptions {
+            threads: 1,
+            max_batch: 32,
+        },
+    )
+    .unwrap();
+    let two = Model::from_package(
+        pkg,
+        &LoadOptions {
+            threads: 2,
+            max_batch: 32,
+        },
+    )
+    .unwrap();
+    let texts = ["the film", "a great movie !", "bad bad bad"];
+    let (a, b) = (one.embed(&texts).unwrap(), two.embed(&texts).unwrap());
+    for (x, y) in a.iter().zip(&b) {
+        assert!(x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-6));
+    }
+    // A Model is shared between threads through &self.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| assert_eq!(two.embed(&texts).unwrap(), b));
+        }
+    });
+}

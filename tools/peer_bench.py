@@ -1,0 +1,88 @@
+"""Side-by-side latency of our runtime (tract) and ONNX Runtime on the same .onnx file.
+
+Each configuration runs in fresh processes, ours (`autoglm bench --json`) and ORT's (this script
+with --ort-worker), so that peak RSS is per engine and per configuration. Both feed the same
+synthetic token ids (see `bench_ids` in crates/autoglm-cli/src/main.rs) of exactly SEQ tokens.
+Prints a markdown table with medians, the ours/ORT ratio (< 1 means we are faster) and peak RSS.
+
+  .cache/py-venv/bin/python tools/peer_bench.py --autoglm BIN --model PKG [--seq 32,128,512]
+      [--batch 1,32] [--threads 1,2] [--iters 10]
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def bench_ids(n):
+    return [101 if i == 0 else 102 if i == n - 1 else 1000 + (i * 7919) % 20000 for i in range(n)]
+
+
+def ort_worker(args):
+    import numpy as np
+    import onnxruntime as ort
+
+    manifest = json.load(open(os.path.join(args.model, "manifest.json")))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    t0 = time.perf_counter()
+    sess = ort.InferenceSession(os.path.join(args.model, manifest["graph"]["file"]), opts, providers=["CPUExecutionProvider"])
+    load_ms = (time.perf_counter() - t0) * 1e3
+    ids = np.array([bench_ids(args.seq)] * args.batch, dtype=np.int64)
+    feeds = dict(zip(manifest["graph"]["inputs"], [ids, np.ones_like(ids), np.zeros_like(ids)]))
+    sess.run(None, feeds)
+    times = []
+    for _ in range(args.iters):
+        t = time.perf_counter()
+        sess.run(None, feeds)
+        times.append((time.perf_counter() - t) * 1e3)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"engine": f"onnxruntime-{ort.__version__}", "median_ms": statistics.median(times), "min_ms": min(times),
+                      "peak_rss_mb": rss, "load_ms": load_ms}))
+
+
+def run_json(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--autoglm", required=False)
+    p.add_argument("--model", required=True)
+    p.add_argument("--seq", default="32,128,512")
+    p.add_argument("--batch", default="1,32")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--ort-worker", action="store_true")
+    args, _ = p.parse_known_args()
+    if args.ort_worker:
+        args.seq, args.batch, args.threads = int(args.seq), int(args.batch), int(args.threads)
+        return ort_worker(args)
+    manifest = json.load(open(os.path.join(args.model, "manifest.json")))
+    print(f"model: {args.model} ({manifest['kind']}, {manifest['quantization']}, attention {manifest['attention']['type']}); "
+          f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; iters {args.iters}\n")
+    print("| seq | batch | threads | ours (tract) ms | ORT ms | ours/ORT | ours peak RSS MB | ORT peak RSS MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for seq in map(int, args.seq.split(",")):
+        for batch in map(int, args.batch.split(",")):
+            iters = args.iters if seq * batch < 4096 else max(3, args.iters // 3)
+            for threads in map(int, args.threads.split(",")):
+                ours = run_json([args.autoglm, "bench", "--model", args.model, "--seq", str(seq), "--batch", str(batch),
+                                 "--threads", str(threads), "--iters", str(iters), "--json"])
+                peer = run_json([sys.executable, __file__, "--ort-worker", "--model", args.model, "--seq", str(seq),
+                                 "--batch", str(batch), "--threads", str(threads), "--iters", str(iters)])
+                ratio = ours["median_ms"] / peer["median_ms"]
+                print(f"| {seq} | {batch} | {threads} | {ours['median_ms']:.2f} | {peer['median_ms']:.2f} | {ratio:.2f} | "
+                      f"{ours['peak_rss_mb']:.0f} | {peer['peak_rss_mb']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
