@@ -34,6 +34,9 @@ pub struct ExportOptions {
     pub max_length: Option<usize>,
     pub quantization: Quantization,
     pub attention: Attention,
+    /// Tests only: build window attention densely with the equivalent n×n mask.
+    #[doc(hidden)]
+    pub reference_attention: Option<bert::AttentionGraph>,
 }
 
 impl ExportOptions {
@@ -44,6 +47,7 @@ impl ExportOptions {
             max_length: None,
             quantization: Quantization::None,
             attention: Attention::Dense,
+            reference_attention: None,
         }
     }
 
@@ -58,33 +62,22 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// Reads the inputs, builds the graph and returns the package (not yet written).
 pub fn export(options: &ExportOptions) -> Result<Package> {
-    if options.quantization != Quantization::None {
-        return Err(ExportError::Option(
-            "int8 quantization is not implemented yet".into(),
-        ));
-    }
-    if options.attention != Attention::Dense {
-        return Err(ExportError::Option(
-            "sparse attention is not implemented yet".into(),
-        ));
-    }
     let mut base = hf::BaseModel::read(&options.base)?;
     let cfg = base.config.clone();
     let max_length = options
         .max_length
         .or(base.sentence.max_seq_length)
         .unwrap_or(cfg.max_position_embeddings);
-    if max_length > cfg.max_position_embeddings {
-        return Err(ExportError::Option(format!(
-            "max length {max_length} exceeds the model's {} position embeddings",
-            cfg.max_position_embeddings
-        )));
-    }
-    if max_length < 2 {
-        return Err(ExportError::Option(format!(
-            "max length {max_length} leaves no room for [CLS] and [SEP]"
-        )));
-    }
+    let attention = options
+        .reference_attention
+        .unwrap_or(bert::AttentionGraph::from_manifest(options.attention));
+    let multiple = attention.sequence_multiple();
+    check_lengths(max_length, options.attention, multiple)?;
+    // Window attention pads to whole blocks, so the position table covers the padded length;
+    // beyond the learned positions it is extended (see `bert::extend_positions`).
+    let positions = cfg
+        .max_position_embeddings
+        .max(max_length.div_ceil(multiple) * multiple);
 
     let adapter = options
         .adapter
@@ -133,7 +126,15 @@ pub fn export(options: &ExportOptions) -> Result<Package> {
         }
     };
 
-    let (onnx, output) = bert::build(&base, &head)?;
+    let (onnx, output) = bert::build(
+        &base,
+        &head,
+        bert::GraphOptions {
+            quantization: options.quantization,
+            attention,
+            positions,
+        },
+    )?;
     let tokenizer = tokenizer_json(&base, max_length)?;
     let manifest = Manifest {
         schema_version: SCHEMA_VERSION,
@@ -150,6 +151,7 @@ pub fn export(options: &ExportOptions) -> Result<Package> {
             opset: onnx::OPSET,
             inputs: bert::INPUTS.iter().map(|s| s.to_string()).collect(),
             output: output.into(),
+            sequence_multiple: multiple,
         },
         tokenizer: TOKENIZER_FILE.into(),
         provenance: Provenance {
@@ -169,6 +171,39 @@ pub fn export(options: &ExportOptions) -> Result<Package> {
         ],
     )?)
 }
+
+/// Refuses length/attention combinations that cannot work.
+fn check_lengths(max_length: usize, attention: Attention, multiple: usize) -> Result<()> {
+    if max_length < 2 {
+        return Err(ExportError::Option(format!(
+            "max length {max_length} leaves no room for [CLS] and [SEP]"
+        )));
+    }
+    if max_length > MAX_LENGTH_LIMIT {
+        return Err(ExportError::Option(format!(
+            "max length {max_length} is over the {MAX_LENGTH_LIMIT}-token limit of this exporter"
+        )));
+    }
+    if let Attention::Window { window, global } = attention {
+        if window < 2 || window % 2 != 0 {
+            return Err(ExportError::Option(format!(
+                "window {window}: must be an even number of tokens, at least 2 (half on each side)"
+            )));
+        }
+        if multiple > max_length {
+            return Err(ExportError::Option(format!("window {window} is wider than twice the max length {max_length}: use dense attention")));
+        }
+        if global >= max_length {
+            return Err(ExportError::Option(format!(
+                "{global} global tokens leave no room in max length {max_length}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Longest sequence the exporter accepts (positions are extended by copying up to this).
+pub const MAX_LENGTH_LIMIT: usize = 16384;
 
 /// The base tokenizer, checked by loading it, with truncation at `max_length` and no padding
 /// written in (the runtime pads per batch), so that any `tokenizers` user reading the package

@@ -187,10 +187,55 @@ fn unused_adapter_tensors_are_refused() {
 
 #[test]
 fn impossible_lengths_are_refused() {
+    use autoglm_package::Attention;
     let (_dir, base, _) = setup();
-    let mut options = ExportOptions::new(&base);
-    options.max_length = Some(fixture::POSITIONS + 1);
-    assert!(
-        matches!(export(&options), Err(ExportError::Option(ref m)) if m.contains("position embeddings"))
+    let refused = |max_length: usize, attention: Attention, needle: &str| {
+        let mut options = ExportOptions::new(&base);
+        options.max_length = Some(max_length);
+        options.attention = attention;
+        match export(&options) {
+            Err(ExportError::Option(m)) => assert!(m.contains(needle), "{m}"),
+            other => panic!("expected a refusal containing {needle:?}, got {other:?}"),
+        }
+    };
+    refused(1, Attention::Dense, "no room");
+    refused(
+        autoglm_export::MAX_LENGTH_LIMIT + 1,
+        Attention::Dense,
+        "limit",
     );
+    refused(
+        64,
+        Attention::Window {
+            window: 7,
+            global: 1,
+        },
+        "even",
+    );
+    refused(
+        16,
+        Attention::Window {
+            window: 40,
+            global: 1,
+        },
+        "wider",
+    );
+    refused(
+        16,
+        Attention::Window {
+            window: 8,
+            global: 16,
+        },
+        "global tokens",
+    );
+    // Longer than the learned positions: extended by copying, recorded in the manifest.
+    let mut options = ExportOptions::new(&base);
+    options.max_length = Some(fixture::POSITIONS * 3);
+    options.attention = Attention::Window {
+        window: 8,
+        global: 1,
+    };
+    let package = export(&options).unwrap();
+    assert_eq!(package.manifest().max_length, fixture::POSITIONS * 3);
+    assert_eq!(package.manifest().graph.sequence_multiple, 4);
 }

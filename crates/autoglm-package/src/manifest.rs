@@ -56,6 +56,14 @@ pub struct GraphInfo {
     pub inputs: Vec<String>,
     /// The one float output: `[batch, labels]` logits or `[batch, hidden]` embeddings.
     pub output: String,
+    /// Padded batches must have a sequence length that is a multiple of this (window
+    /// attention works on blocks); 1 for dense graphs.
+    #[serde(default = "one")]
+    pub sequence_multiple: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Where the model came from.
@@ -180,9 +188,15 @@ impl Manifest {
             return bad("graph.inputs is empty".into());
         }
         if let Attention::Window { window, .. } = self.attention {
-            if window == 0 {
-                return bad("attention window 0".into());
+            if window < 2 {
+                return bad(format!("attention window {window} (at least 2 tokens)"));
             }
+        }
+        if self.graph.sequence_multiple == 0 || self.graph.sequence_multiple > self.max_length {
+            return bad(format!(
+                "graph.sequence_multiple {} must be 1 to max_length",
+                self.graph.sequence_multiple
+            ));
         }
         Ok(())
     }
@@ -208,6 +222,7 @@ impl Manifest {
                     "token_type_ids".into(),
                 ],
                 output: "logits".into(),
+                sequence_multiple: 1,
             },
             tokenizer: "tokenizer.json".into(),
             provenance: Provenance {
