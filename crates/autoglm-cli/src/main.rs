@@ -33,6 +33,8 @@ enum Command {
     Embed(RunArgs),
     /// Measure inference latency on synthetic inputs of exact token lengths.
     Bench(BenchArgs),
+    /// Serve packages over HTTP (/v1, Open Inference Protocol v2, /metrics) with hot reload.
+    Serve(autoglm_serve::ServeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -165,6 +167,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Classify(a) => classify(a),
         Command::Embed(a) => embed(a),
         Command::Bench(a) => bench(a),
+        Command::Serve(a) => autoglm_serve::run(a),
     }
 }
 

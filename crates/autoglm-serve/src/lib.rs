@@ -1,0 +1,448 @@
+//! AutoGLM Edge inference service: model packages behind HTTP, for gateways and KubeEdge nodes.
+//!
+//! - `POST /v1/classify`, `POST /v1/embed`: `{"texts": [...], "model"?: name}`, results in order;
+//! - Open Inference Protocol v2: `/v2/health/{live,ready}`, `/v2/models/{name}[/ready]`,
+//!   `POST /v2/models/{name}/infer` with one BYTES input of texts;
+//! - `GET /metrics`: OpenMetrics text.
+//!
+//! Each model has a bounded queue (counted in texts; full → 429 with `Retry-After`) emptied by
+//! one batch thread in dynamic batches. Packages reload on SIGHUP and when they change on disk:
+//! the new one is loaded, verified and test-run off the request path, then swapped in
+//! atomically; batches already running finish on the old one, and a package that fails to load
+//! leaves the old one serving.
+//!
+//! ```no_run
+//! use autoglm_serve::{app, AppState, Config, ModelSpec};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::new(vec![ModelSpec::parse("sentiment=models/sentiment")?]);
+//! let state = AppState::start(&config)?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app(state)).await?;
+//! # Ok(()) }
+//! ```
+
+mod batcher;
+mod error;
+pub mod metrics;
+mod models;
+mod routes;
+
+pub use batcher::BatchConfig;
+pub use error::{ApiError, ServeError};
+pub use models::{fingerprint, Loaded, ModelSlot};
+pub use routes::app;
+
+use anyhow::Context;
+use autoglm_runtime::LoadOptions;
+use metrics::Metrics;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What one request may ask for.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_texts: usize,
+    pub max_text_bytes: usize,
+    /// Texts a model's queue holds, waiting ones and the batch being gathered.
+    pub queue_capacity: usize,
+    pub request_timeout: Duration,
+    pub retry_after_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 20,
+            max_texts: 64,
+            max_text_bytes: 16 << 10,
+            queue_capacity: 256,
+            request_timeout: Duration::from_secs(10),
+            retry_after_secs: 1,
+        }
+    }
+}
+
+/// A model to serve: a name and a package path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl ModelSpec {
+    /// `NAME=PKG`, or `PKG` alone: then the name is the package's file name without `.tar`.
+    pub fn parse(s: &str) -> Result<Self, ServeError> {
+        let (name, path) = match s.split_once('=') {
+            Some((name, path)) => (name.to_owned(), PathBuf::from(path)),
+            None => {
+                let path = PathBuf::from(s);
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().trim_end_matches(".tar").to_owned())
+                    .unwrap_or_default();
+                (name, path)
+            }
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return Err(ServeError::Config(format!(
+                "`{s}`: a model name is 1 to 64 of A-Z a-z 0-9 - _ . (use NAME=PKG)"
+            )));
+        }
+        Ok(ModelSpec { name, path })
+    }
+}
+
+/// Everything a service needs besides its address.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The first one answers `/v1` requests that name no model.
+    pub models: Vec<ModelSpec>,
+    pub load: LoadOptions,
+    pub batch: BatchConfig,
+    pub limits: Limits,
+}
+
+impl Config {
+    pub fn new(models: Vec<ModelSpec>) -> Self {
+        Config {
+            models,
+            load: LoadOptions::default(),
+            batch: BatchConfig {
+                max_batch: 32,
+                max_wait: Duration::from_millis(5),
+            },
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The service's shared state: the models, the limits, the metrics. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    models: Vec<Arc<ModelSlot>>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    ready: AtomicBool,
+}
+
+impl AppState {
+    /// Loads and verifies every package and starts their batch threads. Blocking.
+    pub fn start(config: &Config) -> Result<Self, ServeError> {
+        if config.models.is_empty() {
+            return Err(ServeError::Config("no model to serve: pass --model".into()));
+        }
+        for (i, m) in config.models.iter().enumerate() {
+            if config.models[..i].iter().any(|o| o.name == m.name) {
+                return Err(ServeError::Config(format!(
+                    "model name `{}` is used twice",
+                    m.name
+                )));
+            }
+        }
+        let limits = &config.limits;
+        if limits.max_texts == 0 || limits.max_texts > limits.queue_capacity {
+            return Err(ServeError::Config(format!(
+                "texts per request ({}) must be 1 to the queue capacity ({})",
+                limits.max_texts, limits.queue_capacity
+            )));
+        }
+        let metrics = Arc::new(Metrics::new());
+        let mut models = Vec::new();
+        for spec in &config.models {
+            let slot = ModelSlot::start(
+                spec.name.clone(),
+                spec.path.clone(),
+                config.load.clone(),
+                config.batch.clone(),
+                limits.queue_capacity,
+                metrics.clone(),
+            )?;
+            models.push(Arc::new(slot));
+        }
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                models,
+                limits: limits.clone(),
+                metrics,
+                ready: AtomicBool::new(true),
+            }),
+        })
+    }
+
+    pub fn models(&self) -> &[Arc<ModelSlot>] {
+        &self.inner.models
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The named model, or the default (first) one.
+    pub fn slot(&self, name: Option<&str>) -> Result<Arc<ModelSlot>, ApiError> {
+        let models = &self.inner.models;
+        match name {
+            None => models.first().cloned(),
+            Some(n) => models.iter().find(|m| m.name == n).cloned(),
+        }
+        .ok_or_else(|| ApiError::NotFound(format!("no model named `{}`", name.unwrap_or(""))))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// Reloads every model whose package changed on disk (or all with `force`). Blocking.
+    pub fn reload(&self, force: bool, reason: &str) {
+        for slot in &self.inner.models {
+            if force || slot.changed_on_disk() {
+                // The error is logged and counted by the slot; the old package keeps serving.
+                let _ = slot.reload(reason);
+            }
+        }
+    }
+
+    /// Reports not ready (so the load balancer stops sending), refuses new work once the
+    /// server stops, and waits for queued work to finish. Blocking.
+    pub fn drain(&self) {
+        self.inner.ready.store(false, Ordering::Release);
+        for slot in &self.inner.models {
+            slot.drain();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `autoglm serve`: every flag also reads an `AUTOGLM_*` environment variable.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Package to serve, as PKG or NAME=PKG; repeat (or comma-separate) for several. The first
+    /// answers /v1 requests that name no model.
+    #[arg(
+        long = "model",
+        env = "AUTOGLM_MODEL",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub models: Vec<String>,
+    /// Address to listen on.
+    #[arg(long, env = "AUTOGLM_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Threads for the matrix products of one batch.
+    #[arg(long, env = "AUTOGLM_THREADS", default_value_t = 1)]
+    pub threads: usize,
+    /// Most texts run together in one batch.
+    #[arg(long, env = "AUTOGLM_MAX_BATCH", default_value_t = 32)]
+    pub max_batch: usize,
+    /// How long a batch waits for more texts after its first one (ms).
+    #[arg(long, env = "AUTOGLM_BATCH_WAIT_MS", default_value_t = 5)]
+    pub batch_wait_ms: u64,
+    /// Texts a model's queue holds before requests get 429.
+    #[arg(long, env = "AUTOGLM_QUEUE_CAPACITY", default_value_t = 256)]
+    pub queue_capacity: usize,
+    /// Largest request body (bytes).
+    #[arg(long, env = "AUTOGLM_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Most texts in one request.
+    #[arg(long, env = "AUTOGLM_MAX_TEXTS", default_value_t = 64)]
+    pub max_texts: usize,
+    /// Longest text (bytes of UTF-8).
+    #[arg(long, env = "AUTOGLM_MAX_TEXT_BYTES", default_value_t = 16 << 10)]
+    pub max_text_bytes: usize,
+    /// Deadline of one request, queueing included (ms); past it the answer is 504.
+    #[arg(long, env = "AUTOGLM_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// How often to look for a changed package on disk (s); 0 = only on SIGHUP.
+    #[arg(long, env = "AUTOGLM_POLL_SECS", default_value_t = 5)]
+    pub poll_secs: u64,
+    /// After SIGTERM or Ctrl-C, how long in-flight requests may take to finish (s).
+    #[arg(long, env = "AUTOGLM_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+    /// Log lines as text or JSON (the level comes from AUTOGLM_LOG, e.g. `info,autoglm_serve=debug`).
+    #[arg(long, env = "AUTOGLM_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> Result<Config, ServeError> {
+        let models = self
+            .models
+            .iter()
+            .map(|m| ModelSpec::parse(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Config {
+            models,
+            load: LoadOptions {
+                threads: self.threads.max(1),
+                max_batch: self.max_batch.max(1),
+                ..LoadOptions::default()
+            },
+            batch: BatchConfig {
+                max_batch: self.max_batch.max(1),
+                max_wait: Duration::from_millis(self.batch_wait_ms),
+            },
+            limits: Limits {
+                max_body_bytes: self.max_body_bytes,
+                max_texts: self.max_texts,
+                max_text_bytes: self.max_text_bytes,
+                queue_capacity: self.queue_capacity,
+                request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+                retry_after_secs: 1,
+            },
+        })
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AUTOGLM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second call (tests, embedding) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs the service until SIGTERM or Ctrl-C, then drains.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let config = args.config()?;
+    let state = AppState::start(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("serve")
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = runtime.block_on(serve(
+        state.clone(),
+        args.addr,
+        Duration::from_secs(args.poll_secs),
+        Duration::from_secs(args.shutdown_grace_secs),
+    ));
+    state.drain();
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!("stopped");
+    served
+}
+
+/// Binds `addr` and serves `state` until a shutdown signal; reloads on SIGHUP and when a
+/// package changes on disk (every `poll`, unless zero).
+pub async fn serve(
+    state: AppState,
+    addr: SocketAddr,
+    poll: Duration,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, models = state.models().len(), "serving");
+    let watcher = tokio::spawn(watch(state.clone(), poll));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let signal_state = state.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal_state.inner.ready.store(false, Ordering::Release);
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: draining in-flight requests"
+        );
+        let _ = stop_tx.send(true);
+    });
+    let mut stop_for_server = stop_rx.clone();
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        let _ = stop_for_server.wait_for(|s| *s).await;
+    });
+    let overdue = async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        r = server => r.context("server failed"),
+        () = overdue => {
+            tracing::warn!("grace period over: closing connections still open");
+            Ok(())
+        }
+    };
+    watcher.abort();
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Reloads on SIGHUP (every model) and on a changed package (that model).
+async fn watch(state: AppState, poll: Duration) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut ticker = (!poll.is_zero()).then(|| {
+        let mut t = tokio::time::interval(poll);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    loop {
+        let hup = async {
+            #[cfg(unix)]
+            if let Some(h) = hangup.as_mut() {
+                h.recv().await;
+                return;
+            }
+            std::future::pending::<()>().await
+        };
+        let tick = async {
+            match ticker.as_mut() {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let force = tokio::select! {
+            () = hup => true,
+            () = tick => false,
+        };
+        let s = state.clone();
+        let reason = if force { "SIGHUP" } else { "package changed" };
+        // Loading is seconds of CPU and disk: never on the executor that answers requests.
+        let _ = tokio::task::spawn_blocking(move || s.reload(force, reason)).await;
+    }
+}

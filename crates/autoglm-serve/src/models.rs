@@ -1,0 +1,274 @@
+//! The models a service holds: one slot per name, each with the package it serves now, its
+//! queue and batch worker, and the reload that replaces the package without stopping requests.
+
+use crate::batcher::{self, BatchConfig, Queue};
+use crate::error::ServeError;
+use crate::metrics::{Metrics, ModelInfo, ReloadResult};
+use arc_swap::ArcSwap;
+use autoglm_runtime::{LoadOptions, Model, ModelKind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// A package loaded, verified and checked, as one unit: requests hold it through an `Arc`, so
+/// a reload never changes the model under a running batch.
+#[derive(Debug)]
+pub struct Loaded {
+    pub model: Model,
+    /// First 12 hex digits of the manifest's sha256 (the manifest holds every file's digest).
+    pub version: String,
+    pub load_seconds: f64,
+}
+
+impl Loaded {
+    pub fn kind(&self) -> ModelKind {
+        self.model.manifest().kind
+    }
+
+    /// Width of one output row: labels for a classifier, dimensions for an embedder.
+    pub fn width(&self) -> usize {
+        match self.kind() {
+            ModelKind::Classification => self.model.labels().len(),
+            ModelKind::Embedding => self.model.manifest().hidden_size,
+        }
+    }
+}
+
+/// Loads, verifies and test-runs the package at `path`.
+pub fn load(name: &str, path: &Path, options: &LoadOptions) -> Result<Loaded, ServeError> {
+    let start = Instant::now();
+    let model = Model::load_with(path, options).map_err(|source| ServeError::Load {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        source,
+    })?;
+    // A package whose digests match can still hold a graph that does not run (another exporter,
+    // a wrong opset): find out now, not on the first request after a reload.
+    let check = model.outputs(&["autoglm load check"]);
+    match check {
+        Ok(rows) if rows.len() == 1 && !rows[0].is_empty() => {}
+        Ok(_) => {
+            return Err(ServeError::Check {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                message: "empty output".into(),
+            })
+        }
+        Err(e) => {
+            return Err(ServeError::Check {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
+        }
+    }
+    let version = autoglm_package::sha256_hex(&model.manifest().to_json())[..12].to_owned();
+    Ok(Loaded {
+        model,
+        version,
+        load_seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// One served model name.
+#[derive(Debug)]
+pub struct ModelSlot {
+    pub name: String,
+    pub path: PathBuf,
+    current: Arc<ArcSwap<Loaded>>,
+    pub(crate) queue: Queue,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    options: LoadOptions,
+    metrics: Arc<Metrics>,
+    /// Held while a reload loads, so a SIGHUP during a poll-triggered reload waits for it
+    /// instead of loading the same package twice at once (memory: two models at most).
+    reloading: Mutex<()>,
+    /// The package's fingerprint when it was last loaded or tried.
+    fingerprint: Mutex<Option<String>>,
+    info: Mutex<Option<ModelInfo>>,
+}
+
+impl ModelSlot {
+    pub(crate) fn start(
+        name: String,
+        path: PathBuf,
+        options: LoadOptions,
+        batch: BatchConfig,
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ServeError> {
+        let fingerprint = fingerprint(&path);
+        let loaded = load(&name, &path, &options)?;
+        let current = Arc::new(ArcSwap::from_pointee(loaded));
+        let (queue, worker) =
+            batcher::start(&name, current.clone(), capacity, batch, metrics.clone()).map_err(
+                |source| ServeError::Worker {
+                    name: name.clone(),
+                    source,
+                },
+            )?;
+        let slot = ModelSlot {
+            name,
+            path,
+            current,
+            queue,
+            worker: Mutex::new(Some(worker)),
+            options,
+            metrics,
+            reloading: Mutex::new(()),
+            fingerprint: Mutex::new(Some(fingerprint)),
+            info: Mutex::new(None),
+        };
+        slot.publish(&slot.current());
+        tracing::info!(
+            model = %slot.name,
+            path = %slot.path.display(),
+            version = %slot.current().version,
+            kind = ?slot.current().kind(),
+            load_seconds = slot.current().load_seconds,
+            "model loaded"
+        );
+        Ok(slot)
+    }
+
+    /// The package serving now.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current.load_full()
+    }
+
+    /// Texts waiting in this model's queue.
+    pub fn queued(&self) -> usize {
+        self.queue.queued()
+    }
+
+    /// Whether the package on disk differs from the one last loaded or tried.
+    pub fn changed_on_disk(&self) -> bool {
+        let now = fingerprint(&self.path);
+        let last = self.fingerprint.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_deref() != Some(now.as_str())
+    }
+
+    /// Loads the package again and, if it loads, verifies and runs, swaps it in. Blocking (it
+    /// loads a model): call it off the async executor. On failure the old package keeps serving.
+    pub fn reload(&self, reason: &str) -> Result<(), ServeError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        // Taken before loading: a package that changes while it loads differs from this and is
+        // loaded again on the next poll.
+        let seen = fingerprint(&self.path);
+        let result = load(&self.name, &self.path, &self.options);
+        *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
+        let label = |result: &str| ReloadResult {
+            model: self.name.clone(),
+            result: result.to_owned(),
+        };
+        match result {
+            Ok(loaded) => {
+                let old = self.current();
+                let loaded = Arc::new(loaded);
+                self.current.store(loaded.clone());
+                self.publish(&loaded);
+                self.metrics.reloads.get_or_create(&label("success")).inc();
+                tracing::info!(
+                    model = %self.name,
+                    reason,
+                    old_version = %old.version,
+                    version = %loaded.version,
+                    load_seconds = loaded.load_seconds,
+                    "model reloaded"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.reloads.get_or_create(&label("failure")).inc();
+                tracing::error!(
+                    model = %self.name,
+                    reason,
+                    version = %self.current().version,
+                    error = %e,
+                    "reload failed; still serving the previous package"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn publish(&self, loaded: &Loaded) {
+        let m = loaded.model.manifest();
+        let info = ModelInfo {
+            model: self.name.clone(),
+            kind: format!("{:?}", m.kind).to_lowercase(),
+            version: loaded.version.clone(),
+            base: m.provenance.base_model.clone(),
+            adapter: m.provenance.adapter.clone().unwrap_or_default(),
+            backend: loaded.model.backend_name().to_owned(),
+        };
+        let mut last = self.info.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = last.take() {
+            self.metrics.model_info.remove(&old);
+        }
+        self.metrics.model_info.get_or_create(&info).set(1);
+        *last = Some(info);
+        self.metrics
+            .load_seconds
+            .get_or_create(&Metrics::model(&self.name))
+            .set(loaded.load_seconds);
+    }
+
+    /// Refuses new work and waits until the worker has run what was queued.
+    pub(crate) fn drain(&self) {
+        self.queue.close();
+        let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(worker) = worker {
+            if worker.join().is_err() {
+                tracing::error!(model = %self.name, "batch worker panicked");
+            }
+        }
+    }
+}
+
+/// A cheap summary of what is on disk at `path`, following symlinks: the path it resolves to,
+/// and for a directory the manifest's digest plus each visible file's size and mtime; for a
+/// `.tar`, its size and mtime. A Kubernetes ConfigMap update swaps the `..data` symlink, which
+/// changes the resolved files' contents and times, so it shows here.
+pub fn fingerprint(path: &Path) -> String {
+    let mut parts = Vec::new();
+    match std::fs::canonicalize(path) {
+        Ok(p) => parts.push(p.display().to_string()),
+        Err(e) => return format!("unreadable: {:?}", e.kind()),
+    }
+    let stamp = |p: &Path| match std::fs::metadata(p) {
+        Ok(m) => {
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{} {mtime}", m.len())
+        }
+        Err(e) => format!("{:?}", e.kind()),
+    };
+    if path.is_dir() {
+        match std::fs::read(path.join("manifest.json")) {
+            Ok(bytes) => parts.push(autoglm_package::sha256_hex(&bytes)),
+            Err(e) => parts.push(format!("manifest {:?}", e.kind())),
+        }
+        let mut names: Vec<_> = std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| !n.to_string_lossy().starts_with('.'))
+            .collect();
+        names.sort();
+        for name in names {
+            parts.push(format!(
+                "{} {}",
+                name.to_string_lossy(),
+                stamp(&path.join(&name))
+            ));
+        }
+    } else {
+        parts.push(stamp(path));
+    }
+    parts.join("\n")
+}

@@ -1,0 +1,433 @@
+//! The HTTP surface: `/v1` JSON, Open Inference Protocol v2, `/metrics`.
+
+use crate::batcher::{Done, Job, JobError, SubmitError};
+use crate::error::ApiError;
+use crate::metrics::{RouteLabel, RouteStatus};
+use crate::models::{Loaded, ModelSlot};
+use crate::AppState;
+use autoglm_runtime::ModelKind;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// The service's router. Everything it needs is in `state`; nothing binds a socket, so tests
+/// drive it with `tower::ServiceExt::oneshot`.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.inner.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/classify", post(v1_classify))
+        .route("/v1/embed", post(v1_embed))
+        .route("/v2", get(v2_server))
+        .route("/v2/health/live", get(v2_live))
+        .route("/v2/health/ready", get(v2_ready))
+        .route("/v2/models/{name}", get(v2_model))
+        .route("/v2/models/{name}/ready", get(v2_model_ready))
+        .route("/v2/models/{name}/infer", post(v2_infer))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// Counts and times every response by route template and status.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let m = &state.inner.metrics;
+    let labels = RouteStatus {
+        route: route.clone(),
+        status: response.status().as_u16(),
+    };
+    m.requests.get_or_create(&labels).inc();
+    if response.status().is_client_error() || response.status().is_server_error() {
+        m.errors.get_or_create(&labels).inc();
+    }
+    m.request_seconds
+        .get_or_create(&RouteLabel { route })
+        .observe(start.elapsed().as_secs_f64());
+    response
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge("the request body is too large".into()),
+        _ => ApiError::BadRequest("cannot read the request body".into()),
+    })?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TextsRequest {
+    texts: Vec<String>,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+async fn v1_classify(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let request: TextsRequest = parse(body)?;
+    let slot = state.slot(request.model.as_deref())?;
+    let done = run(&state, &slot, ModelKind::Classification, request.texts).await?;
+    let labels = done.model.model.labels();
+    let results: Vec<Value> = done
+        .outputs
+        .iter()
+        .map(|logits| {
+            let p = done.model.model.prediction(logits);
+            let scores: Map<String, Value> = labels
+                .iter()
+                .zip(&p.scores)
+                .map(|(l, s)| (l.clone(), json!(s)))
+                .collect();
+            json!({"label": p.label, "scores": scores})
+        })
+        .collect();
+    Ok(Json(json!({
+        "model": slot.name,
+        "model_version": done.model.version,
+        "results": results,
+    })))
+}
+
+async fn v1_embed(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let request: TextsRequest = parse(body)?;
+    let slot = state.slot(request.model.as_deref())?;
+    let done = run(&state, &slot, ModelKind::Embedding, request.texts).await?;
+    let results: Vec<Value> = done
+        .outputs
+        .iter()
+        .map(|v| json!({"embedding": v}))
+        .collect();
+    Ok(Json(json!({
+        "model": slot.name,
+        "model_version": done.model.version,
+        "results": results,
+    })))
+}
+
+/// Checks the texts against the limits, queues them, and waits for their batch.
+async fn run(
+    state: &AppState,
+    slot: &Arc<ModelSlot>,
+    kind: ModelKind,
+    texts: Vec<String>,
+) -> Result<Done, ApiError> {
+    let limits = &state.inner.limits;
+    check_kind(slot, &slot.current(), kind)?;
+    if texts.len() > limits.max_texts {
+        return Err(ApiError::TooLarge(format!(
+            "{} texts in one request; at most {} are allowed",
+            texts.len(),
+            limits.max_texts
+        )));
+    }
+    if let Some((i, t)) = texts
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.len() > limits.max_text_bytes)
+    {
+        return Err(ApiError::TooLarge(format!(
+            "text {i} is {} bytes; at most {} are allowed",
+            t.len(),
+            limits.max_text_bytes
+        )));
+    }
+    if texts.is_empty() {
+        return Ok(Done {
+            model: slot.current(),
+            outputs: Vec::new(),
+        });
+    }
+    let now = Instant::now();
+    let deadline = now + limits.request_timeout;
+    let (reply, answer) = oneshot::channel();
+    let job = Job {
+        texts,
+        enqueued: now,
+        deadline,
+        reply,
+    };
+    match slot.queue.submit(job) {
+        Ok(()) => {}
+        Err(SubmitError::Full) => {
+            return Err(ApiError::QueueFull {
+                retry_after_secs: limits.retry_after_secs,
+            })
+        }
+        Err(SubmitError::Closed) => {
+            return Err(ApiError::Unavailable("the server is shutting down".into()))
+        }
+    }
+    state
+        .inner
+        .metrics
+        .queue_texts
+        .get_or_create(&crate::metrics::Metrics::model(&slot.name))
+        .set(slot.queued() as i64);
+    let timeout_ms = limits.request_timeout.as_millis() as u64;
+    let done = match tokio::time::timeout_at(deadline.into(), answer).await {
+        Err(_) => return Err(ApiError::DeadlineExceeded(timeout_ms)),
+        Ok(Err(_)) => {
+            tracing::error!(model = %slot.name, "batch worker dropped a job");
+            return Err(ApiError::Internal);
+        }
+        Ok(Ok(Err(JobError::Expired))) => return Err(ApiError::DeadlineExceeded(timeout_ms)),
+        Ok(Ok(Err(JobError::Input(m)))) => return Err(ApiError::BadRequest(m)),
+        Ok(Ok(Err(JobError::Internal(m)))) => {
+            tracing::error!(model = %slot.name, error = %m, "inference failed");
+            return Err(ApiError::Internal);
+        }
+        Ok(Ok(Ok(done))) => done,
+    };
+    // A reload between queueing and running may have brought a package of the other kind.
+    check_kind(slot, &done.model, kind)?;
+    Ok(done)
+}
+
+fn check_kind(slot: &ModelSlot, loaded: &Loaded, kind: ModelKind) -> Result<(), ApiError> {
+    if loaded.kind() == kind {
+        return Ok(());
+    }
+    let (is, route) = match loaded.kind() {
+        ModelKind::Classification => ("a classification", "/v1/classify"),
+        ModelKind::Embedding => ("an embedding", "/v1/embed"),
+    };
+    Err(ApiError::BadRequest(format!(
+        "model `{}` is {is} model; use {route}",
+        slot.name
+    )))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    for slot in &state.inner.models {
+        state
+            .inner
+            .metrics
+            .queue_texts
+            .get_or_create(&crate::metrics::Metrics::model(&slot.name))
+            .set(slot.queued() as i64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.inner.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn v2_server() -> Json<Value> {
+    Json(json!({
+        "name": "autoglm",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": [],
+    }))
+}
+
+async fn v2_live() -> Json<Value> {
+    Json(json!({"live": true}))
+}
+
+async fn v2_ready(State(state): State<AppState>) -> Response {
+    if state.is_ready() {
+        Json(json!({"ready": true})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false})),
+        )
+            .into_response()
+    }
+}
+
+async fn v2_model(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let slot = state.slot(Some(&name))?;
+    let loaded = slot.current();
+    let outputs = match loaded.kind() {
+        ModelKind::Classification => json!([
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "scores", "datatype": "FP32", "shape": [-1, loaded.width()]},
+        ]),
+        ModelKind::Embedding => json!([
+            {"name": "embedding", "datatype": "FP32", "shape": [-1, loaded.width()]},
+        ]),
+    };
+    Ok(Json(json!({
+        "name": slot.name,
+        "versions": [loaded.version],
+        "platform": format!("autoglm_{}", loaded.model.backend_name()),
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+        "outputs": outputs,
+    })))
+}
+
+async fn v2_model_ready(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let slot = state.slot(Some(&name))?;
+    let ready = state.is_ready();
+    let body = Json(json!({"name": slot.name, "ready": ready}));
+    Ok(if ready {
+        body.into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    })
+}
+
+#[derive(Deserialize)]
+struct InferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    inputs: Vec<InferInput>,
+    #[serde(default)]
+    outputs: Option<Vec<RequestedOutput>>,
+}
+
+#[derive(Deserialize)]
+struct InferInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    data: Value,
+}
+
+#[derive(Deserialize)]
+struct RequestedOutput {
+    name: String,
+}
+
+async fn v2_infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let slot = state.slot(Some(&name))?;
+    let request: InferRequest = parse(body)?;
+    let [input] = request.inputs.as_slice() else {
+        return Err(ApiError::BadRequest(format!(
+            "expected one input tensor (`text`), got {}",
+            request.inputs.len()
+        )));
+    };
+    if input.datatype != "BYTES" {
+        return Err(ApiError::BadRequest(format!(
+            "input `{}` has datatype {}; texts are BYTES",
+            input.name, input.datatype
+        )));
+    }
+    let mut texts = Vec::new();
+    flatten_strings(&input.data, &mut texts, 0)
+        .map_err(|m| ApiError::BadRequest(format!("input `{}`: {m}", input.name)))?;
+    let elements = input.shape.iter().try_fold(1u64, |n, &d| {
+        u64::try_from(d).ok().and_then(|d| n.checked_mul(d))
+    });
+    if elements != Some(texts.len() as u64) {
+        return Err(ApiError::BadRequest(format!(
+            "input `{}` has shape {:?} but {} texts",
+            input.name,
+            input.shape,
+            texts.len()
+        )));
+    }
+    let loaded = slot.current();
+    let available: &[&str] = match loaded.kind() {
+        ModelKind::Classification => &["label", "scores"],
+        ModelKind::Embedding => &["embedding"],
+    };
+    let wanted: Vec<String> = match &request.outputs {
+        None => available.iter().map(|s| s.to_string()).collect(),
+        Some(requested) => {
+            for r in requested {
+                if !available.contains(&r.name.as_str()) {
+                    return Err(ApiError::BadRequest(format!(
+                        "model `{}` has no output `{}`; it has {available:?}",
+                        slot.name, r.name
+                    )));
+                }
+            }
+            requested.iter().map(|r| r.name.clone()).collect()
+        }
+    };
+    let n = texts.len();
+    let done = run(&state, &slot, loaded.kind(), texts).await?;
+    let width = done.model.width();
+    let mut outputs = Vec::new();
+    for name in &wanted {
+        outputs.push(match name.as_str() {
+            "label" => {
+                let labels: Vec<String> = done
+                    .outputs
+                    .iter()
+                    .map(|l| done.model.model.prediction(l).label)
+                    .collect();
+                json!({"name": "label", "datatype": "BYTES", "shape": [n], "data": labels})
+            }
+            "scores" => {
+                let scores: Vec<f32> = done
+                    .outputs
+                    .iter()
+                    .flat_map(|l| done.model.model.prediction(l).scores)
+                    .collect();
+                json!({"name": "scores", "datatype": "FP32", "shape": [n, width], "data": scores})
+            }
+            _ => {
+                let flat: Vec<f32> = done.outputs.iter().flatten().copied().collect();
+                json!({"name": "embedding", "datatype": "FP32", "shape": [n, width], "data": flat})
+            }
+        });
+    }
+    let mut response = json!({
+        "model_name": slot.name,
+        "model_version": done.model.version,
+        "outputs": outputs,
+    });
+    if let Some(id) = request.id {
+        response["id"] = json!(id);
+    }
+    Ok(Json(response))
+}
+
+/// Texts of a BYTES tensor, row-major: the protocol allows flat or nested `data`.
+fn flatten_strings(v: &Value, out: &mut Vec<String>, depth: usize) -> Result<(), String> {
+    match v {
+        Value::String(s) => {
+            out.push(s.clone());
+            Ok(())
+        }
+        Value::Array(items) if depth < 8 => items
+            .iter()
+            .try_for_each(|item| flatten_strings(item, out, depth + 1)),
+        Value::Array(_) => Err("data is nested too deeply".into()),
+        _ => Err("data must hold strings".into()),
+    }
+}
