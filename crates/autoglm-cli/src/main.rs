@@ -4,7 +4,7 @@ mod input;
 
 use anyhow::{bail, Context, Result};
 use autoglm_package::{Attention, Package, Quantization};
-use autoglm_runtime::{Encoded, LoadOptions, Model};
+use autoglm_runtime::{BackendKind, Device, Encoded, LoadOptions, Model};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
@@ -82,6 +82,15 @@ struct ModelArgs {
     /// Most texts per batch.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Engine: `tract` (built in) or `ort` (ONNX Runtime; needs a build with `--features ort`).
+    #[arg(long, default_value = "tract", env = "AUTOGLM_BACKEND")]
+    backend: BackendKind,
+    /// Device: `cpu`, or `cuda` (ort backend with a CUDA build of ONNX Runtime; no fallback).
+    #[arg(long, default_value = "cpu", env = "AUTOGLM_DEVICE")]
+    device: Device,
+    /// The ONNX Runtime shared library for `--backend ort` (tools/fetch-onnxruntime.sh).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    ort_lib: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -92,9 +101,17 @@ impl ModelArgs {
         let options = LoadOptions {
             threads: self.threads.max(1),
             max_batch: self.batch_size.max(1),
+            backend: self.backend,
+            device: self.device,
+            ort_library: self.ort_lib.clone(),
         };
-        Model::load_with(path, &options)
-            .with_context(|| format!("cannot load package {}", path.display()))
+        let model = Model::load_with(path, &options)
+            .with_context(|| format!("cannot load package {}", path.display()))?;
+        // Say which provider really runs whenever the user chose one: that is what they check.
+        if self.backend != BackendKind::Tract || self.device != Device::Cpu {
+            eprintln!("backend: {}", model.backend_description());
+        }
+        Ok(model)
     }
 }
 
@@ -325,6 +342,11 @@ fn bench(a: BenchArgs) -> Result<()> {
     let load_start = Instant::now();
     let model = a.model.load()?;
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
+    let engine = format!("autoglm-{}", model.backend_name());
+    let backend = model.backend_description();
+    if !a.json {
+        println!("backend: {backend} (loaded in {load_ms:.0} ms)");
+    }
     for &seq in &a.seq {
         if seq < 2 || seq > model.manifest().max_length {
             bail!(
@@ -353,7 +375,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             if a.json {
                 println!(
                     "{}",
-                    json!({"engine": "autoglm-tract", "seq": seq, "batch": batch, "threads": a.model.threads,
+                    json!({"engine": engine, "backend": backend, "seq": seq, "batch": batch, "threads": a.model.threads,
                            "median_ms": median, "min_ms": times[0], "iters": times.len(), "peak_rss_mb": rss, "load_ms": load_ms})
                 );
             } else {

@@ -30,6 +30,7 @@ fn inference(c: &mut Criterion) {
     let options = LoadOptions {
         threads: 1,
         max_batch: 32,
+        ..LoadOptions::default()
     };
     let mut long = ExportOptions::new(common::assets().join("minilm"));
     long.max_length = Some(512);

@@ -7,7 +7,96 @@ use tract_onnx::prelude::*;
 /// Runs the graph: int64 `[batch, sequence]` inputs in, `[batch, width]` floats out (row-major).
 pub trait Backend: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
+    /// What runs, for logs and benchmarks (engine, device, threads).
+    fn describe(&self) -> String {
+        self.name().to_string()
+    }
     fn run(&self, batch: &Batch) -> Result<Vec<f32>>;
+}
+
+/// Which engine runs the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// tract: pure Rust, always compiled in.
+    #[default]
+    Tract,
+    /// ONNX Runtime, loaded from a shared library at run time (cargo feature `ort`).
+    Ort,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Tract => "tract",
+            BackendKind::Ort => "ort",
+        }
+    }
+
+    /// The backends this build can run, tract first.
+    pub fn compiled() -> Vec<BackendKind> {
+        let mut all = vec![BackendKind::Tract];
+        if cfg!(feature = "ort") {
+            all.push(BackendKind::Ort);
+        }
+        all
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "tract" => Ok(BackendKind::Tract),
+            "ort" | "onnxruntime" => Ok(BackendKind::Ort),
+            _ => Err(format!("`{s}`: expected tract or ort")),
+        }
+    }
+}
+
+/// Where the graph runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// The first visible NVIDIA GPU (`CUDA_VISIBLE_DEVICES` picks which), through ONNX Runtime's
+    /// CUDA execution provider.
+    Cuda,
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda),
+            _ => Err(format!("`{s}`: expected cpu or cuda")),
+        }
+    }
+}
+
+/// The backend `options` ask for, holding the graph `onnx`. A choice this build or this engine
+/// cannot honour is an error, never a quiet substitution.
+pub fn load(onnx: &[u8], options: &crate::LoadOptions) -> Result<Box<dyn Backend>> {
+    match (options.backend, options.device) {
+        (BackendKind::Tract, Device::Cpu) => {
+            Ok(Box::new(TractBackend::new(onnx, options.threads)?))
+        }
+        (BackendKind::Tract, Device::Cuda) => Err(RuntimeError::Unsupported(
+            "the tract backend runs on the CPU only; use the ort backend for cuda".into(),
+        )),
+        #[cfg(feature = "ort")]
+        (BackendKind::Ort, device) => Ok(Box::new(crate::ort::OrtBackend::new(
+            onnx,
+            options.threads,
+            device,
+            options.ort_library.as_deref(),
+        )?)),
+        #[cfg(not(feature = "ort"))]
+        (BackendKind::Ort, _) => Err(RuntimeError::Unsupported(
+            "the ort backend: this build was not compiled with ort: rebuild with --features ort"
+                .into(),
+        )),
+    }
 }
 
 fn model_error(e: impl std::fmt::Debug) -> RuntimeError {
@@ -20,6 +109,7 @@ fn model_error(e: impl std::fmt::Debug) -> RuntimeError {
 pub struct TractBackend {
     plan: Arc<TypedSimplePlan>,
     executor: Option<tract_linalg::multithread::Executor>,
+    threads: usize,
 }
 
 impl TractBackend {
@@ -35,13 +125,21 @@ impl TractBackend {
             .map_err(model_error)?;
         let executor =
             (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads));
-        Ok(TractBackend { plan, executor })
+        Ok(TractBackend {
+            plan,
+            executor,
+            threads: threads.max(1),
+        })
     }
 }
 
 impl Backend for TractBackend {
     fn name(&self) -> &'static str {
         "tract"
+    }
+
+    fn describe(&self) -> String {
+        format!("tract on the CPU, {} threads", self.threads)
     }
 
     fn run(&self, batch: &Batch) -> Result<Vec<f32>> {
@@ -70,5 +168,50 @@ impl Backend for TractBackend {
             .ok_or_else(|| RuntimeError::Model("the graph produced no output".into()))?;
         let plain = out.try_as_plain_ram().map_err(model_error)?;
         Ok(plain.as_slice::<f32>().map_err(model_error)?.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LoadOptions;
+
+    fn err(options: &LoadOptions) -> String {
+        load(b"not parsed", options)
+            .expect_err("must refuse")
+            .to_string()
+    }
+
+    #[test]
+    fn tract_refuses_cuda() {
+        let options = LoadOptions {
+            device: Device::Cuda,
+            ..LoadOptions::default()
+        };
+        assert!(err(&options).contains("CPU only"), "{}", err(&options));
+    }
+
+    // The build without the feature must say how to get it, not fall back to tract.
+    #[cfg(not(feature = "ort"))]
+    #[test]
+    fn ort_without_the_feature_says_how_to_get_it() {
+        let options = LoadOptions {
+            backend: BackendKind::Ort,
+            ..LoadOptions::default()
+        };
+        let e = err(&options);
+        assert!(
+            e.contains("not compiled with ort: rebuild with --features ort"),
+            "{e}"
+        );
+        assert_eq!(BackendKind::compiled(), vec![BackendKind::Tract]);
+    }
+
+    #[test]
+    fn names_parse() {
+        assert_eq!("ort".parse::<BackendKind>(), Ok(BackendKind::Ort));
+        assert_eq!("tract".parse::<BackendKind>(), Ok(BackendKind::Tract));
+        assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda));
+        assert!("tpu".parse::<Device>().is_err());
     }
 }

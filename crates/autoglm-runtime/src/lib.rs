@@ -16,14 +16,16 @@
 pub mod backend;
 pub mod batch;
 mod error;
+#[cfg(feature = "ort")]
+pub mod ort;
 pub mod tokenize;
 
 pub use autoglm_package::{Manifest, ModelKind, Package};
-pub use backend::{Backend, TractBackend};
+pub use backend::{Backend, BackendKind, Device, TractBackend};
 pub use error::{Result, RuntimeError};
 pub use tokenize::{Encoded, TextEncoder};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How to load a package.
 #[derive(Debug, Clone)]
@@ -32,6 +34,13 @@ pub struct LoadOptions {
     pub threads: usize,
     /// Most texts run together in one batch.
     pub max_batch: usize,
+    /// The engine; [`BackendKind::Ort`] needs the cargo feature `ort`.
+    pub backend: BackendKind,
+    /// Where it runs; [`Device::Cuda`] needs the ort backend and a CUDA build of ONNX Runtime.
+    pub device: Device,
+    /// The ONNX Runtime shared library (default: `ORT_DYLIB_PATH`, else `libonnxruntime.so` on
+    /// the loader's path). One library per process: the first one loaded stays.
+    pub ort_library: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -39,6 +48,9 @@ impl Default for LoadOptions {
         LoadOptions {
             threads: 1,
             max_batch: 32,
+            backend: BackendKind::Tract,
+            device: Device::Cpu,
+            ort_library: None,
         }
     }
 }
@@ -71,11 +83,11 @@ impl Model {
         Self::from_package(Package::open(path)?, options)
     }
 
-    /// Builds a model from a verified package, on the tract backend.
+    /// Builds a model from a verified package, on the backend and device `options` name.
     pub fn from_package(mut package: Package, options: &LoadOptions) -> Result<Self> {
         let graph = package.take_file(&package.manifest().graph.file.clone())?;
-        let backend = TractBackend::new(&graph, options.threads)?;
-        Self::with_backend(package, Box::new(backend), options)
+        let backend = backend::load(&graph, options)?;
+        Self::with_backend(package, backend, options)
     }
 
     /// Builds a model from a verified package and a backend that already holds its graph.
@@ -113,6 +125,11 @@ impl Model {
 
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
+    }
+
+    /// What runs this model: engine, device, threads (and for ONNX Runtime, which library).
+    pub fn backend_description(&self) -> String {
+        self.backend.describe()
     }
 
     pub fn encoder(&self) -> &TextEncoder {

@@ -16,6 +16,7 @@ fn packages() -> (tempfile::TempDir, Model, Model) {
     let options = LoadOptions {
         threads: 1,
         max_batch: 2,
+        ..LoadOptions::default()
     };
     (
         dir,
@@ -100,6 +101,7 @@ fn threads_do_not_change_results() {
         &LoadOptions {
             threads: 1,
             max_batch: 32,
+            ..LoadOptions::default()
         },
     )
     .unwrap();
@@ -108,6 +110,7 @@ fn threads_do_not_change_results() {
         &LoadOptions {
             threads: 2,
             max_batch: 32,
+            ..LoadOptions::default()
         },
     )
     .unwrap();

@@ -256,3 +256,100 @@ fn long_and_odd_texts_are_handled() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).lines().count(), 3);
 }
+
+#[test]
+fn backend_choices_are_honoured_or_refused() {
+    let Some(pkg) = sentiment_package() else {
+        return;
+    };
+    let pkg = pkg.to_str().unwrap();
+    assert_fails(
+        &autoglm(
+            &["classify", "--model", pkg, "--device", "cuda", "hello"],
+            None,
+        ),
+        "the tract backend runs on the CPU only",
+    );
+    let o = autoglm(
+        &["classify", "--model", pkg, "--backend", "tpu", "hello"],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2), "usage errors exit with 2");
+    #[cfg(not(feature = "ort"))]
+    assert_fails(
+        &autoglm(
+            &["classify", "--model", pkg, "--backend", "ort", "hello"],
+            None,
+        ),
+        "not compiled with ort: rebuild with --features ort",
+    );
+    #[cfg(feature = "ort")]
+    ort_backend_through_the_cli(pkg);
+}
+
+/// `--backend ort` gives tract's labels, says what runs, and `--device cuda` either runs on the
+/// CUDA provider or fails saying why: it never quietly runs on the CPU.
+#[cfg(feature = "ort")]
+fn ort_backend_through_the_cli(pkg: &str) {
+    let Some(lib) = ort_library() else { return };
+    let lib = lib.to_str().unwrap();
+    let texts = ["I loved this film", "A dull, lifeless waste of two hours."];
+    let run = |extra: &[&str]| {
+        let mut args = vec!["classify", "--model", pkg, "--json"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&texts);
+        autoglm(&args, None)
+    };
+    let tract = run(&[]);
+    let ort = run(&["--backend", "ort", "--ort-lib", lib]);
+    assert!(ort.status.success(), "{}", stderr(&ort));
+    assert!(
+        stderr(&ort).contains("on CPUExecutionProvider"),
+        "{}",
+        stderr(&ort)
+    );
+    let labels = |o: &Output| -> Vec<String> {
+        stdout(o)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["label"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(labels(&ort), labels(&tract));
+    assert_eq!(labels(&ort), ["positive", "negative"]);
+
+    let cuda = run(&["--backend", "ort", "--device", "cuda", "--ort-lib", lib]);
+    if cuda.status.success() {
+        assert!(stderr(&cuda).contains("on CUDAExecutionProvider"));
+    } else {
+        assert_fails(&cuda, "CUDA");
+    }
+
+    let bench = autoglm(
+        &[
+            "bench",
+            "--model",
+            pkg,
+            "--backend",
+            "ort",
+            "--ort-lib",
+            lib,
+            "--seq",
+            "16",
+            "--batch",
+            "2",
+            "--iters",
+            "2",
+            "--json",
+        ],
+        None,
+    );
+    assert!(bench.status.success(), "{}", stderr(&bench));
+    let row: serde_json::Value = serde_json::from_str(stdout(&bench).trim()).unwrap();
+    assert_eq!(row["engine"], "autoglm-ort");
+    assert!(row["median_ms"].as_f64().unwrap() > 0.0);
+}

@@ -1,7 +1,34 @@
 //! Our numbers against Hugging Face transformers (goldens) and PyTorch's accuracy.
 
 use crate::support::*;
+use autoglm_runtime::BackendKind;
 use serde::Deserialize;
+
+/// One test body, one `#[test]` per backend compiled in: `fidelity::tract::…`, and with the
+/// `ort` feature `fidelity::ort::…`, so a failure names the backend.
+macro_rules! backend_tests {
+    ($($body:ident),* $(,)?) => {
+        mod tract {
+            $(#[test]
+            fn $body() {
+                super::$body(autoglm_runtime::BackendKind::Tract)
+            })*
+        }
+        #[cfg(feature = "ort")]
+        mod ort {
+            $(#[test]
+            fn $body() {
+                super::$body(autoglm_runtime::BackendKind::Ort)
+            })*
+        }
+    };
+}
+
+backend_tests!(
+    embeddings_match_transformers,
+    logits_match_transformers,
+    sentiment_accuracy_equals_pytorch,
+);
 
 #[derive(Deserialize)]
 struct Goldens {
@@ -49,9 +76,8 @@ fn token_ids_equal_hf_tokenizers() {
     }
 }
 
-#[test]
-fn embeddings_match_transformers() {
-    let Some(model) = embedding_model() else {
+fn embeddings_match_transformers(backend: BackendKind) {
+    let Some(model) = embedding_model_on(backend) else {
         return;
     };
     let g = goldens();
@@ -67,12 +93,14 @@ fn embeddings_match_transformers() {
         );
         worst = worst.max(d);
     }
-    eprintln!("embeddings: max |Δ| = {worst:e} over {} texts", ours.len());
+    eprintln!(
+        "{backend:?} embeddings: max |Δ| = {worst:e} over {} texts",
+        ours.len()
+    );
 }
 
-#[test]
-fn logits_match_transformers() {
-    let Some(model) = sentiment_model() else {
+fn logits_match_transformers(backend: BackendKind) {
+    let Some(model) = sentiment_model_on(backend) else {
         return;
     };
     let g = goldens();
@@ -85,7 +113,10 @@ fn logits_match_transformers() {
         assert!(d <= TOLERANCE, "logits of {:?} differ by {d}", golden.text);
         worst = worst.max(d);
     }
-    eprintln!("logits: max |Δ| = {worst:e} over {} texts", ours.len());
+    eprintln!(
+        "{backend:?} logits: max |Δ| = {worst:e} over {} texts",
+        ours.len()
+    );
     // Batched and one-at-a-time runs agree (padding must not leak into results).
     for (i, text) in texts.iter().enumerate().step_by(7) {
         let single = model.outputs(&[text]).expect("single");
@@ -108,9 +139,8 @@ struct Row {
     label: String,
 }
 
-#[test]
-fn sentiment_accuracy_equals_pytorch() {
-    let Some(model) = sentiment_model() else {
+fn sentiment_accuracy_equals_pytorch(backend: BackendKind) {
+    let Some(model) = sentiment_model_on(backend) else {
         return;
     };
     let assets = assets().expect("assets");
@@ -138,7 +168,7 @@ fn sentiment_accuracy_equals_pytorch() {
         .count();
     let ours = correct as f64 / rows.len() as f64;
     eprintln!(
-        "sentiment accuracy: ours {:.2} %, PyTorch {:.2} % ({} texts)",
+        "{backend:?} sentiment accuracy: ours {:.2} %, PyTorch {:.2} % ({} texts)",
         ours * 100.0,
         metrics.test_accuracy * 100.0,
         rows.len()
@@ -157,4 +187,43 @@ fn sentiment_accuracy_equals_pytorch() {
         ours > majority as f64 / rows.len() as f64 + 0.1,
         "not far above the majority baseline"
     );
+}
+
+/// Every other backend computes what tract computes, on the goldens' texts, within the same bound.
+#[test]
+fn backends_agree_with_tract() {
+    let g = goldens();
+    let texts: Vec<&str> = g.texts.iter().map(|t| t.text.as_str()).collect();
+    let (Some(emb), Some(cls)) = (
+        embedding_model_on(BackendKind::Tract),
+        sentiment_model_on(BackendKind::Tract),
+    ) else {
+        return;
+    };
+    let (emb_ref, cls_ref) = (
+        emb.embed(&texts).expect("embed"),
+        cls.outputs(&texts).expect("logits"),
+    );
+    for backend in backends().into_iter().skip(1) {
+        let (Some(emb), Some(cls)) = (embedding_model_on(backend), sentiment_model_on(backend))
+        else {
+            continue;
+        };
+        let pairs = [
+            ("embedding", emb.embed(&texts).expect("embed"), &emb_ref),
+            ("logits", cls.outputs(&texts).expect("logits"), &cls_ref),
+        ];
+        for (what, ours, reference) in pairs {
+            let worst = ours
+                .iter()
+                .zip(reference)
+                .map(|(a, b)| max_abs_diff(a, b))
+                .fold(0.0, f32::max);
+            eprintln!("{backend:?} vs Tract {what}: max |Δ| = {worst:e}");
+            assert!(
+                worst <= TOLERANCE,
+                "{backend:?} {what} differ from tract by {worst}"
+            );
+        }
+    }
 }

@@ -1,5 +1,5 @@
 use autoglm_export::{export, ExportOptions};
-use autoglm_runtime::{LoadOptions, Model};
+use autoglm_runtime::{BackendKind, LoadOptions, Model};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -79,34 +79,98 @@ pub fn sentiment_package() -> Option<PathBuf> {
     )
 }
 
+/// The ONNX Runtime library for the ort backend: `ORT_DYLIB_PATH`, else what
+/// `tools/fetch-onnxruntime.sh` unpacked into `.cache/onnxruntime/`. Missing, it skips locally and
+/// fails under CI, like the assets.
+pub fn ort_library() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let dir = workspace().join(".cache/onnxruntime");
+    let found = std::fs::read_dir(&dir).ok().and_then(|entries| {
+        entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+            })
+            .max()
+    });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "ONNX Runtime missing in {}: run tools/fetch-onnxruntime.sh (CI must not skip the ort backend)",
+                dir.display()
+            );
+        }
+        eprintln!(
+            "skipping the ort backend: no library in {} and ORT_DYLIB_PATH unset (run tools/fetch-onnxruntime.sh)",
+            dir.display()
+        );
+    }
+    found
+}
+
+/// How the tests load a package on `backend`; `None` when that backend cannot run here (skip).
+pub fn load_options(backend: BackendKind) -> Option<LoadOptions> {
+    let ort_library = match backend {
+        BackendKind::Tract => None,
+        BackendKind::Ort => Some(ort_library()?),
+    };
+    Some(LoadOptions {
+        threads: 2,
+        max_batch: 32,
+        backend,
+        ort_library,
+        ..LoadOptions::default()
+    })
+}
+
+/// Every backend this build has, tract first: a test body looping over them covers them all.
+pub fn backends() -> Vec<BackendKind> {
+    BackendKind::compiled()
+}
+
+fn slot(backend: BackendKind) -> usize {
+    match backend {
+        BackendKind::Tract => 0,
+        BackendKind::Ort => 1,
+    }
+}
+
+fn load_once(
+    models: &'static [OnceLock<Model>; 2],
+    pkg: Option<PathBuf>,
+    backend: BackendKind,
+) -> Option<&'static Model> {
+    let pkg = pkg?;
+    let options = load_options(backend)?;
+    let model = models[slot(backend)].get_or_init(|| {
+        Model::load_with(&pkg, &options)
+            .unwrap_or_else(|e| panic!("load {} on {backend:?}: {e}", pkg.display()))
+    });
+    // The backend asked for is the one that runs: no silent fallback.
+    assert_eq!(model.backend_name(), backend.name());
+    Some(model)
+}
+
+pub fn embedding_model_on(backend: BackendKind) -> Option<&'static Model> {
+    static MODELS: [OnceLock<Model>; 2] = [OnceLock::new(), OnceLock::new()];
+    load_once(&MODELS, embedding_package(), backend)
+}
+
+pub fn sentiment_model_on(backend: BackendKind) -> Option<&'static Model> {
+    static MODELS: [OnceLock<Model>; 2] = [OnceLock::new(), OnceLock::new()];
+    load_once(&MODELS, sentiment_package(), backend)
+}
+
 pub fn embedding_model() -> Option<&'static Model> {
-    static MODEL: OnceLock<Model> = OnceLock::new();
-    let pkg = embedding_package()?;
-    Some(MODEL.get_or_init(|| {
-        Model::load_with(
-            pkg,
-            &LoadOptions {
-                threads: 2,
-                max_batch: 32,
-            },
-        )
-        .expect("load embedding package")
-    }))
+    embedding_model_on(BackendKind::Tract)
 }
 
 pub fn sentiment_model() -> Option<&'static Model> {
-    static MODEL: OnceLock<Model> = OnceLock::new();
-    let pkg = sentiment_package()?;
-    Some(MODEL.get_or_init(|| {
-        Model::load_with(
-            pkg,
-            &LoadOptions {
-                threads: 2,
-                max_batch: 32,
-            },
-        )
-        .expect("load sentiment package")
-    }))
+    sentiment_model_on(BackendKind::Tract)
 }
 
 /// Largest absolute difference of two equally long vectors.
