@@ -316,6 +316,7 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("AUTOGLM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // A second call (tests, embedding) keeps the first subscriber.
     let _ = match format {
