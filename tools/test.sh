@@ -5,5 +5,6 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$root"
 tools/fetch-assets.sh >/dev/null
+tools/validate-k8s.sh   # deploy/kubeedge manifests against the Kubernetes schemas (offline)
 cargo fmt --all --check
 cargo test --release --workspace "$@"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Validates deploy/kubeedge/*.yaml against the Kubernetes OpenAPI schemas, offline: the PyPI
+# package kubernetes-validate bundles the schemas of every release. Strict: unknown fields fail.
+# The venv is made once under .cache (needs the package index only the first time).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$root"
+venv=$root/.cache/k8s-venv
+if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1; then
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+# The oldest release KubeEdge 1.20 supports; newer ones accept these manifests too.
+"$venv/bin/kubernetes-validate" --strict --quiet -k "${K8S_VERSION:-1.30.0}" deploy/kubeedge/*.yaml
