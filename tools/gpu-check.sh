@@ -32,7 +32,7 @@ unxz_to() { # file dest-name: decompress .xz copies into $work, keep others as t
 }
 bin=$(unxz_to "$bin" autoglm) || result "cannot decompress $1"
 chmod +x "$bin" 2>/dev/null
-[ -n "$cpu_lib" ] && { cpu_lib=$(unxz_to "$cpu_lib" libonnxruntime.so.cpu) || cpu_lib=; }
+[ -n "$cpu_lib" ] && { cpu_lib=$(unxz_to "$cpu_lib" libonnxruntime.so.1.32.0) && cpu_lib=$(realpath "$cpu_lib") || cpu_lib=; }
 "$bin" --version >/dev/null 2>&1 || result "the autoglm binary $bin does not run here ($(uname -m))"
 
 echo "== machine"
@@ -102,7 +102,7 @@ bench() { # label args...
   out=$(t "$bin" bench --model "$pkg" --seq 128 --batch 1,32 --iters "${ITERS:-20}" --json "$@" 2>"$work/bench.err") ||
     { echo "  bench $label failed: $(tail -n1 "$work/bench.err")"; return 1; }
   while IFS= read -r line; do
-    rows+=("$("$py" -c 'import json,sys; r=json.loads(sys.argv[2]); print(f"| {sys.argv[1]} | {r["seq"]} | {r["batch"]} | {r["median_ms"]:.2f} | {r["min_ms"]:.2f} | {r["backend"]} |")' "$label" "$line")")
+    rows+=("$("$py" -c 'import json,sys; r=json.loads(sys.argv[2]); print("| %s | %d | %d | %.2f | %.2f | %s |" % (sys.argv[1], r["seq"], r["batch"], r["median_ms"], r["min_ms"], r["backend"]))' "$label" "$line")")
   done <<<"$out"
 }
 threads=${THREADS:-$(nproc)}

@@ -6,7 +6,11 @@ synthetic token ids (see `bench_ids` in crates/autoglm-cli/src/main.rs) of exact
 Prints a markdown table with medians, the ours/ORT ratio (< 1 means we are faster) and peak RSS.
 
   .cache/py-venv/bin/python tools/peer_bench.py --autoglm BIN --model PKG [--seq 32,128,512]
-      [--batch 1,32] [--threads 1,2] [--iters 10]
+      [--batch 1,32] [--threads 1,2] [--iters 10] [--ort-lib LIB]
+
+With --ort-lib (BIN built with `--features ort`, LIB from tools/fetch-onnxruntime.sh) a third
+engine joins: our runtime on its ONNX Runtime backend, in process (`autoglm bench --backend ort`),
+which tells our own overhead (tokenizer-free here, so batching and copies) from the engine's.
 """
 import argparse
 import json
@@ -61,6 +65,7 @@ def main():
     p.add_argument("--batch", default="1,32")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--ort-lib", help="also run `autoglm bench --backend ort` with this libonnxruntime")
     p.add_argument("--ort-worker", action="store_true")
     args, _ = p.parse_known_args()
     if args.ort_worker:
@@ -69,8 +74,9 @@ def main():
     manifest = json.load(open(os.path.join(args.model, "manifest.json")))
     print(f"model: {args.model} ({manifest['kind']}, {manifest['quantization']}, attention {manifest['attention']['type']}); "
           f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; iters {args.iters}\n")
-    print("| seq | batch | threads | ours (tract) ms | ORT ms | ours/ORT | ours peak RSS MB | ORT peak RSS MB |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    ort_col = " ours (ort backend) ms |" if args.ort_lib else ""
+    print(f"| seq | batch | threads | ours (tract) ms | ORT ms | ours/ORT |{ort_col} ours peak RSS MB | ORT peak RSS MB |")
+    print("|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.ort_lib else "") + "---:|---:|")
     for seq in map(int, args.seq.split(",")):
         for batch in map(int, args.batch.split(",")):
             iters = args.iters if seq * batch < 4096 else max(3, args.iters // 3)
@@ -80,7 +86,13 @@ def main():
                 peer = run_json([sys.executable, __file__, "--ort-worker", "--model", args.model, "--seq", str(seq),
                                  "--batch", str(batch), "--threads", str(threads), "--iters", str(iters)])
                 ratio = ours["median_ms"] / peer["median_ms"]
-                print(f"| {seq} | {batch} | {threads} | {ours['median_ms']:.2f} | {peer['median_ms']:.2f} | {ratio:.2f} | "
+                ort_cell = ""
+                if args.ort_lib:
+                    ours_ort = run_json([args.autoglm, "bench", "--model", args.model, "--seq", str(seq), "--batch", str(batch),
+                                         "--threads", str(threads), "--iters", str(iters), "--json",
+                                         "--backend", "ort", "--ort-lib", args.ort_lib])
+                    ort_cell = f" {ours_ort['median_ms']:.2f} |"
+                print(f"| {seq} | {batch} | {threads} | {ours['median_ms']:.2f} | {peer['median_ms']:.2f} | {ratio:.2f} |{ort_cell} "
                       f"{ours['peak_rss_mb']:.0f} | {peer['peak_rss_mb']:.0f} |", flush=True)
 
 
