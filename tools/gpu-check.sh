@@ -26,7 +26,8 @@ t() { timeout "${STEP_TIMEOUT:-180}" "$@"; }
 
 unxz_to() { # file dest-name: decompress .xz copies into $work, keep others as they are
   case "$1" in
-    *.xz) xz -dc "$1" >"$work/$2" && echo "$work/$2" ;;
+    *.xz) "$py" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$work/$2" &&
+      echo "$work/$2" ;;
     *) echo "$1" ;;
   esac
 }
