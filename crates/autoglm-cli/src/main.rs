@@ -35,6 +35,12 @@ enum Command {
     Bench(BenchArgs),
     /// Serve packages over HTTP (/v1, Open Inference Protocol v2, /metrics) with hot reload.
     Serve(autoglm_serve::ServeArgs),
+    /// Train a task head on a frozen embedding package: a new classification package.
+    Adapt(Box<autoglm_adapt::cli::AdaptArgs>),
+    /// Combine adapted single-task packages into one package: one backbone pass, many heads.
+    Multitask(autoglm_adapt::cli::MultitaskArgs),
+    /// Rank adapted source packages for a target data set by transferability (MMD).
+    Rank(autoglm_adapt::cli::RankArgs),
 }
 
 #[derive(Args, Debug)]
@@ -125,6 +131,9 @@ struct RunArgs {
     /// One JSON object per input, in input order.
     #[arg(long)]
     json: bool,
+    /// classify, multi-task package: only this task (default: every task, one backbone pass).
+    #[arg(long)]
+    task: Option<String>,
     /// Texts.
     texts: Vec<String>,
 }
@@ -185,6 +194,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed(a) => embed(a),
         Command::Bench(a) => bench(a),
         Command::Serve(a) => autoglm_serve::run(a),
+        Command::Adapt(a) => autoglm_adapt::cli::adapt(*a),
+        Command::Multitask(a) => autoglm_adapt::cli::multitask(a),
+        Command::Rank(a) => autoglm_adapt::cli::rank(a),
     }
 }
 
@@ -283,6 +295,9 @@ fn inspect(a: InspectArgs) -> Result<()> {
 fn classify(a: RunArgs) -> Result<()> {
     let texts = input::texts(&a.texts, a.input.as_deref())?;
     let model = a.model.load()?;
+    if autoglm_adapt::cli::classify_tasks(&model, &texts, a.task.as_deref(), a.json)? {
+        return Ok(());
+    }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let predictions = model.classify(&refs)?;
     for (text, p) in texts.iter().zip(&predictions) {

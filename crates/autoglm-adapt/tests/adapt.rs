@@ -1,0 +1,380 @@
+//! Adaptation end to end: bad input on the tiny synthetic model, the appended graph against the
+//! Rust head, multi-task packages, and (with the real assets) accuracy and source ranking.
+
+use autoglm_adapt::{
+    adapt, head::Activation, package, rank, AdaptError, AdaptRequest, Embedder, HeadSpec,
+};
+use autoglm_export::{export, fixture, ExportOptions};
+use autoglm_runtime::{LoadOptions, Model};
+use std::path::{Path, PathBuf};
+
+fn options() -> LoadOptions {
+    LoadOptions {
+        threads: 2,
+        ..LoadOptions::default()
+    }
+}
+
+/// The tiny embedding package, written under `dir`.
+fn tiny(dir: &Path) -> PathBuf {
+    let base = dir.join("base");
+    fixture::write_base(&base);
+    let pkg = dir.join("embedding");
+    export(&ExportOptions::new(base))
+        .unwrap()
+        .write(&pkg)
+        .unwrap();
+    pkg
+}
+
+fn write(path: &Path, lines: &[String]) -> PathBuf {
+    std::fs::write(path, lines.join("\n")).unwrap();
+    path.into()
+}
+
+/// Sentences of the tiny vocabulary, labelled by whether they say "good" or "bad".
+fn tiny_data(n: usize) -> Vec<String> {
+    let fillers = ["the film was", "a movie", "very", "the films were not", "!"];
+    (0..n)
+        .map(|i| {
+            let (word, label) = if i % 2 == 0 {
+                ("good", "pos")
+            } else {
+                ("bad", "neg")
+            };
+            let f = fillers[i % fillers.len()];
+            let g = fillers[(i / 3) % fillers.len()];
+            format!(r#"{{"text": "{f} {word} {g}", "label": "{label}"}}"#)
+        })
+        .collect()
+}
+
+fn request(train: PathBuf) -> AdaptRequest {
+    let mut r = AdaptRequest::new(train);
+    r.options.epochs = 60;
+    r.options.lr = 0.05;
+    r
+}
+
+#[test]
+fn bad_input_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = Embedder::open(&tiny(dir.path()), &options(), None).unwrap();
+    let run = |e: &mut Embedder, lines: &[String]| {
+        let path = write(&dir.path().join("train.jsonl"), lines);
+        adapt(e, &request(path), &mut |_| {}).unwrap_err()
+    };
+    let err = run(&mut e, &[]);
+    assert!(matches!(err, AdaptError::Empty { .. }), "{err}");
+    let err = run(
+        &mut e,
+        &[
+            r#"{"text": "good", "label": "pos"}"#.into(),
+            "{not json".into(),
+        ],
+    );
+    assert!(
+        matches!(err, AdaptError::Malformed { line: 2, .. }),
+        "{err}"
+    );
+    let err = run(&mut e, &[r#"{"text": "good"}"#.into()]);
+    assert!(err.to_string().contains("no field \"label\""), "{err}");
+    let err = run(&mut e, &[r#"{"label": "x"}"#.into()]);
+    assert!(err.to_string().contains("\"text\""), "{err}");
+    let single: Vec<String> = (0..4)
+        .map(|_| r#"{"text": "good", "label": "pos"}"#.into())
+        .collect();
+    let err = run(&mut e, &single);
+    assert!(
+        matches!(&err, AdaptError::SingleLabel { label, .. } if label == "pos"),
+        "{err}"
+    );
+
+    // A validation label the training set never had.
+    let train = write(&dir.path().join("t.jsonl"), &tiny_data(10));
+    let valid = write(
+        &dir.path().join("v.jsonl"),
+        &[
+            r#"{"text": "good", "label": "pos"}"#.into(),
+            r#"{"text": "bad", "label": "meh"}"#.into(),
+        ],
+    );
+    let mut r = request(train.clone());
+    r.valid = Some(valid);
+    let err = adapt(&mut e, &r, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&err, AdaptError::UnknownLabel { line: 2, label, .. } if label == "meh"),
+        "{err}"
+    );
+
+    // Options that make no sense.
+    let mut r = request(train.clone());
+    r.options.epochs = 0;
+    assert!(matches!(
+        adapt(&mut e, &r, &mut |_| {}),
+        Err(AdaptError::InvalidOption(_))
+    ));
+    let mut r = request(train.clone());
+    r.task = "a/b".into();
+    assert!(matches!(
+        adapt(&mut e, &r, &mut |_| {}),
+        Err(AdaptError::InvalidOption(_))
+    ));
+
+    // A classification package is not a backbone.
+    let task = adapt(&mut e, &request(train.clone()), &mut |_| {}).unwrap();
+    let cls = dir.path().join("cls");
+    package::build(e.package(), &[task])
+        .unwrap()
+        .write(&cls)
+        .unwrap();
+    let err = Embedder::open(&cls, &options(), None).unwrap_err();
+    assert!(err.to_string().contains("embedding package"), "{err}");
+
+    // --init-from a package of another embedding width. The manifest is not under its own
+    // digests, so a wider backbone is simulated by editing its hidden size.
+    let manifest = cls.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("\"hidden_size\": 8", "\"hidden_size\": 16"),
+    )
+    .unwrap();
+    let mut r = request(train);
+    r.init_from = Some(cls);
+    let err = adapt(&mut e, &r, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AdaptError::DimensionMismatch {
+                expected: 8,
+                found: 16,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn tiny_round_trip_graph_matches_head_and_multitask_shares_backbone() {
+    let dir = tempfile::tempdir().unwrap();
+    let emb_pkg = tiny(dir.path());
+    let cache = dir.path().join("cache");
+    let mut e = Embedder::open(&emb_pkg, &options(), Some(&cache)).unwrap();
+    let train = write(&dir.path().join("t.jsonl"), &tiny_data(60));
+    let texts = [
+        "the film was good !",
+        "a movie very bad",
+        "not good",
+        "bad bad",
+    ];
+
+    let mut heads = Vec::new();
+    for (task, spec) in [
+        ("lin", HeadSpec::Linear),
+        (
+            "tanh",
+            HeadSpec::Mlp {
+                hidden: 6,
+                activation: Activation::Tanh,
+            },
+        ),
+        (
+            "gelu",
+            HeadSpec::Mlp {
+                hidden: 5,
+                activation: Activation::Gelu,
+            },
+        ),
+    ] {
+        let mut r = request(train.clone());
+        r.task = task.into();
+        r.options.head = spec;
+        r.options.seed = 3;
+        let t = adapt(&mut e, &r, &mut |_| {}).unwrap();
+        // Same seed, same head, bit for bit.
+        let again = adapt(&mut e, &r, &mut |_| {}).unwrap();
+        assert_eq!(t.head, again.head);
+
+        let out = dir.path().join(task);
+        package::build(e.package(), &[t.clone()])
+            .unwrap()
+            .write(&out)
+            .unwrap();
+        let model = Model::load_with(&out, &options()).unwrap();
+        assert_eq!(model.labels(), ["neg", "pos"]);
+        let predictions = model.classify(&texts).unwrap();
+        let x = e.embed(&texts, &mut |_, _| {}).unwrap();
+        for (p, x) in predictions.iter().zip(&x) {
+            let x: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+            let want = autoglm_adapt::head::softmax(&t.head.logits(&x));
+            for (a, b) in p.scores.iter().zip(&want) {
+                assert!(
+                    (f64::from(*a) - b).abs() < 1e-4,
+                    "{task}: graph {a} vs head {b}"
+                );
+            }
+        }
+        // The head reads back from the package exactly as it was stored (f32).
+        let back = package::read_tasks(&autoglm_package::Package::open(&out).unwrap()).unwrap();
+        assert_eq!(back[0].head.f32_layers(), t.head.f32_layers());
+        heads.push(t);
+    }
+    // The embeddings went to the disk cache, keyed by the backbone.
+    assert!(std::fs::read_dir(&cache).unwrap().count() == 1);
+
+    let multi = dir.path().join("multi");
+    package::build(e.package(), &heads)
+        .unwrap()
+        .write(&multi)
+        .unwrap();
+    let model = Model::load_with(&multi, &options()).unwrap();
+    let slices = package::task_slices(model.manifest()).unwrap();
+    assert_eq!(slices.len(), 3);
+    assert_eq!(model.labels()[0], "lin:neg");
+    let outputs = model.outputs(&texts).unwrap();
+    for (task, (name, range)) in heads.iter().zip(&slices) {
+        assert_eq!(&task.record.task, name);
+        let single = Model::load_with(dir.path().join(name), &options()).unwrap();
+        for (row, p) in outputs.iter().zip(single.classify(&texts).unwrap()) {
+            let multi = autoglm_runtime::softmax(&row[range.clone()]);
+            for (a, b) in multi.iter().zip(&p.scores) {
+                assert!((a - b).abs() < 1e-5, "{name}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+// ---- real assets (sentiment is fetched in CI; spam only locally) ----
+
+fn assets() -> Option<PathBuf> {
+    let dir = std::env::var_os("AUTOGLM_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/assets"));
+    if dir.join("minilm/model.safetensors").exists() && dir.join("sentiment/train.jsonl").exists() {
+        return Some(dir);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "assets missing at {}: run tools/fetch-assets.sh (CI must not skip these tests)",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "skipping: assets missing at {} (run tools/fetch-assets.sh)",
+        dir.display()
+    );
+    None
+}
+
+/// `per_label` examples of each label from a JSON-lines file (first ones in file order).
+fn subsample(src: &Path, per_label: usize, skip: usize, out: &Path) -> PathBuf {
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    let lines: Vec<String> = std::fs::read_to_string(src)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let c = counts.entry(v["label"].to_string()).or_insert(0);
+            *c += 1;
+            *c > skip && *c <= skip + per_label
+        })
+        .map(String::from)
+        .collect();
+    write(out, &lines)
+}
+
+fn real_backbone(dir: &Path, assets: &Path) -> Embedder {
+    let pkg = dir.join("minilm");
+    export(&ExportOptions::new(assets.join("minilm")))
+        .unwrap()
+        .write(&pkg)
+        .unwrap();
+    Embedder::open(&pkg, &options(), None).unwrap()
+}
+
+#[test]
+fn real_sentiment_adapt_then_classify_beats_majority() {
+    let Some(assets) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = real_backbone(dir.path(), &assets);
+    let train = subsample(
+        &assets.join("sentiment/train.jsonl"),
+        200,
+        0,
+        &dir.path().join("train.jsonl"),
+    );
+    let test = subsample(
+        &assets.join("sentiment/test.jsonl"),
+        150,
+        0,
+        &dir.path().join("test.jsonl"),
+    );
+    let task = adapt(&mut e, &request(train), &mut |_| {}).unwrap();
+    let out = dir.path().join("sentiment.tar");
+    package::build(e.package(), &[task])
+        .unwrap()
+        .write(&out)
+        .unwrap();
+
+    // An ordinary classification package: the plain runtime, no adaptation code.
+    let model = Model::load_with(&out, &options()).unwrap();
+    let examples = autoglm_adapt::data::read_examples(&test, true).unwrap();
+    let texts: Vec<&str> = examples.iter().map(|x| x.text.as_str()).collect();
+    let predictions = model.classify(&texts).unwrap();
+    let right = predictions
+        .iter()
+        .zip(&examples)
+        .filter(|(p, x)| Some(&p.label) == x.label.as_ref())
+        .count();
+    let accuracy = right as f64 / examples.len() as f64;
+    // Balanced test set: the majority baseline is 50 %; a frozen MiniLM + linear head gets ~75 %.
+    assert!(accuracy > 0.68, "accuracy {accuracy}");
+}
+
+#[test]
+fn real_ranking_puts_the_related_source_first() {
+    let Some(assets) = assets() else { return };
+    if !assets.join("spam/train.jsonl").exists() {
+        // The spam e-mails are a local-only asset (not fetched in CI).
+        eprintln!(
+            "skipping: no spam data at {}",
+            assets.join("spam").display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut e = real_backbone(d, &assets);
+    let mut sources = Vec::new();
+    for name in ["sentiment", "spam"] {
+        let train = subsample(
+            &assets.join(format!("{name}/train.jsonl")),
+            50,
+            0,
+            &d.join(format!("{name}-train.jsonl")),
+        );
+        let mut r = request(train);
+        r.task = name.into();
+        let t = adapt(&mut e, &r, &mut |_| {}).unwrap();
+        let out = d.join(format!("{name}.tar"));
+        package::build(e.package(), &[t])
+            .unwrap()
+            .write(&out)
+            .unwrap();
+        sources.push(out);
+    }
+    for (target, want) in [("sentiment", "sentiment"), ("spam", "spam")] {
+        let path = subsample(
+            &assets.join(format!("{target}/test.jsonl")),
+            30,
+            0,
+            &d.join(format!("{target}-target.jsonl")),
+        );
+        let examples = autoglm_adapt::data::read_examples(&path, false).unwrap();
+        let ranked = rank(&mut e, &examples, &sources, 0.1, 0).unwrap();
+        assert_eq!(ranked[0].task, want, "{ranked:#?}");
+        assert!(ranked[0].mmd2 < ranked[1].mmd2, "{ranked:#?}");
+    }
+}
