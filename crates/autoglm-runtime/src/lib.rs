@@ -86,7 +86,7 @@ impl Model {
     /// Builds a model from a verified package, on the backend and device `options` name.
     pub fn from_package(mut package: Package, options: &LoadOptions) -> Result<Self> {
         let graph = package.take_file(&package.manifest().graph.file.clone())?;
-        let backend = backend::load(&graph, options)?;
+        let backend = backend::load(&graph, package.manifest().graph.sequence_multiple, options)?;
         Self::with_backend(package, backend, options)
     }
 
@@ -156,7 +156,12 @@ impl Model {
             )));
         }
         let mut results = vec![Vec::new(); encoded.len()];
-        for batch in batch::plan(encoded, self.max_batch, self.pad_id) {
+        for batch in batch::plan(
+            encoded,
+            self.max_batch,
+            self.pad_id,
+            self.manifest.graph.sequence_multiple,
+        ) {
             let flat = self.backend.run(&batch)?;
             let rows = batch.rows.len();
             if rows == 0 || flat.len() % rows != 0 {

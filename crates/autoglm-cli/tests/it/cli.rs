@@ -168,6 +168,31 @@ fn export_and_inspect_through_the_cli() {
     );
 }
 
+/// Without `--model`, the embedded default (the committed int8 sentiment package) answers.
+#[test]
+fn classify_uses_the_embedded_default_package() {
+    let o = autoglm(
+        &[
+            "classify",
+            "--json",
+            "I loved this film",
+            "A dull, lifeless waste of two hours.",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let labels: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["label"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(labels, ["positive", "negative"]);
+}
+
 #[test]
 fn bad_input_gets_clear_errors() {
     let Some(pkg) = sentiment_package() else {
@@ -196,7 +221,10 @@ fn bad_input_gets_clear_errors() {
         ),
         "cannot open /nonexistent.jsonl",
     );
-    assert_fails(&autoglm(&["classify", "hello"], None), "no model package");
+    assert_fails(
+        &autoglm(&["embed", "hello"], None),
+        "cannot be used for embedding",
+    );
     assert_fails(
         &autoglm(&["classify", "--model", "/nonexistent", "hello"], None),
         "cannot load package /nonexistent",

@@ -4,6 +4,7 @@
 //! message locally, and fails under CI (`CI` set), where a skip would hide a broken setup.
 
 mod cli;
+mod edge_options;
 mod export;
 mod fidelity;
 mod support;
