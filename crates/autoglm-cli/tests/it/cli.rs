@@ -29,6 +29,19 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The `label` of each `--json` line.
+fn json_labels(o: &Output) -> Vec<String> {
+    stdout(o)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["label"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -81,16 +94,7 @@ fn classify_prints_labels_and_scores() {
         Some(input),
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let labels: Vec<String> = stdout(&o)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["label"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    assert_eq!(labels, ["positive", "negative"]);
+    assert_eq!(json_labels(&o), ["positive", "negative"]);
 }
 
 #[test]
@@ -181,16 +185,7 @@ fn classify_uses_the_embedded_default_package() {
         None,
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let labels: Vec<String> = stdout(&o)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["label"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    assert_eq!(labels, ["positive", "negative"]);
+    assert_eq!(json_labels(&o), ["positive", "negative"]);
 }
 
 #[test]
@@ -336,19 +331,8 @@ fn ort_backend_through_the_cli(pkg: &str) {
         "{}",
         stderr(&ort)
     );
-    let labels = |o: &Output| -> Vec<String> {
-        stdout(o)
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["label"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    };
-    assert_eq!(labels(&ort), labels(&tract));
-    assert_eq!(labels(&ort), ["positive", "negative"]);
+    assert_eq!(json_labels(&ort), json_labels(&tract));
+    assert_eq!(json_labels(&ort), ["positive", "negative"]);
 
     let cuda = run(&["--backend", "ort", "--device", "cuda", "--ort-lib", lib]);
     if cuda.status.success() {
