@@ -316,13 +316,7 @@ fn classify(a: RunArgs) -> Result<()> {
     let predictions = model.classify(&refs)?;
     for (text, p) in texts.iter().zip(&predictions) {
         if a.json {
-            let scores: serde_json::Map<String, serde_json::Value> = model
-                .labels()
-                .iter()
-                .zip(&p.scores)
-                .map(|(l, s)| (l.clone(), json!(s)))
-                .collect();
-            println!("{}", json!({"label": p.label, "scores": scores}));
+            println!("{}", autoglm_serve::prediction_json(model.labels(), p));
         } else {
             println!(
                 "{}\t{:.4}\t{}",

@@ -30,7 +30,7 @@ mod routes;
 pub use batcher::BatchConfig;
 pub use error::{ApiError, ServeError};
 pub use models::{fingerprint, Loaded, ModelSlot};
-pub use routes::app;
+pub use routes::{app, prediction_json};
 
 use anyhow::Context;
 use autoglm_runtime::LoadOptions;

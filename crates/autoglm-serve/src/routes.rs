@@ -83,6 +83,17 @@ struct TextsRequest {
     model: Option<String>,
 }
 
+/// `{"label": …, "scores": {label: p, …}}`: one prediction as `/v1/classify` answers it and
+/// `autoglm classify --json` prints it.
+pub fn prediction_json(labels: &[String], p: &autoglm_runtime::Prediction) -> Value {
+    let scores: Map<String, Value> = labels
+        .iter()
+        .zip(&p.scores)
+        .map(|(l, s)| (l.clone(), json!(s)))
+        .collect();
+    json!({"label": p.label, "scores": scores})
+}
+
 async fn v1_classify(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -94,15 +105,7 @@ async fn v1_classify(
     let results: Vec<Value> = done
         .outputs
         .iter()
-        .map(|logits| {
-            let p = done.model.model.prediction(logits);
-            let scores: Map<String, Value> = labels
-                .iter()
-                .zip(&p.scores)
-                .map(|(l, s)| (l.clone(), json!(s)))
-                .collect();
-            json!({"label": p.label, "scores": scores})
-        })
+        .map(|logits| prediction_json(labels, &done.model.model.prediction(logits)))
         .collect();
     Ok(Json(json!({
         "model": slot.name,
