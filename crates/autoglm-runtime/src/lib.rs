@@ -20,7 +20,7 @@ mod error;
 pub mod ort;
 pub mod tokenize;
 
-pub use autoglm_package::{Manifest, ModelKind, Package};
+pub use autoglm_package::{Attention, Manifest, ModelKind, Package, Quantization};
 pub use backend::{Backend, BackendKind, Device, TractBackend};
 pub use error::{Result, RuntimeError};
 pub use tokenize::{Encoded, TextEncoder};
