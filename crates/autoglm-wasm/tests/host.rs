@@ -1,0 +1,184 @@
+//! The host on the real component (tools/build-component.sh; `AUTOGLM_COMPONENT` names it) and
+//! the committed int8 sentiment package: limits stop the guest, never the host; the component's
+//! error variant comes back as the host's error; the `.cwasm` cache is written, then used.
+
+use autoglm_wasm::{Compiled, Host, HostOptions, Limits, WasmError, WasmModel};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn package() -> Vec<u8> {
+    std::fs::read(workspace().join("models/sentiment-int8.tar")).expect("committed package")
+}
+
+/// The component, or `None` (skip) outside CI when it has not been built.
+fn component() -> Option<PathBuf> {
+    let path = std::env::var_os("AUTOGLM_COMPONENT").map(PathBuf::from);
+    match path {
+        Some(p) if p.is_file() => Some(p),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("AUTOGLM_COMPONENT must name the built component under CI (tools/build-component.sh)")
+        }
+        _ => {
+            eprintln!("skipping: set AUTOGLM_COMPONENT to the output of tools/build-component.sh");
+            None
+        }
+    }
+}
+
+struct Shared {
+    host: Host,
+    first: Compiled,
+    _cache: tempfile::TempDir,
+}
+
+/// One compilation for the whole run: compiled into a fresh cache, then loaded from it.
+fn shared() -> Option<&'static Shared> {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    let path = component()?;
+    Some(SHARED.get_or_init(|| {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let options = HostOptions {
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..HostOptions::default()
+        };
+        let first = Host::new(&path, &options)
+            .expect("compile")
+            .compiled()
+            .clone();
+        let host = Host::new(&path, &options).expect("load from cache");
+        Shared {
+            host,
+            first,
+            _cache: cache,
+        }
+    }))
+}
+
+fn host() -> Option<&'static Host> {
+    shared().map(|s| &s.host)
+}
+
+#[test]
+fn cwasm_cache_is_written_then_used() {
+    let Some(s) = shared() else { return };
+    let Compiled::CompiledAndCached(written) = &s.first else {
+        panic!("first start did not cache: {:?}", s.first)
+    };
+    assert_eq!(s.host.compiled(), &Compiled::Cached(written.clone()));
+    assert!(
+        s.host.compile_time() < Duration::from_secs(5),
+        "loading the .cwasm took {:?}",
+        s.host.compile_time()
+    );
+}
+
+#[test]
+fn classifies_and_reports_the_package() {
+    let Some(host) = host() else { return };
+    let mut model = WasmModel::load(host, package(), Limits::default()).expect("load");
+    assert_eq!(model.labels(), ["negative", "positive"]);
+    assert_eq!(model.info().quantization, "int8");
+    assert_eq!(model.info().max_length, 256);
+    let p = model
+        .classify(&[
+            "I loved this film, the acting was wonderful.",
+            "A dull, pointless mess.",
+        ])
+        .expect("classify");
+    assert_eq!(p[0].label, "positive");
+    assert_eq!(p[1].label, "negative");
+    assert!((p[0].scores.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    // The wrong call for the kind of package comes back as the invalid-input variant.
+    let err = model.embed(&["text"]).expect_err("embed on a classifier");
+    assert!(matches!(err, WasmError::InvalidInput(_)), "{err:?}");
+    // ... and the instance is still usable.
+    assert_eq!(model.classify(&["Great!"]).expect("classify").len(), 1);
+}
+
+#[test]
+fn corrupt_packages_come_back_as_the_invalid_package_variant() {
+    let Some(host) = host() else { return };
+    let good = package();
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0xff;
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("one flipped byte", flipped),
+        ("truncated", good[..good.len() / 3].to_vec()),
+        ("not a tar", b"definitely not a package".to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (what, bytes) in cases {
+        let err = WasmModel::load(host, bytes, Limits::default()).expect_err(what);
+        assert!(
+            matches!(err, WasmError::InvalidPackage(_)),
+            "{what}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn a_too_small_memory_cap_stops_the_guest_not_the_host() {
+    let Some(host) = host() else { return };
+    let tiny = Limits {
+        memory: 16 << 20,
+        ..Limits::default()
+    };
+    let err =
+        WasmModel::load(host, package(), tiny).expect_err("16 MiB cannot hold a 25 MB package");
+    assert!(
+        matches!(err, WasmError::MemoryLimit { limit, .. } if limit == 16 << 20),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("memory"), "{err}");
+    // The host goes on: the same package under the default cap loads and runs.
+    let mut model = WasmModel::load(host, package(), Limits::default()).expect("load");
+    assert_eq!(model.classify(&["Fine."]).expect("classify").len(), 1);
+}
+
+#[test]
+fn a_too_short_deadline_stops_the_call_and_the_model_recovers() {
+    let Some(host) = host() else { return };
+    let mut model = WasmModel::load(host, package(), Limits::default()).expect("load");
+    let long = "a long and winding review of a film that goes on and on ".repeat(30);
+    let texts: Vec<&str> = std::iter::repeat_n(long.as_str(), 16).collect();
+    model.set_limits(Limits {
+        deadline: Some(Duration::from_millis(10)),
+        ..Limits::default()
+    });
+    let err = model
+        .classify(&texts)
+        .expect_err("16 x 256 tokens cannot run in 10 ms");
+    assert!(
+        matches!(err, WasmError::Deadline(d) if d == Duration::from_millis(10)),
+        "{err:?}"
+    );
+    assert!(err.stopped_instance());
+    // Without the deadline the next call runs in a fresh instance, with the package reloaded.
+    model.set_limits(Limits::default());
+    let p = model
+        .classify(&["I loved it."])
+        .expect("classify after the trap");
+    assert_eq!(p[0].label, "positive");
+}
+
+#[test]
+fn a_missing_component_is_a_clear_error() {
+    let err = Host::new(
+        Path::new("/nonexistent/autoglm-edge.wasm"),
+        &HostOptions::default(),
+    )
+    .expect_err("no such file");
+    assert!(matches!(err, WasmError::Read { .. }), "{err:?}");
+    let err = autoglm_wasm::find_component(Some(Path::new("/nonexistent/x.wasm")))
+        .expect_err("no such file");
+    assert!(
+        err.to_string().contains("tools/build-component.sh"),
+        "{err}"
+    );
+}
