@@ -1,5 +1,6 @@
 //! `autoglm`: export, inspect and run AutoGLM Edge model packages.
 
+mod engine;
 mod input;
 
 use anyhow::{bail, Context, Result};
@@ -120,16 +121,37 @@ impl ModelArgs {
         }
         Ok(model)
     }
+
+    /// The package on the engine `engine` names.
+    fn runner(&self, engine: &engine::EngineArgs) -> Result<engine::Runner> {
+        match engine.engine {
+            engine::EngineKind::Native => Ok(engine::Runner::Native(self.load()?)),
+            engine::EngineKind::Wasm => {
+                if self.backend != BackendKind::Tract || self.device != Device::Cpu {
+                    bail!("--engine wasm runs tract inside the component: drop --backend/--device");
+                }
+                let source = match &self.model {
+                    Some(path) => engine::Source::Path(path),
+                    None => engine::Source::Bytes(default_package_bytes()?),
+                };
+                engine::Runner::wasm(engine, source)
+            }
+        }
+    }
 }
 
 /// The package used when no `--model` is given: the int8 sentiment classifier committed as
 /// `models/sentiment-int8.tar`, compiled into the binary (feature `embedded-model`, on by
 /// default; builds for small devices can leave it out).
 fn default_package() -> Result<Package> {
+    Ok(Package::from_tar(default_package_bytes()?)?)
+}
+
+fn default_package_bytes() -> Result<&'static [u8]> {
     #[cfg(feature = "embedded-model")]
     {
         static DEFAULT: &[u8] = include_bytes!("../../../models/sentiment-int8.tar");
-        Ok(Package::from_tar(DEFAULT)?)
+        Ok(DEFAULT)
     }
     #[cfg(not(feature = "embedded-model"))]
     bail!("no model package: pass --model PKG or set AUTOGLM_MODEL (this build has no embedded default)")
@@ -139,6 +161,8 @@ fn default_package() -> Result<Package> {
 struct RunArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    engine: engine::EngineArgs,
     /// JSON lines with a "text" field (`-` = standard input).
     #[arg(long)]
     input: Option<PathBuf>,
@@ -308,15 +332,26 @@ fn inspect(a: InspectArgs) -> Result<()> {
 
 fn classify(a: RunArgs) -> Result<()> {
     let texts = input::texts(&a.texts, a.input.as_deref())?;
-    let model = a.model.load()?;
-    if autoglm_adapt::cli::classify_tasks(&model, &texts, a.task.as_deref(), a.json)? {
-        return Ok(());
+    let mut runner = a.model.runner(&a.engine)?;
+    match &runner {
+        engine::Runner::Native(model) => {
+            if autoglm_adapt::cli::classify_tasks(model, &texts, a.task.as_deref(), a.json)? {
+                return Ok(());
+            }
+        }
+        #[cfg(feature = "wasm")]
+        engine::Runner::Wasm(_) => {
+            if a.task.is_some() {
+                bail!("--task (multi-task packages) needs --engine native");
+            }
+        }
     }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let predictions = model.classify(&refs)?;
+    let predictions = runner.classify(&refs)?;
+    let labels = runner.labels();
     for (text, p) in texts.iter().zip(&predictions) {
         if a.json {
-            println!("{}", autoglm_serve::prediction_json(model.labels(), p));
+            println!("{}", autoglm_serve::prediction_json(&labels, p));
         } else {
             println!(
                 "{}\t{:.4}\t{}",
@@ -331,9 +366,9 @@ fn classify(a: RunArgs) -> Result<()> {
 
 fn embed(a: RunArgs) -> Result<()> {
     let texts = input::texts(&a.texts, a.input.as_deref())?;
-    let model = a.model.load()?;
+    let mut runner = a.model.runner(&a.engine)?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    for (text, v) in texts.iter().zip(model.embed(&refs)?) {
+    for (text, v) in texts.iter().zip(runner.embed(&refs)?) {
         if a.json {
             println!("{}", json!({"embedding": v}));
         } else {

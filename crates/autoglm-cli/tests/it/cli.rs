@@ -2,10 +2,10 @@
 
 use crate::support::*;
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-fn autoglm(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_autoglm"))
+pub(crate) fn autoglm(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = binary_command(env!("CARGO_BIN_EXE_autoglm"))
         .args(args)
         .env_remove("AUTOGLM_MODEL")
         .stdin(Stdio::piped())
@@ -25,7 +25,7 @@ fn autoglm(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 

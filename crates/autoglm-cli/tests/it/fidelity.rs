@@ -53,9 +53,18 @@ struct Golden {
 /// The bound of design.md §6: fp32 within 1e-4 (max abs) of transformers.
 const TOLERANCE: f32 = 1e-4;
 
+/// The goldens; under emulation (`tools/test-aarch64.sh`) `AUTOGLM_GOLDENS_MAX_TOKENS` leaves
+/// out the longer texts (the two 256-token ones cost more than all the others together there).
 fn goldens() -> Goldens {
     let path = workspace().join("tests/goldens/goldens.json");
-    serde_json::from_slice(&std::fs::read(&path).expect("read goldens")).expect("parse goldens")
+    let mut g: Goldens = serde_json::from_slice(&std::fs::read(&path).expect("read goldens"))
+        .expect("parse goldens");
+    if let Ok(max) = std::env::var("AUTOGLM_GOLDENS_MAX_TOKENS") {
+        let max: usize = max.parse().expect("AUTOGLM_GOLDENS_MAX_TOKENS is a number");
+        g.texts.retain(|t| t.input_ids.len() <= max);
+        eprintln!("goldens of at most {max} tokens: {} texts", g.texts.len());
+    }
+    g
 }
 
 #[test]

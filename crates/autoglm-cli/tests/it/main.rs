@@ -8,3 +8,5 @@ mod edge_options;
 mod export;
 mod fidelity;
 mod support;
+#[cfg(feature = "wasm")]
+mod wasm;

@@ -31,6 +31,35 @@ pub fn assets() -> Option<PathBuf> {
     None
 }
 
+/// A command for one of this build's binaries. Cross builds run their tests under an emulator
+/// (`tools/test-aarch64.sh`): `AUTOGLM_TEST_RUNNER` (e.g. `qemu-aarch64 -L … -cpu cortex-a72`)
+/// is put in front, as cargo's runner is in front of the test binary itself.
+pub fn binary_command(binary: &str) -> std::process::Command {
+    let runner = std::env::var("AUTOGLM_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut command = std::process::Command::new(program);
+            command.args(words).arg(binary);
+            command
+        }
+        None => std::process::Command::new(binary),
+    }
+}
+
+/// The texts of `tests/goldens/goldens.json`, in file order.
+pub fn golden_texts() -> Vec<String> {
+    let path = workspace().join("tests/goldens/goldens.json");
+    let goldens: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("read goldens")).expect("parse goldens");
+    goldens["texts"]
+        .as_array()
+        .expect("texts")
+        .iter()
+        .map(|t| t["text"].as_str().expect("text").to_string())
+        .collect()
+}
+
 pub fn base_dir() -> Option<PathBuf> {
     assets().map(|a| a.join("minilm"))
 }

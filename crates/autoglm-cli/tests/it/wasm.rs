@@ -1,0 +1,163 @@
+//! The WASI component on the wasmtime host (feature `wasm`) gives the native runtime's numbers:
+//! the 43 goldens within 1e-5 on every kind of package, through both ways of loading one
+//! (`load` from tar bytes, `open` on a preopened directory), and `autoglm --engine wasm`.
+
+use crate::cli::{autoglm, stdout};
+use crate::support::*;
+use autoglm_package::Package;
+use autoglm_runtime::Model;
+use autoglm_wasm::{Host, HostOptions, Limits, WasmModel};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// wasm vs native: same graph, same tokenizer, different compilers and SIMD kernels.
+const TOLERANCE: f32 = 1e-5;
+
+/// int8 packages quantize activations at run time (DynamicQuantizeLinear): a 1e-7 difference in
+/// an fp32 value before it (LayerNorm, GELU summed in another order) can move it to the next
+/// quantization step, and that step is then carried exactly through the integer products. So
+/// two correct engines differ by a few steps' worth, not by float noise; measured 1.7e-2 here
+/// (tract vs ONNX Runtime: 4.8e-2). The labels must still agree.
+const INT8_TOLERANCE: f32 = 5e-2;
+
+fn component() -> Option<PathBuf> {
+    match std::env::var_os("AUTOGLM_COMPONENT").map(PathBuf::from) {
+        Some(p) if p.is_file() => Some(p),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("AUTOGLM_COMPONENT must name the built component under CI (tools/build-component.sh)")
+        }
+        _ => {
+            eprintln!("skipping: set AUTOGLM_COMPONENT to the output of tools/build-component.sh");
+            None
+        }
+    }
+}
+
+fn host() -> Option<&'static Host> {
+    static HOST: OnceLock<Host> = OnceLock::new();
+    let path = component()?;
+    Some(HOST.get_or_init(|| Host::new(&path, &HostOptions::default()).expect("component")))
+}
+
+fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| {
+            assert_eq!(x.len(), y.len());
+            x.iter().zip(y).map(|(p, q)| (p - q).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+fn assert_same_outputs(name: &str, native: &Path, mut wasm: WasmModel, tolerance: f32) {
+    let texts = golden_texts();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let expected = Model::load(native)
+        .expect("native")
+        .outputs(&refs)
+        .expect("native run");
+    let got = wasm.outputs(&refs).expect("wasm run");
+    let classifier = wasm.info().kind == autoglm_wasm::ModelKind::Classification;
+    let diff = max_abs_diff(&expected, &got);
+    eprintln!(
+        "{name}: {} goldens, max |wasm - native| = {diff:.2e}",
+        texts.len()
+    );
+    assert!(
+        diff <= tolerance,
+        "{name}: max |Δ| {diff:e} > {tolerance:e}"
+    );
+    let argmax = |v: &Vec<f32>| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });
+    for (i, (e, g)) in expected.iter().zip(&got).enumerate().filter(|_| classifier) {
+        assert_eq!(
+            argmax(e),
+            argmax(g),
+            "{name}: {:?} changes its top output",
+            texts[i]
+        );
+    }
+}
+
+#[test]
+fn goldens_through_the_component_equal_native() {
+    let (Some(host), Some(sentiment), Some(embedding)) =
+        (host(), sentiment_package(), embedding_package())
+    else {
+        return;
+    };
+    let limits = Limits::default();
+    // fp32 classifier, as a directory the host preopens for the component's `open`.
+    let wasm = WasmModel::load_path(host, &sentiment, limits).expect("open directory");
+    assert_same_outputs("sentiment fp32 (open)", &sentiment, wasm, TOLERANCE);
+    // Embedding package, as tar bytes through `load`.
+    let tar = Package::open(&embedding).expect("package").to_tar();
+    let wasm = WasmModel::load(host, tar, limits).expect("load bytes");
+    assert_eq!(wasm.info().hidden_size, 384);
+    assert_same_outputs("embedding fp32 (load)", &embedding, wasm, TOLERANCE);
+    // The committed int8 package: tract's wasm and native integer kernels.
+    let int8 = workspace().join("models/sentiment-int8.tar");
+    let wasm = WasmModel::load_path(host, &int8, limits).expect("load int8");
+    assert_same_outputs("sentiment int8 (load)", &int8, wasm, INT8_TOLERANCE);
+}
+
+#[test]
+fn cli_engine_wasm_equals_native() {
+    let (Some(_), Some(model)) = (component(), sentiment_package()) else {
+        return;
+    };
+    let model = model.to_str().expect("utf-8 path");
+    // The fp32 package (a directory: the host preopens it for the component).
+    let texts = [
+        "I loved this film, the acting was wonderful.",
+        "Boring and far too long.",
+    ];
+    let run = |engine: &str| {
+        let mut args = vec!["classify", "--json", "--model", model, "--engine", engine];
+        args.extend(texts);
+        let out = autoglm(&args, None);
+        assert!(
+            out.status.success(),
+            "{engine}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+            .collect::<Vec<_>>()
+    };
+    let (native, wasm) = (run("native"), run("wasm"));
+    assert_eq!(native.len(), 2);
+    for (n, w) in native.iter().zip(&wasm) {
+        assert_eq!(n["label"], w["label"]);
+        for label in ["negative", "positive"] {
+            let (a, b) = (n["scores"][label].as_f64(), w["scores"][label].as_f64());
+            let (a, b) = (a.expect("score"), b.expect("score"));
+            assert!((a - b).abs() <= f64::from(TOLERANCE), "{label}: {a} vs {b}");
+        }
+    }
+    // A corrupt package through the component: the WIT error variant, as a clear CLI error.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.tar");
+    let mut bytes = std::fs::read(workspace().join("models/sentiment-int8.tar")).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&bad, bytes).expect("write");
+    let out = autoglm(
+        &[
+            "classify",
+            "--engine",
+            "wasm",
+            "--model",
+            bad.to_str().expect("utf-8"),
+            "hi",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid package") && err.contains("sha256"),
+        "{err}"
+    );
+}
