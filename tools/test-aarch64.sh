@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# aarch64 (Raspberry Pi 4/5, Jetson Orin) tests under user-mode emulation, on two CPU models:
+#   cortex-a72  Pi 4: NEON only, no dotprod, no fp16
+#   cortex-a76  Pi 5 (and close to Orin's A78AE): dotprod, fp16
+# tract picks its kernels at run time: int8 from the CPU features qemu reports (SDOT on the A76,
+# SMLAL on the A72), fp32 tuning from the CPU part in /proc/cpuinfo, which qemu-user does not
+# emulate (it shows the host's); so the A72 run names its part with TRACT_CPU_AARCH64_KIND=a72
+# (tract's A72-tuned fp32 kernels) and the A76 run takes tract's generic choice, as a real A76
+# would (tract has no A76-specific tuning).
+# The test binaries are cross-built once (release), then run twice.
+#
+# Emulation is hundreds of times slower than native, so this runs a subset (docs/gateways.md):
+# every autoglm-runtime test; the transformers goldens (token ids, embeddings and logits of the
+# 41 texts of at most 64 tokens, every script and edge case, same bounds as on x86; the two
+# 256-token texts alone took most of the emulated time); and the CLI end to end
+# (fp32 package, and the embedded int8 default).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$root"
+tools/setup-cross.sh aarch64
+tools/fetch-assets.sh >/dev/null
+target=aarch64-unknown-linux-gnu
+qemu="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+build=(cargo test --release --target "$target" -p autoglm-runtime -p autoglm-cli)
+"${build[@]}" --no-run
+for cpu in ${AUTOGLM_ARM_CPUS:-cortex-a72 cortex-a76}; do
+  echo "== aarch64 under qemu -cpu $cpu" >&2
+  export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$qemu -cpu $cpu"
+  export AUTOGLM_TEST_RUNNER="$qemu -cpu $cpu"
+  if [ "$cpu" = cortex-a72 ]; then export TRACT_CPU_AARCH64_KIND=a72; else unset TRACT_CPU_AARCH64_KIND; fi
+  cargo test --release --target "$target" -p autoglm-runtime
+  AUTOGLM_GOLDENS_MAX_TOKENS=64 cargo test --release --target "$target" -p autoglm-cli --test it -- \
+    fidelity::token_ids_equal_hf_tokenizers \
+    fidelity::tract::embeddings_match_transformers \
+    fidelity::tract::logits_match_transformers \
+    cli::classify_prints_labels_and_scores \
+    cli::classify_uses_the_embedded_default_package
+done
