@@ -1,22 +1,41 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: assets and the ONNX Runtime library (stdlib Python only),
-# then every crate's tests in release mode (tract is far too slow unoptimized for the real-model
-# tests), with both backends.
+# the cross toolchains, then every crate's tests in release mode (tract is far too slow
+# unoptimized for the real-model tests) with both backends and the WASI component, the
+# component from Node.js, and the aarch64 subset under emulation on two CPU models.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$root"
+step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)" >&2; }
+step "assets, toolchains, manifests"
 tools/fetch-assets.sh >/dev/null
+tools/setup-cross.sh aarch64 wasm
 tools/validate-k8s.sh   # deploy/kubeedge manifests against the Kubernetes schemas (offline)
+tools/lint-containerfile.sh
 # The ort backend's tests load this library; under CI a missing one fails them (no skip).
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(tools/fetch-onnxruntime.sh)}
 cargo fmt --all --check
-# ONNX Runtime is opt-in: the default binary must not even depend on it.
-if cargo tree -e normal -p autoglm-cli --prefix none | grep -q '^ort v'; then
-  echo "the default build of autoglm-cli depends on ort; it must stay behind --features ort" >&2
-  exit 1
-fi
-# Everything once, with the ort backend compiled in (one feature-unified build of tract).
-cargo test --release --workspace --features autoglm-cli/ort "$@"
+# ONNX Runtime and wasmtime are opt-in: the default binary must not even depend on them.
+for dep in ort wasmtime; do
+  if cargo tree -e normal -p autoglm-cli --prefix none | grep -q "^$dep v"; then
+    echo "the default build of autoglm-cli depends on $dep; it must stay behind a feature" >&2
+    exit 1
+  fi
+done
+step "the WASI component (wasm32-wasip2)"
+AUTOGLM_COMPONENT=$(tools/build-component.sh)
+export AUTOGLM_COMPONENT
+ls -l "$AUTOGLM_COMPONENT" >&2
+step "x86_64: every crate, both backends, the wasm engine"
+# Everything once, ort and wasm compiled in (one feature-unified build of tract).
+cargo test --release --workspace --exclude autoglm-component \
+  --features autoglm-cli/ort,autoglm-cli/wasm "$@"
+step "the component from Node.js (jco)"
+AUTOGLM_BIN=$CARGO_TARGET_DIR/release/autoglm tools/test-js.sh
+step "x86_64: the build without ort"
 # The build without the feature refuses `ort` clearly. Same selection (--workspace), so every
 # dependency keeps its features and only autoglm-runtime and its dependents rebuild, not tract.
-cargo test --release --workspace --lib -- backend::tests
+cargo test --release --workspace --exclude autoglm-component --lib -- backend::tests
+step "aarch64 under qemu (Cortex-A72, Cortex-A76)"
+tools/test-aarch64.sh
+step "done"
