@@ -113,7 +113,7 @@ impl From<wit::Error> for WasmError {
 pub type Result<T, E = WasmError> = std::result::Result<T, E>;
 
 /// Engine-wide settings, fixed when the component is compiled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HostOptions {
     /// Compile fuel checks in, so that [`Limits::fuel`] can be enforced (slower code).
     pub fuel: bool,
@@ -122,16 +122,6 @@ pub struct HostOptions {
     pub cache_dir: Option<PathBuf>,
     /// Do not read or write the cache (always compile).
     pub no_cache: bool,
-}
-
-impl Default for HostOptions {
-    fn default() -> Self {
-        HostOptions {
-            fuel: false,
-            cache_dir: None,
-            no_cache: false,
-        }
-    }
 }
 
 /// Per-model limits, enforced on every call.
@@ -493,10 +483,7 @@ impl WasmModel {
                 })?;
         }
         let limiter = Limiter {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: store_limits(self.limits.memory),
             refused: None,
         };
         let mut store = Store::new(
@@ -591,10 +578,7 @@ impl WasmModel {
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
         if let Some(instance) = self.instance.as_mut() {
-            instance.store.data_mut().limiter.limits = StoreLimitsBuilder::new()
-                .memory_size(limits.memory)
-                .trap_on_grow_failure(true)
-                .build();
+            instance.store.data_mut().limiter.limits = store_limits(limits.memory);
         }
     }
 
@@ -625,6 +609,14 @@ impl WasmModel {
                 .call_outputs(store, m, &texts)
         })
     }
+}
+
+/// A memory cap that traps (rather than failing `memory.grow` quietly) when reached.
+fn store_limits(memory: usize) -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(memory)
+        .trap_on_grow_failure(true)
+        .build()
 }
 
 fn owned(texts: &[&str]) -> Vec<String> {

@@ -182,3 +182,27 @@ fn a_missing_component_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn fuel_stops_the_guest_when_asked_for() {
+    let Some(path) = component() else { return };
+    // Fuel checks are compiled in only when asked for: a second compilation (no cache).
+    let options = HostOptions {
+        fuel: true,
+        no_cache: true,
+        ..HostOptions::default()
+    };
+    let host = Host::new(&path, &options).expect("compile with fuel");
+    let starved = Limits {
+        fuel: Some(100_000),
+        ..Limits::default()
+    };
+    let err = WasmModel::load(&host, package(), starved).expect_err("100k operations load nothing");
+    assert!(matches!(err, WasmError::OutOfFuel(100_000)), "{err:?}");
+    let fed = Limits {
+        fuel: Some(u64::MAX / 4),
+        ..Limits::default()
+    };
+    let mut model = WasmModel::load(&host, package(), fed).expect("load with fuel");
+    assert_eq!(model.classify(&["Great!"]).expect("classify").len(), 1);
+}
