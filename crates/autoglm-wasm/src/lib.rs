@@ -331,7 +331,10 @@ fn compile_cached(
     let component = Component::new(engine, bytes)?;
     let written = component.serialize().ok().and_then(|code| {
         std::fs::create_dir_all(dir).ok()?;
-        let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+        // Unique per process and call: two hosts compiling at once never share a temporary.
+        static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{}-{n}.tmp", std::process::id()));
         std::fs::write(&tmp, code).ok()?;
         std::fs::rename(&tmp, &file).ok()
     });
