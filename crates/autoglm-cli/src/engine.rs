@@ -16,7 +16,8 @@ pub enum EngineKind {
 
 #[derive(Args, Debug)]
 pub struct EngineArgs {
-    /// Where the model runs: `native`, or `wasm` (the WASI component in a wasmtime sandbox).
+    /// Where the model runs: `native`, or `wasm` (the WASI component in a wasmtime sandbox; it
+    /// runs one thread with batches of 32: --threads and --batch-size are for `native`).
     #[arg(long, value_enum, default_value = "native", env = "AUTOGLM_ENGINE")]
     pub engine: EngineKind,
     /// `--engine wasm`: the component (default: AUTOGLM_COMPONENT, else autoglm-edge.wasm next to
