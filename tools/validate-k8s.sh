@@ -5,10 +5,6 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$root"
-venv=$root/.cache/k8s-venv
-if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1; then
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
-fi
+validate=$(pypi_tool k8s-venv kubernetes-validate==1.37.0 kubernetes-validate)
 # The oldest release KubeEdge 1.20 supports; newer ones accept these manifests too.
-"$venv/bin/kubernetes-validate" --strict --quiet -k "${K8S_VERSION:-1.30.0}" deploy/kubeedge/*.yaml
+"$validate" --strict --quiet -k "${K8S_VERSION:-1.30.0}" deploy/kubeedge/*.yaml
