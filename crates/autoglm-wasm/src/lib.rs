@@ -454,7 +454,7 @@ impl WasmModel {
             instance: None,
             info: empty_info(),
         };
-        model.instance()?;
+        // The first call starts the instance and loads the package.
         model.info = model.call(|edge, store, m| {
             edge.autoglm_edge_runtime()
                 .model()
@@ -464,17 +464,7 @@ impl WasmModel {
         Ok(model)
     }
 
-    /// The live instance, starting one (and loading the package into it) if there is none.
-    fn instance(&mut self) -> Result<&mut Instance> {
-        if self.instance.is_none() {
-            let instance = self.instantiate()?;
-            self.instance = Some(instance);
-        }
-        self.instance
-            .as_mut()
-            .ok_or_else(|| WasmError::Trap("no instance".into()))
-    }
-
+    /// A fresh instance, with the package loaded into it.
     fn instantiate(&self) -> Result<Instance> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stderr();
@@ -541,7 +531,8 @@ impl WasmModel {
         }
     }
 
-    /// Runs one call within the limits; a trap drops the instance (the next call starts anew).
+    /// Runs one call within the limits, in the live instance or (none yet, or the last one
+    /// trapped) a fresh one with the package loaded; a trap drops the instance.
     fn call<T>(
         &mut self,
         f: impl FnOnce(
@@ -550,9 +541,9 @@ impl WasmModel {
             ResourceAny,
         ) -> wasmtime::Result<std::result::Result<T, wit::Error>>,
     ) -> Result<T> {
-        self.instance()?;
-        let Some(mut instance) = self.instance.take() else {
-            return Err(WasmError::Trap("no instance".into()));
+        let mut instance = match self.instance.take() {
+            Some(instance) => instance,
+            None => self.instantiate()?,
         };
         self.arm(&mut instance.store);
         match f(&instance.edge, &mut instance.store, instance.model) {
