@@ -30,42 +30,8 @@ backend_tests!(
     sentiment_accuracy_equals_pytorch,
 );
 
-#[derive(Deserialize)]
-struct Goldens {
-    meta: Meta,
-    texts: Vec<Golden>,
-}
-
-#[derive(Deserialize)]
-struct Meta {
-    max_length: usize,
-    labels: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct Golden {
-    text: String,
-    input_ids: Vec<i64>,
-    embedding: Vec<f32>,
-    logits: Vec<f32>,
-}
-
 /// The bound of design.md §6: fp32 within 1e-4 (max abs) of transformers.
 const TOLERANCE: f32 = 1e-4;
-
-/// The goldens; under emulation (`tools/test-aarch64.sh`) `AUTOGLM_GOLDENS_MAX_TOKENS` leaves
-/// out the longer texts (the two 256-token ones cost more than all the others together there).
-fn goldens() -> Goldens {
-    let path = workspace().join("tests/goldens/goldens.json");
-    let mut g: Goldens = serde_json::from_slice(&std::fs::read(&path).expect("read goldens"))
-        .expect("parse goldens");
-    if let Ok(max) = std::env::var("AUTOGLM_GOLDENS_MAX_TOKENS") {
-        let max: usize = max.parse().expect("AUTOGLM_GOLDENS_MAX_TOKENS is a number");
-        g.texts.retain(|t| t.input_ids.len() <= max);
-        eprintln!("goldens of at most {max} tokens: {} texts", g.texts.len());
-    }
-    g
-}
 
 #[test]
 fn token_ids_equal_hf_tokenizers() {

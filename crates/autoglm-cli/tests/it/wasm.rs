@@ -39,30 +39,24 @@ fn host() -> Option<&'static Host> {
     Some(HOST.get_or_init(|| Host::new(&path, &HostOptions::default()).expect("component")))
 }
 
-fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .flat_map(|(x, y)| {
-            assert_eq!(x.len(), y.len());
-            x.iter().zip(y).map(|(p, q)| (p - q).abs())
-        })
-        .fold(0.0, f32::max)
-}
-
 fn assert_same_outputs(name: &str, native: &Path, mut wasm: WasmModel, tolerance: f32) {
-    let texts = golden_texts();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let all = goldens();
+    let refs: Vec<&str> = all.texts.iter().map(|t| t.text.as_str()).collect();
     let expected = Model::load(native)
         .expect("native")
         .outputs(&refs)
         .expect("native run");
     let got = wasm.outputs(&refs).expect("wasm run");
     let classifier = wasm.info().kind == autoglm_wasm::ModelKind::Classification;
-    let diff = max_abs_diff(&expected, &got);
+    assert_eq!(expected.len(), got.len());
+    let diff = expected
+        .iter()
+        .zip(&got)
+        .map(|(e, g)| max_abs_diff(e, g))
+        .fold(0.0, f32::max);
     eprintln!(
         "{name}: {} goldens, max |wasm - native| = {diff:.2e}",
-        texts.len()
+        refs.len()
     );
     assert!(
         diff <= tolerance,
@@ -74,7 +68,7 @@ fn assert_same_outputs(name: &str, native: &Path, mut wasm: WasmModel, tolerance
             argmax(e),
             argmax(g),
             "{name}: {:?} changes its top output",
-            texts[i]
+            refs[i]
         );
     }
 }
