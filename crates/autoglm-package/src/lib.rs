@@ -35,6 +35,10 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 /// a hostile archive, not a model limit: BERT-large in fp32 is 1.3 GB).
 pub const MAX_PACKAGE_BYTES: u64 = 4 << 30;
 
+/// `manifest.json` larger than this is refused unread (a real one is a few KB; a multi-task
+/// package's labels add little).
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
 /// Why a package could not be read, verified or written.
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
@@ -74,6 +78,72 @@ pub enum PackageError {
     NotListed { name: String },
     #[error("not a valid package archive: {0}")]
     Archive(String),
+    #[error("{path} is {kind}, not a regular file: package files must be plain files")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("refusing to write the package to {path}: {reason}")]
+    Target { path: PathBuf, reason: String },
+}
+
+/// Refuses anything at `path` but a regular file, without following a symlink and before
+/// opening it (opening a FIFO would block). `name` is the package file's name, for messages.
+fn regular_file(path: &Path, name: &str) -> Result<std::fs::Metadata, PackageError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && name != MANIFEST_FILE => {
+            return Err(PackageError::Missing { name: name.into() })
+        }
+        Err(source) => {
+            return Err(PackageError::Read {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    if !meta.is_file() {
+        return Err(PackageError::NotRegular {
+            path: path.into(),
+            kind: file_kind(&meta.file_type()),
+        });
+    }
+    Ok(meta)
+}
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    if t.is_symlink() {
+        "a symlink"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "a FIFO, socket or device"
+    }
+}
+
+/// Reads at most `limit + 1` bytes of the regular file `path` (the caller compares the length
+/// with what it expected). The buffer starts at the size the file system reports, never at a
+/// size someone declared, and grows only as bytes really arrive.
+fn read_regular(path: &Path, limit: u64, stat_len: u64) -> Result<Vec<u8>, PackageError> {
+    let read_err = |source| PackageError::Read {
+        path: path.into(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    // The file checked before opening could have been swapped since: check what was opened.
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(PackageError::NotRegular {
+            path: path.into(),
+            kind: file_kind(&meta.file_type()),
+        });
+    }
+    let want = limit.saturating_add(1);
+    let capacity = stat_len.min(meta.len()).min(want);
+    // On a 32-bit target (the WASI component) a size may not fit: then let the buffer grow.
+    let capacity = usize::try_from(capacity)
+        .unwrap_or(0)
+        .min(isize::MAX as usize);
+    let mut bytes = Vec::with_capacity(capacity);
+    file.take(want).read_to_end(&mut bytes).map_err(read_err)?;
+    Ok(bytes)
 }
 
 /// A verified package held in memory: its manifest and the bytes of every file it lists.
@@ -130,6 +200,10 @@ impl Package {
     }
 
     /// Opens a package directory or `.tar` archive and verifies it.
+    ///
+    /// Only regular files are read: a FIFO or a device (or, inside a package directory, any
+    /// symlink) is refused before it is opened, so a hostile package can neither block the
+    /// reader nor feed it endless bytes. `path` itself may be a symlink (the user named it).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, PackageError> {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|source| PackageError::Read {
@@ -137,64 +211,69 @@ impl Package {
             source,
         })?;
         if meta.is_dir() {
-            Self::open_dir(path)
-        } else {
-            if meta.len() > MAX_PACKAGE_BYTES {
-                return Err(PackageError::Archive(format!(
-                    "{} is {} bytes, over the {MAX_PACKAGE_BYTES} byte limit",
-                    path.display(),
-                    meta.len()
-                )));
-            }
-            let bytes = std::fs::read(path).map_err(|source| PackageError::Read {
-                path: path.into(),
-                source,
-            })?;
-            Self::from_tar(&bytes)
+            return Self::open_dir(path);
         }
+        if !meta.is_file() {
+            return Err(PackageError::NotRegular {
+                path: path.into(),
+                kind: file_kind(&meta.file_type()),
+            });
+        }
+        if meta.len() > MAX_PACKAGE_BYTES {
+            return Err(PackageError::Archive(format!(
+                "{} is {} bytes, over the {MAX_PACKAGE_BYTES} byte limit",
+                path.display(),
+                meta.len()
+            )));
+        }
+        let bytes = read_regular(path, MAX_PACKAGE_BYTES, meta.len())?;
+        if bytes.len() as u64 > MAX_PACKAGE_BYTES {
+            return Err(PackageError::Archive(format!(
+                "{} grew over the {MAX_PACKAGE_BYTES} byte limit while it was read",
+                path.display()
+            )));
+        }
+        Self::from_tar(&bytes)
     }
 
+    /// Reads the manifest, then each file it lists: at most one byte more than the manifest
+    /// declares (so a file that grew is refused without reading all of it), into a buffer that
+    /// grows as bytes arrive, never one sized from the manifest alone.
     fn open_dir(dir: &Path) -> Result<Self, PackageError> {
         let manifest_path = dir.join(MANIFEST_FILE);
-        let manifest_bytes =
-            std::fs::read(&manifest_path).map_err(|source| PackageError::Read {
-                path: manifest_path,
-                source,
-            })?;
+        let meta = regular_file(&manifest_path, MANIFEST_FILE)?;
+        let manifest_bytes = read_regular(&manifest_path, MAX_MANIFEST_BYTES, meta.len())?;
+        if manifest_bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(PackageError::InvalidManifest(format!(
+                "{MANIFEST_FILE} is over {MAX_MANIFEST_BYTES} bytes"
+            )));
+        }
         let manifest = Manifest::from_json(&manifest_bytes)?;
         let mut files = BTreeMap::new();
         for (name, entry) in &manifest.files {
             let path = dir.join(name);
-            let file = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(PackageError::Missing { name: name.clone() })
-                }
-                Err(source) => return Err(PackageError::Read { path, source }),
-            };
-            // Read at most one byte more than announced: a file that grew is refused without
-            // reading all of it.
-            let mut bytes = Vec::with_capacity(entry.size as usize);
-            file.take(entry.size + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|source| PackageError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
+            let meta = regular_file(&path, name)?;
+            let bytes = read_regular(&path, entry.size, meta.len())?;
             files.insert(name.clone(), bytes);
         }
         Self::verified(manifest, files)
     }
 
     /// Reads a package from the bytes of a tar archive (what `write_tar` produces) and verifies it.
+    ///
+    /// Every member is bounded before it is read: by the bytes the archive really has left, and
+    /// once the manifest has been read (it comes first in archives we write), by the size it
+    /// declares for that member; members the manifest does not list are skipped unread.
     pub fn from_tar(bytes: &[u8]) -> Result<Self, PackageError> {
+        let total = bytes.len() as u64;
         let mut archive = tar::Archive::new(bytes);
         let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut manifest: Option<Manifest> = None;
         let iter = archive
             .entries()
             .map_err(|e| PackageError::Archive(e.to_string()))?;
         for entry in iter {
-            let mut entry = entry.map_err(|e| PackageError::Archive(e.to_string()))?;
+            let entry = entry.map_err(|e| PackageError::Archive(e.to_string()))?;
             if !entry.header().entry_type().is_file() {
                 continue;
             }
@@ -204,10 +283,48 @@ impl Package {
                 .to_string_lossy()
                 .trim_start_matches("./")
                 .to_string();
+            let claimed = entry.size();
+            let left = total.saturating_sub(entry.raw_file_position());
+            if claimed > left {
+                return Err(PackageError::Archive(format!(
+                    "member `{name}` claims {claimed} bytes but the archive has {left} left: it is truncated or corrupt"
+                )));
+            }
+            let limit = if name == MANIFEST_FILE {
+                MAX_MANIFEST_BYTES
+            } else if let Some(m) = &manifest {
+                match m.files.get(&name) {
+                    Some(e) => e.size,
+                    None => continue,
+                }
+            } else {
+                MAX_PACKAGE_BYTES
+            };
+            if claimed > limit {
+                return Err(match (&manifest, name == MANIFEST_FILE) {
+                    (Some(_), false) => PackageError::Size {
+                        name,
+                        expected: limit,
+                        actual: claimed,
+                    },
+                    _ => PackageError::Archive(format!(
+                        "member `{name}` claims {claimed} bytes, over the {limit}-byte limit"
+                    )),
+                });
+            }
+            if entries.contains_key(&name) {
+                return Err(PackageError::Archive(format!(
+                    "member `{name}` appears twice"
+                )));
+            }
             let mut data = Vec::new();
             entry
+                .take(limit.saturating_add(1))
                 .read_to_end(&mut data)
                 .map_err(|e| PackageError::Archive(format!("{name}: {e}")))?;
+            if name == MANIFEST_FILE && manifest.is_none() {
+                manifest = Some(Manifest::from_json(&data)?);
+            }
             entries.insert(name, data);
         }
         Self::from_entries(entries)
@@ -287,46 +404,61 @@ impl Package {
     }
 
     /// Writes the package into directory `dir` atomically: into a sibling temporary directory
-    /// first, then renamed over `dir` (an existing package there is replaced).
+    /// first, then renamed to `dir`. Only an empty directory or a package directory (see
+    /// [`check_write_target`]) is replaced; the old one is moved aside until the new one is in
+    /// place, and put back if that fails. Nothing temporary is left behind on any error.
     pub fn write_dir(&self, dir: &Path) -> Result<(), PackageError> {
-        let parent = dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        check_write_target(dir)?;
+        let parent = parent_of(dir);
         std::fs::create_dir_all(parent).map_err(|source| PackageError::Write {
             path: parent.into(),
             source,
         })?;
-        let leaf = dir.file_name().ok_or_else(|| {
-            PackageError::InvalidManifest(format!("{} is not a directory path", dir.display()))
-        })?;
-        let tmp = parent.join(format!(
-            ".{}.tmp-{}",
-            leaf.to_string_lossy(),
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&tmp);
+        let tmp = TempPath::create(dir, "tmp", true)?;
         let write = |path: PathBuf, bytes: &[u8]| {
             std::fs::write(&path, bytes).map_err(|source| PackageError::Write { path, source })
         };
-        std::fs::create_dir(&tmp).map_err(|source| PackageError::Write {
-            path: tmp.clone(),
-            source,
-        })?;
         for (name, bytes) in &self.files {
-            write(tmp.join(name), bytes)?;
+            write(tmp.path.join(name), bytes)?;
         }
-        write(tmp.join(MANIFEST_FILE), &self.manifest.to_json())?;
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|source| PackageError::Write {
+        write(tmp.path.join(MANIFEST_FILE), &self.manifest.to_json())?;
+        let old = if std::fs::symlink_metadata(dir).is_ok() {
+            // A name of our own for the old package; reserved by creating it, then replaced.
+            let old = TempPath::create(dir, "old", true)?;
+            std::fs::remove_dir(&old.path).map_err(|source| PackageError::Write {
+                path: old.path.clone(),
+                source,
+            })?;
+            std::fs::rename(dir, &old.path).map_err(|source| PackageError::Write {
                 path: dir.into(),
                 source,
             })?;
+            Some(old)
+        } else {
+            None
+        };
+        if let Err(source) = std::fs::rename(&tmp.path, dir) {
+            if let Some(mut old) = old {
+                // Put the old package back; if even that fails, keep it where it is and say so.
+                if std::fs::rename(&old.path, dir).is_err() {
+                    old.keep();
+                    return Err(PackageError::Write {
+                        path: dir.into(),
+                        source: std::io::Error::other(format!(
+                            "{source}; the previous package is kept at {}",
+                            old.path.display()
+                        )),
+                    });
+                }
+            }
+            return Err(PackageError::Write {
+                path: dir.into(),
+                source,
+            });
         }
-        std::fs::rename(&tmp, dir).map_err(|source| PackageError::Write {
-            path: dir.into(),
-            source,
-        })
+        tmp.into_kept();
+        drop(old); // the replaced package, now removed
+        Ok(())
     }
 
     /// The package as one deterministic tar archive (sorted names, zero mtimes and ids).
@@ -352,20 +484,209 @@ impl Package {
             .expect("writing a tar into memory cannot fail")
     }
 
-    /// Writes the package to `path`: a `.tar` archive when the name ends in `.tar`, else a directory.
+    /// Writes the package to `path`: a `.tar` archive when the name ends in `.tar`, else a
+    /// directory. Either way the write is atomic, replaces only a package (see
+    /// [`check_write_target`]) and leaves nothing temporary behind on an error.
     pub fn write(&self, path: &Path) -> Result<(), PackageError> {
-        if path.extension().is_some_and(|e| e == "tar") {
-            let tmp = path.with_extension(format!("tar.tmp-{}", std::process::id()));
-            std::fs::write(&tmp, self.to_tar()).map_err(|source| PackageError::Write {
-                path: tmp.clone(),
-                source,
-            })?;
-            std::fs::rename(&tmp, path).map_err(|source| PackageError::Write {
+        if !is_tar_path(path) {
+            return self.write_dir(path);
+        }
+        check_write_target(path)?;
+        let parent = parent_of(path);
+        std::fs::create_dir_all(parent).map_err(|source| PackageError::Write {
+            path: parent.into(),
+            source,
+        })?;
+        let tmp = TempPath::create(path, "tmp", false)?;
+        std::fs::write(&tmp.path, self.to_tar()).map_err(|source| PackageError::Write {
+            path: tmp.path.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp.path, path).map_err(|source| PackageError::Write {
+            path: path.into(),
+            source,
+        })?;
+        tmp.into_kept();
+        Ok(())
+    }
+}
+
+fn is_tar_path(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "tar")
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Whether a package may be written to `path` without losing anything that is there: nothing,
+/// an empty directory, a package directory we wrote (its `manifest.json` parses and every entry
+/// is the manifest or a plain file it lists), or for a `.tar` path, a package archive (its
+/// manifest member parses). Anything else (a non-empty directory of other files, a regular file
+/// at a directory path, a symlink, a device) is refused with the reason. Called by
+/// [`Package::write`]; callers may call it first to fail before expensive work.
+pub fn check_write_target(path: &Path) -> Result<(), PackageError> {
+    let refuse = |reason: String| {
+        Err(PackageError::Target {
+            path: path.into(),
+            reason,
+        })
+    };
+    if path.file_name().is_none() {
+        return refuse("not a file or directory name".into());
+    }
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(PackageError::Read {
                 path: path.into(),
                 source,
             })
-        } else {
-            self.write_dir(path)
+        }
+    };
+    let kind = file_kind(&meta.file_type());
+    if is_tar_path(path) {
+        if !meta.is_file() {
+            return refuse(format!("it is {kind}, not a package archive"));
+        }
+        return match read_tar_manifest(path) {
+            Ok(_) => Ok(()),
+            Err(why) => refuse(format!(
+                "the file there is not a package archive ({why}); remove it first to replace it"
+            )),
+        };
+    }
+    if meta.is_file() {
+        return refuse(
+            "a regular file is there; a package directory needs the name (end it in .tar for an archive)"
+                .into(),
+        );
+    }
+    if !meta.is_dir() {
+        return refuse(format!("it is {kind}, not a directory"));
+    }
+    let read_err = |source| PackageError::Read {
+        path: path.into(),
+        source,
+    };
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        names.push((entry.file_name(), entry.file_type().map_err(read_err)?));
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    let manifest_path = path.join(MANIFEST_FILE);
+    let manifest = std::fs::symlink_metadata(&manifest_path)
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .and_then(|m| read_regular(&manifest_path, MAX_MANIFEST_BYTES, m.len()).ok())
+        .and_then(|bytes| Manifest::from_json(&bytes).ok());
+    let Some(manifest) = manifest else {
+        return refuse(format!(
+            "it is a non-empty directory without a valid {MANIFEST_FILE}, not a package: nothing was changed"
+        ));
+    };
+    for (name, file_type) in names {
+        let listed = name
+            .to_str()
+            .is_some_and(|n| n == MANIFEST_FILE || manifest.files.contains_key(n));
+        if !listed || !file_type.is_file() {
+            return refuse(format!(
+                "the package directory also holds `{}`, which is not one of its files: nothing was changed",
+                name.to_string_lossy()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The manifest of the package archive at `path`, read without reading the other members.
+fn read_tar_manifest(path: &Path) -> Result<Manifest, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut archive = tar::Archive::new(file);
+    for entry in archive.entries_with_seek().map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let is_manifest = entry
+            .path()
+            .is_ok_and(|p| p.to_string_lossy().trim_start_matches("./") == MANIFEST_FILE);
+        if is_manifest && entry.header().entry_type().is_file() {
+            let mut bytes = Vec::new();
+            entry
+                .take(MAX_MANIFEST_BYTES)
+                .read_to_end(&mut bytes)
+                .map_err(|e| e.to_string())?;
+            return Manifest::from_json(&bytes).map_err(|e| e.to_string());
+        }
+    }
+    Err(format!("no {MANIFEST_FILE}"))
+}
+
+/// A temporary sibling of a package being written (`.NAME.tmp-PID-N`), removed when dropped
+/// unless kept: every error path of a write cleans up after itself.
+#[derive(Debug)]
+struct TempPath {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempPath {
+    /// Creates a new, empty directory (or file) next to `target`, with a name no one else uses.
+    fn create(target: &Path, what: &str, dir: bool) -> Result<Self, PackageError> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let leaf = target
+            .file_name()
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = parent_of(target);
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let path = parent.join(format!(".{leaf}.{what}-{}-{n}", std::process::id()));
+            let made = if dir {
+                std::fs::create_dir(&path)
+            } else {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map(drop)
+            };
+            match made {
+                Ok(()) => return Ok(TempPath { path, keep: false }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1 << 20 => {}
+                Err(source) => return Err(PackageError::Write { path, source }),
+            }
+        }
+    }
+
+    fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// The path is now used for good (renamed into place): nothing to remove.
+    fn into_kept(mut self) {
+        self.keep();
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+            Ok(_) => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            Err(_) => {}
         }
     }
 }

@@ -1,9 +1,31 @@
-use crate::{check_file_name, PackageError};
+use crate::{check_file_name, PackageError, MAX_PACKAGE_BYTES};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The manifest schema this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
+
+// Bounds on the manifest's numbers, checked when a manifest is parsed or built. A runtime
+// allocates from these fields (batches are `rows × sequence`, padded to `sequence_multiple`),
+// so a hostile or mistyped manifest must fail here, with the field's name, and never reach an
+// allocation. They are far above any BERT-family model (MiniLM: 256 tokens, 384 wide).
+
+/// Most tokens per text (`max_length`): the exporter's limit too.
+pub const MAX_MAX_LENGTH: usize = 16384;
+/// Largest `graph.sequence_multiple` (window attention's block: at most the window plus one).
+pub const MAX_SEQUENCE_MULTIPLE: usize = 4096;
+/// Largest `hidden_size` (BERT-large: 1024).
+pub const MAX_HIDDEN_SIZE: usize = 65536;
+/// Most labels (a multi-task package holds every task's labels).
+pub const MAX_LABELS: usize = 4096;
+/// Longest label name, in bytes.
+pub const MAX_LABEL_BYTES: usize = 256;
+/// Most files a package lists.
+pub const MAX_FILES: usize = 64;
+/// Most graph inputs.
+pub const MAX_GRAPH_INPUTS: usize = 16;
+/// Longest tensor or file name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
 
 /// What a package computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,8 +170,31 @@ impl Manifest {
                 found: self.schema_version,
             });
         }
-        for name in self.files.keys() {
+        if self.files.len() > MAX_FILES {
+            return bad(format!(
+                "files lists {} files (at most {MAX_FILES})",
+                self.files.len()
+            ));
+        }
+        let mut total: u64 = 0;
+        for (name, entry) in &self.files {
             check_file_name(name)?;
+            // Sizes are checked before any read: a reader may trust them to bound its buffers.
+            if entry.size > MAX_PACKAGE_BYTES {
+                return bad(format!(
+                    "files.{name}.size {} is over the {MAX_PACKAGE_BYTES}-byte package limit",
+                    entry.size
+                ));
+            }
+            total = total.saturating_add(entry.size);
+            if entry.sha256.len() != 64 || !entry.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return bad(format!("files.{name}.sha256 is not 64 hex digits"));
+            }
+        }
+        if total > MAX_PACKAGE_BYTES {
+            return bad(format!(
+                "the files add up to {total} bytes, over the {MAX_PACKAGE_BYTES}-byte package limit"
+            ));
         }
         for (what, name) in [
             ("graph.file", &self.graph.file),
@@ -171,6 +216,18 @@ impl Manifest {
             }
             _ => {}
         }
+        if self.labels.len() > MAX_LABELS {
+            return bad(format!(
+                "labels has {} entries (at most {MAX_LABELS})",
+                self.labels.len()
+            ));
+        }
+        if let Some(l) = self.labels.iter().find(|l| l.len() > MAX_LABEL_BYTES) {
+            return bad(format!(
+                "label `{}…` is longer than {MAX_LABEL_BYTES} bytes",
+                l.chars().take(32).collect::<String>()
+            ));
+        }
         let mut seen = std::collections::BTreeSet::new();
         if let Some(dup) = self.labels.iter().find(|l| !seen.insert(l.as_str())) {
             return bad(format!("label `{dup}` appears twice"));
@@ -181,21 +238,59 @@ impl Manifest {
                 self.max_length
             ));
         }
-        if self.hidden_size == 0 {
-            return bad("hidden_size is 0".into());
+        if self.max_length > MAX_MAX_LENGTH {
+            return bad(format!(
+                "max_length {} is over the {MAX_MAX_LENGTH}-token limit",
+                self.max_length
+            ));
         }
-        if self.graph.inputs.is_empty() {
-            return bad("graph.inputs is empty".into());
+        if self.hidden_size == 0 || self.hidden_size > MAX_HIDDEN_SIZE {
+            return bad(format!(
+                "hidden_size {} must be 1 to {MAX_HIDDEN_SIZE}",
+                self.hidden_size
+            ));
         }
-        if let Attention::Window { window, .. } = self.attention {
-            if window < 2 {
-                return bad(format!("attention window {window} (at least 2 tokens)"));
+        if self.graph.inputs.is_empty() || self.graph.inputs.len() > MAX_GRAPH_INPUTS {
+            return bad(format!(
+                "graph.inputs has {} names (1 to {MAX_GRAPH_INPUTS})",
+                self.graph.inputs.len()
+            ));
+        }
+        for (what, name) in self
+            .graph
+            .inputs
+            .iter()
+            .map(|n| ("graph.inputs", n))
+            .chain([("graph.output", &self.graph.output)])
+        {
+            if name.is_empty() || name.len() > MAX_NAME_BYTES {
+                return bad(format!(
+                    "{what}: tensor name of {} bytes (1 to {MAX_NAME_BYTES})",
+                    name.len()
+                ));
             }
         }
-        if self.graph.sequence_multiple == 0 || self.graph.sequence_multiple > self.max_length {
+        if let Attention::Window { window, global } = self.attention {
+            if window < 2 || window > self.max_length.saturating_mul(2) {
+                return bad(format!(
+                    "attention.window {window} must be 2 to twice max_length ({})",
+                    self.max_length
+                ));
+            }
+            if global >= self.max_length {
+                return bad(format!(
+                    "attention.global {global} must be below max_length ({})",
+                    self.max_length
+                ));
+            }
+        }
+        if self.graph.sequence_multiple == 0
+            || self.graph.sequence_multiple > self.max_length
+            || self.graph.sequence_multiple > MAX_SEQUENCE_MULTIPLE
+        {
             return bad(format!(
-                "graph.sequence_multiple {} must be 1 to max_length",
-                self.graph.sequence_multiple
+                "graph.sequence_multiple {} must be 1 to max_length ({}) and at most {MAX_SEQUENCE_MULTIPLE}",
+                self.graph.sequence_multiple, self.max_length
             ));
         }
         Ok(())

@@ -1,4 +1,5 @@
 use super::*;
+use std::path::Path;
 
 fn sample() -> Package {
     let files = vec![
@@ -126,4 +127,337 @@ fn corrupt_archives_are_refused() {
     let at = flipped.len() / 3;
     flipped[at] ^= 0x55;
     assert!(Package::from_tar(&flipped).is_err());
+}
+
+/// Rewrites the manifest of the package directory `path` with `edit` (bypassing validation).
+fn edit_manifest(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let file = path.join(MANIFEST_FILE);
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&file, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn huge_declared_sizes_are_refused_before_any_allocation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("pkg");
+    sample().write(&path).unwrap();
+    for size in [u64::MAX, 1_000_000_000_000_000, MAX_PACKAGE_BYTES + 1] {
+        edit_manifest(&path, |v| v["files"]["model.onnx"]["size"] = size.into());
+        let err = Package::open(&path).unwrap_err();
+        assert!(matches!(err, PackageError::InvalidManifest(_)), "{err}");
+        assert!(err.to_string().contains("files.model.onnx.size"), "{err}");
+        // The same manifest in an archive.
+        let mut entries = BTreeMap::new();
+        for f in [MANIFEST_FILE, "model.onnx", "tokenizer.json"] {
+            entries.insert(f.to_string(), std::fs::read(path.join(f)).unwrap());
+        }
+        assert!(Package::from_entries(entries).is_err());
+    }
+    // Two files each under the limit, together over it.
+    edit_manifest(&path, |v| {
+        v["files"]["model.onnx"]["size"] = MAX_PACKAGE_BYTES.into();
+        v["files"]["tokenizer.json"]["size"] = MAX_PACKAGE_BYTES.into();
+    });
+    let err = Package::open(&path).unwrap_err();
+    assert!(err.to_string().contains("add up to"), "{err}");
+}
+
+/// A tar whose header claims a 2 GiB member: refused from the header, nothing that size read.
+#[test]
+fn a_tar_member_larger_than_the_archive_is_refused() {
+    let mut tar = sample().to_tar();
+    // The second member (model.onnx): its header's size field (offset 124, 12 octal bytes).
+    let manifest_len = sample().manifest().to_json().len();
+    let header = 512 + manifest_len.div_ceil(512) * 512;
+    assert_eq!(&tar[header..header + 10], b"model.onnx");
+    tar[header + 124..header + 136].copy_from_slice(b"17777777777\0");
+    let mut sum: u32 = 0;
+    tar[header + 148..header + 156].fill(b' ');
+    for b in &tar[header..header + 512] {
+        sum += *b as u32;
+    }
+    tar[header + 148..header + 156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let err = Package::from_tar(&tar).unwrap_err();
+    assert!(err.to_string().contains("claims 2147483647 bytes"), "{err}");
+}
+
+/// Once the manifest is read, a member larger than the manifest says is refused from its header.
+#[test]
+fn a_tar_member_larger_than_declared_is_refused_unread() {
+    let pkg = sample();
+    let mut manifest = pkg.manifest().clone();
+    manifest.files.get_mut("model.onnx").unwrap().size = 10;
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, bytes) in [
+        (MANIFEST_FILE, manifest.to_json()),
+        ("model.onnx", vec![7u8; 1000]),
+    ] {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, name, bytes.as_slice())
+            .unwrap();
+    }
+    let err = Package::from_tar(&builder.into_inner().unwrap()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PackageError::Size {
+                expected: 10,
+                actual: 1000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn duplicate_tar_members_are_refused() {
+    let mut tar = sample().to_tar();
+    // Cut the end-of-archive blocks and append the whole archive again.
+    let body = tar.len() - 1024;
+    let again = tar.clone();
+    tar.truncate(body);
+    tar.extend_from_slice(&again);
+    let err = Package::from_tar(&tar).unwrap_err();
+    assert!(err.to_string().contains("appears twice"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn only_regular_files_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("pkg");
+    sample().write(&path).unwrap();
+    // A symlink to /dev/zero in place of the graph: refused, not read forever.
+    std::fs::remove_file(path.join("model.onnx")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", path.join("model.onnx")).unwrap();
+    let err = Package::open(&path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PackageError::NotRegular {
+                kind: "a symlink",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("model.onnx"), "{err}");
+    // Even a symlink to a regular file inside the package: package files are plain files.
+    std::fs::remove_file(path.join("model.onnx")).unwrap();
+    std::fs::write(tmp.path().join("real.onnx"), [7u8; 1000]).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("real.onnx"), path.join("model.onnx")).unwrap();
+    assert!(matches!(
+        Package::open(&path).unwrap_err(),
+        PackageError::NotRegular { .. }
+    ));
+    // A FIFO (no writer: opening it would block forever).
+    std::fs::remove_file(path.join("model.onnx")).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(path.join("model.onnx"))
+        .status();
+    if status.is_ok_and(|s| s.success()) {
+        let err = Package::open(&path).unwrap_err();
+        assert!(err.to_string().contains("FIFO"), "{err}");
+        // The package path itself a FIFO, or a device.
+        let err = Package::open(path.join("model.onnx")).unwrap_err();
+        assert!(matches!(err, PackageError::NotRegular { .. }), "{err}");
+    }
+    let err = Package::open("/dev/zero").unwrap_err();
+    assert!(matches!(err, PackageError::NotRegular { .. }), "{err}");
+    // A directory in place of a file.
+    std::fs::remove_file(path.join("model.onnx")).unwrap();
+    std::fs::create_dir(path.join("model.onnx")).unwrap();
+    assert!(matches!(
+        Package::open(&path).unwrap_err(),
+        PackageError::NotRegular { .. }
+    ));
+}
+
+#[test]
+fn manifest_numbers_are_bounded() {
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|v| v["max_length"] = 1_000_000_000.into()),
+            "max_length",
+        ),
+        (Box::new(|v| v["max_length"] = 0.into()), "max_length"),
+        (
+            Box::new(|v| v["max_length"] = (MAX_MAX_LENGTH + 1).into()),
+            "max_length",
+        ),
+        (
+            Box::new(|v| {
+                v["max_length"] = 16384.into();
+                v["graph"]["sequence_multiple"] = 8192.into();
+            }),
+            "graph.sequence_multiple",
+        ),
+        (
+            Box::new(|v| v["graph"]["sequence_multiple"] = 0.into()),
+            "graph.sequence_multiple",
+        ),
+        (
+            Box::new(|v| v["hidden_size"] = (MAX_HIDDEN_SIZE + 1).into()),
+            "hidden_size",
+        ),
+        (
+            Box::new(|v| {
+                v["labels"] = (0..=MAX_LABELS)
+                    .map(|i| format!("l{i}"))
+                    .collect::<Vec<_>>()
+                    .into()
+            }),
+            "labels",
+        ),
+        (
+            Box::new(|v| v["labels"] = vec!["a".to_string(), "b".repeat(1000)].into()),
+            "label",
+        ),
+        (
+            Box::new(|v| {
+                v["attention"] =
+                    serde_json::json!({"type": "window", "window": 1_000_000_000usize, "global": 1})
+            }),
+            "attention.window",
+        ),
+        (
+            Box::new(|v| {
+                v["attention"] = serde_json::json!({"type": "window", "window": 8, "global": 256})
+            }),
+            "attention.global",
+        ),
+        (
+            Box::new(|v| v["files"]["model.onnx"]["sha256"] = "zz".into()),
+            "sha256",
+        ),
+    ];
+    for (edit, field) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("pkg");
+        sample().write(&path).unwrap();
+        edit_manifest(&path, edit);
+        let err = Package::open(&path).unwrap_err();
+        assert!(
+            matches!(err, PackageError::InvalidManifest(_)),
+            "{field}: {err}"
+        );
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
+}
+
+#[test]
+fn an_oversized_manifest_is_refused_unread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("pkg");
+    sample().write(&path).unwrap();
+    let file = std::fs::File::options()
+        .append(true)
+        .open(path.join(MANIFEST_FILE))
+        .unwrap();
+    file.set_len(MAX_MANIFEST_BYTES + 10).unwrap();
+    let err = Package::open(&path).unwrap_err();
+    assert!(err.to_string().contains("manifest.json is over"), "{err}");
+}
+
+#[test]
+fn writing_never_replaces_what_is_not_a_package() {
+    let tmp = tempfile::tempdir().unwrap();
+    let leftovers = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    };
+    // A directory of someone's files: refused, untouched.
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    std::fs::write(docs.join("thesis.tex"), "years of work").unwrap();
+    let err = sample().write(&docs).unwrap_err();
+    assert!(matches!(err, PackageError::Target { .. }), "{err}");
+    assert!(err.to_string().contains("not a package"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(docs.join("thesis.tex")).unwrap(),
+        "years of work"
+    );
+    // A regular file where the directory would go: refused, no temporary left.
+    let file = tmp.path().join("notes");
+    std::fs::write(&file, "keep me").unwrap();
+    let err = sample().write(&file).unwrap_err();
+    assert!(err.to_string().contains("regular file"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    // A file that is not a package archive at a .tar path.
+    let tar = tmp.path().join("backup.tar");
+    std::fs::write(&tar, "not a package").unwrap();
+    let err = sample().write(&tar).unwrap_err();
+    assert!(err.to_string().contains("not a package archive"), "{err}");
+    assert_eq!(std::fs::read_to_string(&tar).unwrap(), "not a package");
+    // A directory at a .tar path.
+    std::fs::create_dir(tmp.path().join("dir.tar")).unwrap();
+    assert!(sample().write(&tmp.path().join("dir.tar")).is_err());
+    // A package directory someone added a file to.
+    let pkg = tmp.path().join("pkg");
+    sample().write(&pkg).unwrap();
+    std::fs::write(pkg.join("README"), "mine").unwrap();
+    let err = sample().write(&pkg).unwrap_err();
+    assert!(err.to_string().contains("README"), "{err}");
+    assert_eq!(std::fs::read_to_string(pkg.join("README")).unwrap(), "mine");
+    assert!(
+        leftovers(tmp.path()).is_empty(),
+        "{:?}",
+        leftovers(tmp.path())
+    );
+    // An empty directory, a package directory and a package archive are replaced.
+    std::fs::remove_file(pkg.join("README")).unwrap();
+    sample().write(&pkg).unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    sample().write(&empty).unwrap();
+    assert_eq!(Package::open(&empty).unwrap(), sample());
+    let tar = tmp.path().join("pkg.tar");
+    sample().write(&tar).unwrap();
+    sample().write(&tar).unwrap();
+    assert_eq!(Package::open(&tar).unwrap(), sample());
+    assert!(
+        leftovers(tmp.path()).is_empty(),
+        "{:?}",
+        leftovers(tmp.path())
+    );
+}
+
+/// A write that fails half-way (a file that cannot be created inside the temporary
+/// directory) leaves no temporary behind and the old package in place, as a directory or a tar.
+#[test]
+fn a_failed_write_leaves_no_temporary_and_the_old_package() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = tmp.path().join("pkg");
+    sample().write(&pkg).unwrap();
+    // Built by hand: `Package::new` would refuse the name.
+    let mut broken = sample();
+    broken.files.insert("no/such/dir".into(), vec![1]);
+    let err = broken.write(&pkg).unwrap_err();
+    assert!(matches!(err, PackageError::Write { .. }), "{err}");
+    assert_eq!(
+        Package::open(&pkg).unwrap(),
+        sample(),
+        "the old package stays"
+    );
+    let names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["pkg"]);
+    // The guard alone: dropped, it removes what it made.
+    let guard = TempPath::create(&tmp.path().join("x"), "tmp", true).unwrap();
+    std::fs::write(guard.path.join("f"), "1").unwrap();
+    let made = guard.path.clone();
+    drop(guard);
+    assert!(!made.exists());
 }
