@@ -40,6 +40,9 @@ pub enum ExportError {
     },
     #[error("invalid export option: {0}")]
     Option(String),
+    /// `--out` would overwrite or nest in the export's own inputs.
+    #[error("refusing to write the package to {out}: {reason}")]
+    Output { out: PathBuf, reason: String },
     #[error(transparent)]
     Package(#[from] autoglm_package::PackageError),
 }

@@ -22,7 +22,7 @@ pub use error::{ExportError, Result};
 use autoglm_package::{
     Attention, GraphInfo, Manifest, ModelKind, Package, Provenance, Quantization, SCHEMA_VERSION,
 };
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 /// What to export and how.
 #[derive(Debug, Clone)]
@@ -59,6 +59,90 @@ impl ExportOptions {
 
 pub const GRAPH_FILE: &str = "model.onnx";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Checks that `out` can take the package without losing data, then exports and writes it.
+/// The checks run before the (long) export: see [`check_output`].
+pub fn export_to(options: &ExportOptions, out: &Path) -> Result<Package> {
+    check_output(options, out)?;
+    let package = export(options)?;
+    package.write(out)?;
+    Ok(package)
+}
+
+/// Refuses an output path that would destroy data: one that is, is inside, or contains the base
+/// model or the adapter directory (compared canonicalized, so `./base/.` or a symlink to it is
+/// caught too; an `out` that does not exist yet is resolved through its nearest existing
+/// ancestor), and anything [`autoglm_package::check_write_target`] refuses (a non-empty
+/// directory that is not a package, a regular file at a directory path...).
+pub fn check_output(options: &ExportOptions, out: &Path) -> Result<()> {
+    let target = resolve(out).map_err(|e| ExportError::Output {
+        out: out.into(),
+        reason: format!("cannot resolve the path: {e}"),
+    })?;
+    let inputs = std::iter::once(("base model", &options.base))
+        .chain(options.adapter.iter().map(|a| ("adapter", a)));
+    for (what, input) in inputs {
+        // An input that does not resolve cannot be overwritten; the export reports it.
+        let Ok(input_dir) = input.canonicalize() else {
+            continue;
+        };
+        let relation = if target == input_dir {
+            "is"
+        } else if target.starts_with(&input_dir) {
+            "is inside"
+        } else if input_dir.starts_with(&target) {
+            "contains"
+        } else {
+            continue;
+        };
+        return Err(ExportError::Output {
+            out: out.into(),
+            reason: format!(
+                "it {relation} the {what} directory {}: choose another --out",
+                input.display()
+            ),
+        });
+    }
+    autoglm_package::check_write_target(out)?;
+    Ok(())
+}
+
+/// `path` made absolute with symlinks resolved, for a path that may not exist yet: the nearest
+/// existing ancestor is canonicalized and the rest appended, normalized lexically (those
+/// components do not exist, so none of them is a symlink).
+fn resolve(path: &Path) -> std::io::Result<PathBuf> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match existing.canonicalize() {
+            Ok(mut resolved) => {
+                for component in rest.iter().rev() {
+                    match component {
+                        Component::ParentDir => {
+                            resolved.pop();
+                        }
+                        Component::Normal(name) => resolved.push(name),
+                        _ => {}
+                    }
+                }
+                return Ok(resolved);
+            }
+            Err(e) => {
+                let (Some(parent), Some(last)) = (existing.parent(), existing.components().last())
+                else {
+                    return Err(e);
+                };
+                rest.push(last);
+                existing = parent;
+            }
+        }
+    }
+}
 
 /// Reads the inputs, builds the graph and returns the package (not yet written).
 pub fn export(options: &ExportOptions) -> Result<Package> {
@@ -184,6 +268,12 @@ fn check_lengths(max_length: usize, attention: Attention, multiple: usize) -> Re
             "max length {max_length} is over the {MAX_LENGTH_LIMIT}-token limit of this exporter"
         )));
     }
+    if multiple > autoglm_package::MAX_SEQUENCE_MULTIPLE {
+        return Err(ExportError::Option(format!(
+            "a window of blocks of {multiple} tokens is over the {}-token block limit",
+            autoglm_package::MAX_SEQUENCE_MULTIPLE
+        )));
+    }
     if let Attention::Window { window, global } = attention {
         if window < 2 || window % 2 != 0 {
             return Err(ExportError::Option(format!(
@@ -202,8 +292,9 @@ fn check_lengths(max_length: usize, attention: Attention, multiple: usize) -> Re
     Ok(())
 }
 
-/// Longest sequence the exporter accepts (positions are extended by copying up to this).
-pub const MAX_LENGTH_LIMIT: usize = 16384;
+/// Longest sequence the exporter accepts (positions are extended by copying up to this): the
+/// most a manifest may say.
+pub const MAX_LENGTH_LIMIT: usize = autoglm_package::MAX_MAX_LENGTH;
 
 /// The base tokenizer, checked by loading it, with truncation at `max_length` and no padding
 /// written in (the runtime pads per batch), so that any `tokenizers` user reading the package

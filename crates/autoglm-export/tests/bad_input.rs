@@ -239,3 +239,87 @@ fn impossible_lengths_are_refused() {
     assert_eq!(package.manifest().max_length, fixture::POSITIONS * 3);
     assert_eq!(package.manifest().graph.sequence_multiple, 4);
 }
+
+/// Names in `dir` that start with a dot: temporaries a write would have left behind.
+fn hidden(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn export_never_overwrites_what_is_not_a_package() {
+    use autoglm_export::export_to;
+    let (dir, base, adapter) = setup();
+    let options = ExportOptions::new(&base).with_adapter(&adapter);
+    // A non-empty directory of other files: refused, untouched.
+    let docs = dir.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    std::fs::write(docs.join("notes.txt"), "keep").unwrap();
+    let err = export_to(&options, &docs).unwrap_err();
+    assert!(err.to_string().contains("not a package"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(docs.join("notes.txt")).unwrap(),
+        "keep"
+    );
+    // A regular file: refused, untouched, and no temporary left beside it.
+    let file = dir.path().join("model.bin");
+    std::fs::write(&file, "weights").unwrap();
+    let err = export_to(&options, &file).unwrap_err();
+    assert!(err.to_string().contains("regular file"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "weights");
+    assert!(hidden(dir.path()).is_empty(), "{:?}", hidden(dir.path()));
+    // A package we wrote before is replaced (re-export), also over an empty directory.
+    let pkg = dir.path().join("pkg");
+    export_to(&options, &pkg).unwrap();
+    export_to(&options, &pkg).unwrap();
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    export_to(&options, &dir.path().join("empty")).unwrap();
+    assert!(hidden(dir.path()).is_empty(), "{:?}", hidden(dir.path()));
+}
+
+#[test]
+fn export_refuses_an_output_that_overlaps_its_inputs() {
+    use autoglm_export::export_to;
+    let (dir, base, adapter) = setup();
+    let options = ExportOptions::new(&base).with_adapter(&adapter);
+    let before = std::fs::read(base.join("model.safetensors")).unwrap();
+    let cases = [
+        (base.clone(), "is the base model"),
+        (base.join("."), "is the base model"),
+        (adapter.join("../base"), "is the base model"),
+        (adapter.clone(), "is the adapter"),
+        (base.join("pkg"), "is inside the base model"),
+        (base.join("new/deeper/pkg.tar"), "is inside the base model"),
+        (
+            dir.path().join("nothing/../base/x"),
+            "is inside the base model",
+        ),
+        (dir.path().to_path_buf(), "contains the base model"),
+    ];
+    for (out, needle) in cases {
+        match export_to(&options, &out) {
+            Err(ExportError::Output { reason, .. }) => {
+                assert!(reason.contains(needle), "{}: {reason}", out.display())
+            }
+            other => panic!("{}: expected a refusal, got {other:?}", out.display()),
+        }
+    }
+    // Through a symlink to the base directory.
+    #[cfg(unix)]
+    {
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&base, &link).unwrap();
+        let err = export_to(&options, &link).unwrap_err();
+        assert!(matches!(err, ExportError::Output { .. }), "{err}");
+    }
+    assert_eq!(
+        std::fs::read(base.join("model.safetensors")).unwrap(),
+        before
+    );
+    assert!(!base.join("pkg").exists() && !base.join("new").exists());
+    // A relative path next to the inputs is fine.
+    export_to(&options, &dir.path().join("out")).unwrap();
+}
