@@ -3,6 +3,7 @@
 use crate::batch::Batch;
 use crate::error::{Result, RuntimeError};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::internal::{DimLike, Factoid};
 
 /// Runs the graph: int64 `[batch, sequence]` inputs in, `[batch, width]` floats out (row-major).
 pub trait Backend: Send + Sync + std::fmt::Debug {
@@ -12,6 +13,27 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         self.name().to_string()
     }
     fn run(&self, batch: &Batch) -> Result<Vec<f32>>;
+    /// What the backend read from the graph, for checking the manifest against it at load;
+    /// a backend that cannot tell leaves fields `None` (the model then probes the output width
+    /// with one tiny batch).
+    fn facts(&self) -> GraphFacts {
+        GraphFacts::default()
+    }
+}
+
+/// Facts about a loaded graph that the manifest must agree with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GraphFacts {
+    /// Input names, in the order the backend feeds ids, mask and token types.
+    pub inputs: Option<Vec<String>>,
+    /// The name of the output the backend returns (the first).
+    pub output: Option<String>,
+    /// That output's rank and, when the graph fixes it, its last dimension.
+    pub output_rank: Option<usize>,
+    pub output_width: Option<usize>,
+    /// Rows of the position-embedding table, when the graph has one we recognize (a constant
+    /// named `*position_embeddings*`, as our exporter writes).
+    pub positions: Option<usize>,
 }
 
 /// Which engine runs the graph.
@@ -133,6 +155,43 @@ pub struct TractBackend {
     plan: Arc<TypedSimplePlan>,
     executor: Option<tract_linalg::multithread::Executor>,
     threads: usize,
+    facts: GraphFacts,
+}
+
+/// Input and output names and the position table, read from the graph as parsed (before
+/// optimization folds the constants away).
+fn inference_facts(model: &InferenceModel) -> Result<GraphFacts> {
+    let label = |o: OutletId| -> String {
+        model
+            .outlet_label(o)
+            .map_or_else(|| model.node(o.node).name.clone(), str::to_string)
+    };
+    let inputs = model
+        .input_outlets()
+        .map_err(model_error)?
+        .iter()
+        .map(|&o| label(o))
+        .collect();
+    let output = model
+        .output_outlets()
+        .map_err(model_error)?
+        .first()
+        .map(|&o| label(o));
+    let positions = model
+        .nodes()
+        .iter()
+        .filter(|n| n.inputs.is_empty() && n.name.contains("position_embeddings"))
+        .filter_map(|n| {
+            let dims = n.outputs.first()?.fact.shape.concretize()?;
+            (dims.len() == 2).then(|| dims[0].to_usize().ok())?
+        })
+        .max();
+    Ok(GraphFacts {
+        inputs: Some(inputs),
+        output,
+        positions,
+        ..GraphFacts::default()
+    })
 }
 
 impl TractBackend {
@@ -156,16 +215,22 @@ impl TractBackend {
                 model.set_input_fact(input, fact).map_err(model_error)?;
             }
         }
-        let plan = model
-            .into_optimized()
-            .map_err(model_error)?
-            .into_runnable()
-            .map_err(model_error)?;
+        let mut facts = inference_facts(&model)?;
+        let typed = model.into_optimized().map_err(model_error)?;
+        if let Some(fact) = typed.output_outlets().ok().and_then(|o| {
+            let first = *o.first()?;
+            typed.outlet_fact(first).ok()
+        }) {
+            facts.output_rank = Some(fact.rank());
+            facts.output_width = fact.shape.last().and_then(|d| d.to_usize().ok());
+        }
+        let plan = typed.into_runnable().map_err(model_error)?;
         let executor = (threads > 1).then(|| shared_executor(threads));
         Ok(TractBackend {
             plan,
             executor,
             threads: threads.max(1),
+            facts,
         })
     }
 }
@@ -177,6 +242,10 @@ impl Backend for TractBackend {
 
     fn describe(&self) -> String {
         format!("tract on the CPU, {} threads", self.threads)
+    }
+
+    fn facts(&self) -> GraphFacts {
+        self.facts.clone()
     }
 
     fn run(&self, batch: &Batch) -> Result<Vec<f32>> {

@@ -12,6 +12,13 @@ pub enum RuntimeError {
     InvalidInput(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A [`crate::LoadOptions`] value out of its documented range.
+    #[error("invalid load option: {0}")]
+    Option(String),
+    /// The manifest says something the graph contradicts (label count vs logits width, kind vs
+    /// output, inputs, positions): running it would give wrong answers, so it is not loaded.
+    #[error("the manifest does not match the graph: {0}")]
+    GraphMismatch(String),
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

@@ -21,11 +21,22 @@ pub mod ort;
 pub mod tokenize;
 
 pub use autoglm_package::{Attention, Manifest, ModelKind, Package, Quantization};
-pub use backend::{Backend, BackendKind, Device, TractBackend};
+pub use backend::{Backend, BackendKind, Device, GraphFacts, TractBackend};
 pub use error::{Result, RuntimeError};
 pub use tokenize::{Encoded, TextEncoder};
 
 use std::path::{Path, PathBuf};
+
+/// Most threads a model may be given ([`LoadOptions::threads`]): far above the cores of any
+/// edge device; a larger number is a mistake (and would start that many OS threads).
+pub const MAX_THREADS: usize = 256;
+
+/// Most texts in one batch ([`LoadOptions::max_batch`]): a padded batch holds
+/// `max_batch × sequence` ids, so this and the manifest's `max_length` bound its memory.
+pub const MAX_BATCH: usize = 1024;
+
+/// The output name of every classification graph (exporter, adapted heads, multi-task).
+pub const CLASSIFICATION_OUTPUT: &str = "logits";
 
 /// How to load a package.
 #[derive(Debug, Clone)]
@@ -41,6 +52,25 @@ pub struct LoadOptions {
     /// The ONNX Runtime shared library (default: `ORT_DYLIB_PATH`, else `libonnxruntime.so` on
     /// the loader's path). One library per process: the first one loaded stays.
     pub ort_library: Option<PathBuf>,
+}
+
+impl LoadOptions {
+    /// Refuses values out of range (0 threads or a batch of 0 mean 1, as always).
+    pub fn check(&self) -> Result<()> {
+        if self.threads > MAX_THREADS {
+            return Err(RuntimeError::Option(format!(
+                "threads {} is over the maximum of {MAX_THREADS}",
+                self.threads
+            )));
+        }
+        if self.max_batch > MAX_BATCH {
+            return Err(RuntimeError::Option(format!(
+                "max_batch {} is over the maximum of {MAX_BATCH} texts",
+                self.max_batch
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for LoadOptions {
@@ -85,17 +115,20 @@ impl Model {
 
     /// Builds a model from a verified package, on the backend and device `options` name.
     pub fn from_package(mut package: Package, options: &LoadOptions) -> Result<Self> {
+        options.check()?;
         let graph = package.take_file(&package.manifest().graph.file.clone())?;
         let backend = backend::load(&graph, package.manifest().graph.sequence_multiple, options)?;
         Self::with_backend(package, backend, options)
     }
 
-    /// Builds a model from a verified package and a backend that already holds its graph.
+    /// Builds a model from a verified package and a backend that already holds its graph, after
+    /// checking the manifest against the graph (see [`check_graph`]).
     pub fn with_backend(
         package: Package,
         backend: Box<dyn Backend>,
         options: &LoadOptions,
     ) -> Result<Self> {
+        options.check()?;
         let manifest = package.manifest().clone();
         if manifest.graph.inputs.len() != 3 {
             return Err(RuntimeError::Unsupported(format!(
@@ -106,13 +139,21 @@ impl Model {
         let encoder =
             TextEncoder::from_bytes(package.file(&manifest.tokenizer)?, manifest.max_length)?;
         let pad_id = encoder.pad_id();
-        Ok(Model {
+        let mut facts = backend.facts();
+        let model = Model {
             manifest,
             encoder,
             backend,
             max_batch: options.max_batch.max(1),
             pad_id,
-        })
+        };
+        if facts.output_width.is_none() {
+            // The backend cannot tell statically: one text of two tokens tells for sure.
+            let probe = model.encoder.encode("")?;
+            facts.output_width = model.outputs_for(&[probe])?.first().map(Vec::len);
+        }
+        check_graph(&model.manifest, &facts)?;
+        Ok(model)
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -215,6 +256,79 @@ impl Model {
             ))
         }
     }
+}
+
+/// Refuses a manifest that its graph contradicts, where that would give wrong answers without
+/// an error: inputs fed in another order, another output, a label count that is not the logits'
+/// width (a 3-label manifest on a 2-logit graph), an embedding width that is not `hidden_size`
+/// (which also tells a classification manifest on an embedding graph), a `max_length` beyond the
+/// position table. What the backend could not read (`None`) is not checked.
+pub fn check_graph(manifest: &Manifest, facts: &GraphFacts) -> Result<()> {
+    let bad = |m: String| Err(RuntimeError::GraphMismatch(m));
+    if let Some(inputs) = &facts.inputs {
+        if *inputs != manifest.graph.inputs {
+            return bad(format!(
+                "the graph's inputs are {inputs:?}, the manifest's graph.inputs {:?}",
+                manifest.graph.inputs
+            ));
+        }
+    }
+    let output = &manifest.graph.output;
+    if let Some(name) = &facts.output {
+        if name != output {
+            return bad(format!(
+                "the graph's (first) output is `{name}`, the manifest's graph.output `{output}`"
+            ));
+        }
+        // Our packages name what they compute: `logits` (exporter and adapted heads) for a
+        // classification, anything else (`sentence_embedding`) for an embedding. Without this
+        // an embedding graph as wide as the label list would "classify" its vector.
+        let logits = name == CLASSIFICATION_OUTPUT;
+        if logits != (manifest.kind == ModelKind::Classification) {
+            return bad(format!(
+                "a {} package whose graph outputs `{name}` ({})",
+                format!("{:?}", manifest.kind).to_lowercase(),
+                if logits {
+                    "logits are a classification's output"
+                } else {
+                    "a classification's output is `logits`"
+                }
+            ));
+        }
+    }
+    if let Some(rank) = facts.output_rank.filter(|&r| r != 2) {
+        return bad(format!(
+            "output `{output}` has rank {rank}; a [batch, width] output is expected"
+        ));
+    }
+    if let Some(width) = facts.output_width {
+        match manifest.kind {
+            ModelKind::Classification if width != manifest.labels.len() => {
+                return bad(format!(
+                    "the manifest lists {} labels but output `{output}` gives {width} logits per text",
+                    manifest.labels.len()
+                ))
+            }
+            ModelKind::Embedding if width != manifest.hidden_size => {
+                return bad(format!(
+                    "an embedding package of hidden_size {} but output `{output}` gives {width} values per text",
+                    manifest.hidden_size
+                ))
+            }
+            _ => {}
+        }
+    }
+    if let Some(positions) = facts.positions {
+        let multiple = manifest.graph.sequence_multiple.max(1);
+        let padded = manifest.max_length.div_ceil(multiple) * multiple;
+        if padded > positions {
+            return bad(format!(
+                "max_length {} (padded to {padded}) is longer than the graph's position table of {positions} rows",
+                manifest.max_length
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Numerically stable softmax.

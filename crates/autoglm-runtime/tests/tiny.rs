@@ -224,3 +224,105 @@ fn int8_packages_are_close_to_fp32() {
         assert!(d < 0.1, "int8 differs from fp32 by {d}");
     }
 }
+
+/// `package` with its manifest edited (the files are re-listed, so digests still verify).
+fn edited(
+    package: &autoglm_package::Package,
+    edit: impl FnOnce(&mut autoglm_runtime::Manifest),
+) -> autoglm_package::Package {
+    let mut manifest = package.manifest().clone();
+    edit(&mut manifest);
+    let files = package
+        .files()
+        .map(|(name, bytes)| (name.to_string(), bytes.to_vec()))
+        .collect();
+    autoglm_package::Package::new(manifest, files).unwrap()
+}
+
+fn mismatch(package: autoglm_package::Package, needle: &str) {
+    match Model::from_package(package, &LoadOptions::default()) {
+        Err(RuntimeError::GraphMismatch(m)) => assert!(m.contains(needle), "{m}"),
+        other => panic!("expected a refusal containing {needle:?}, got {other:?}"),
+    }
+}
+
+/// A manifest its graph contradicts would give wrong answers without an error: refused at load.
+#[test]
+fn a_manifest_that_contradicts_its_graph_is_refused_at_load() {
+    use autoglm_runtime::ModelKind;
+    let dir = tempfile::tempdir().unwrap();
+    fixture::write_base(&dir.path().join("base"));
+    fixture::write_adapter(&dir.path().join("adapter"));
+    let cls = export(
+        &ExportOptions::new(dir.path().join("base")).with_adapter(dir.path().join("adapter")),
+    )
+    .unwrap();
+    let emb = export(&ExportOptions::new(dir.path().join("base"))).unwrap();
+    // Label count vs the logits' width (the graph has 3).
+    mismatch(
+        edited(&cls, |m| m.labels = vec!["no".into(), "yes".into()]),
+        "lists 2 labels but output `logits` gives 3 logits",
+    );
+    mismatch(
+        edited(&cls, |m| m.labels.push("extra".into())),
+        "lists 4 labels",
+    );
+    // Kind vs output: a classification manifest on the embedding graph, even with as many
+    // labels as the vector is wide; an embedding manifest on the classification graph.
+    mismatch(
+        edited(&emb, |m| {
+            m.kind = ModelKind::Classification;
+            m.labels = (0..fixture::HIDDEN).map(|i| format!("l{i}")).collect();
+        }),
+        "classification package whose graph outputs `sentence_embedding`",
+    );
+    mismatch(
+        edited(&cls, |m| {
+            m.kind = ModelKind::Embedding;
+            m.labels.clear();
+            m.graph.output = "sentence_embedding".into();
+        }),
+        "the graph's (first) output is `logits`",
+    );
+    // Embedding width vs hidden_size.
+    mismatch(
+        edited(&emb, |m| m.hidden_size = fixture::HIDDEN * 2),
+        "hidden_size 16 but output `sentence_embedding` gives 8",
+    );
+    // Inputs in another order would be fed to the wrong tensors.
+    mismatch(edited(&emb, |m| m.graph.inputs.reverse()), "graph.inputs");
+    // max_length beyond the position table.
+    mismatch(
+        edited(&emb, |m| m.max_length = fixture::POSITIONS + 1),
+        "position table of 32 rows",
+    );
+    // The untouched packages load.
+    Model::from_package(cls, &LoadOptions::default()).unwrap();
+    Model::from_package(emb, &LoadOptions::default()).unwrap();
+}
+
+#[test]
+fn load_options_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture::write_base(&dir.path().join("base"));
+    let emb = export(&ExportOptions::new(dir.path().join("base"))).unwrap();
+    for options in [
+        LoadOptions {
+            threads: autoglm_runtime::MAX_THREADS + 1,
+            ..LoadOptions::default()
+        },
+        LoadOptions {
+            threads: usize::MAX,
+            ..LoadOptions::default()
+        },
+        LoadOptions {
+            max_batch: autoglm_runtime::MAX_BATCH + 1,
+            ..LoadOptions::default()
+        },
+    ] {
+        match Model::from_package(emb.clone(), &options) {
+            Err(RuntimeError::Option(m)) => assert!(m.contains("maximum"), "{m}"),
+            other => panic!("{options:?}: expected a refusal, got {other:?}"),
+        }
+    }
+}
