@@ -8,6 +8,7 @@ use autoglm_package::{Attention, Package, Quantization};
 use autoglm_runtime::{BackendKind, Device, Encoded, LoadOptions, Model};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -83,11 +84,11 @@ struct ModelArgs {
     /// Model package (directory or `.tar`); default: the embedded int8 sentiment classifier.
     #[arg(long, env = "AUTOGLM_MODEL")]
     model: Option<PathBuf>,
-    /// Threads for matrix products.
-    #[arg(long, default_value_t = 1, env = "AUTOGLM_THREADS")]
+    /// Threads for matrix products (1 to 256).
+    #[arg(long, default_value_t = 1, env = "AUTOGLM_THREADS", value_parser = parse_threads)]
     threads: usize,
-    /// Most texts per batch.
-    #[arg(long, default_value_t = 32)]
+    /// Most texts per batch (1 to 1024).
+    #[arg(long, default_value_t = 32, value_parser = parse_batch)]
     batch_size: usize,
     /// Engine: `tract` (built in) or `ort` (ONNX Runtime; needs a build with `--features ort`).
     #[arg(long, default_value = "tract", env = "AUTOGLM_BACKEND")]
@@ -103,8 +104,8 @@ struct ModelArgs {
 impl ModelArgs {
     fn load(&self) -> Result<Model> {
         let options = LoadOptions {
-            threads: self.threads.max(1),
-            max_batch: self.batch_size.max(1),
+            threads: self.threads,
+            max_batch: self.batch_size,
             backend: self.backend,
             device: self.device,
             ort_library: self.ort_lib.clone(),
@@ -183,15 +184,43 @@ struct BenchArgs {
     /// Token lengths to measure (special tokens included).
     #[arg(long, value_delimiter = ',', default_value = "32,128,512")]
     seq: Vec<usize>,
-    /// Batch sizes to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    /// Batch sizes to measure (each 1 to 1024).
+    #[arg(long, value_delimiter = ',', default_value = "1,32", value_parser = parse_batch)]
     batch: Vec<usize>,
-    /// Timed runs per configuration (after one warm-up run).
-    #[arg(long, default_value_t = 10)]
+    /// Timed runs per configuration (after one warm-up run; 1 to 1000000).
+    #[arg(long, default_value_t = 10, value_parser = parse_iters)]
     iters: usize,
     #[arg(long)]
     json: bool,
 }
+
+/// `n` parsed and within `1..=max` (`what` names the flag's unit for the message).
+fn bounded(s: &str, max: usize, what: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a whole number"))?;
+    if n == 0 || n > max {
+        return Err(format!("{n} {what}: must be 1 to {max}"));
+    }
+    Ok(n)
+}
+
+/// `--threads`: at most [`autoglm_runtime::MAX_THREADS`] (each is an OS thread).
+fn parse_threads(s: &str) -> Result<usize, String> {
+    bounded(s, autoglm_runtime::MAX_THREADS, "threads")
+}
+
+/// Batch sizes: at most [`autoglm_runtime::MAX_BATCH`] texts (a batch's memory grows with it).
+fn parse_batch(s: &str) -> Result<usize, String> {
+    bounded(s, autoglm_runtime::MAX_BATCH, "texts per batch")
+}
+
+/// `bench --iters`: each timing is kept, so the count is bounded.
+fn parse_iters(s: &str) -> Result<usize, String> {
+    bounded(s, MAX_BENCH_ITERS, "iterations")
+}
+
+const MAX_BENCH_ITERS: usize = 1_000_000;
 
 fn parse_quantization(s: &str) -> Result<Quantization, String> {
     match s {
@@ -245,10 +274,9 @@ fn export(a: ExportArgs) -> Result<()> {
     options.quantization = a.quantize;
     options.attention = a.attention;
     let start = Instant::now();
-    let package = autoglm_export::export(&options).context("export failed")?;
-    package
-        .write(&a.out)
-        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    // Checks --out before the export (it never replaces anything but a package, nor touches
+    // the inputs), then writes atomically.
+    let package = autoglm_export::export_to(&options, &a.out).context("export failed")?;
     if a.json {
         println!(
             "{}",
@@ -330,58 +358,91 @@ fn inspect(a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn classify(a: RunArgs) -> Result<()> {
-    let texts = input::texts(&a.texts, a.input.as_deref())?;
+/// Runs `each` on every chunk of the call's texts (arguments, or `--input` streamed in chunks)
+/// and flushes standard output after each, so results of the first lines appear before the
+/// input ends. The model is loaded first: the first answer needs only the first line.
+fn for_each_chunk(
+    a: &RunArgs,
+    mut each: impl FnMut(&mut engine::Runner, &[String]) -> Result<()>,
+) -> Result<()> {
+    let mut texts = input::Texts::new(&a.texts, a.input.as_deref())?;
     let mut runner = a.model.runner(&a.engine)?;
-    match &runner {
-        engine::Runner::Native(model) => {
-            if autoglm_adapt::cli::classify_tasks(model, &texts, a.task.as_deref(), a.json)? {
-                return Ok(());
-            }
+    let mut seen = false;
+    loop {
+        let chunk = texts.next_chunk()?;
+        if chunk.is_empty() {
+            break;
         }
-        #[cfg(feature = "wasm")]
-        engine::Runner::Wasm(_) => {
-            if a.task.is_some() {
-                bail!("--task (multi-task packages) needs --engine native");
-            }
-        }
+        seen = true;
+        each(&mut runner, &chunk)?;
+        std::io::stdout()
+            .flush()
+            .context("cannot write to standard output")?;
     }
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let predictions = runner.classify(&refs)?;
-    let labels = runner.labels();
-    for (text, p) in texts.iter().zip(&predictions) {
-        if a.json {
-            println!("{}", autoglm_serve::prediction_json(&labels, p));
-        } else {
-            println!(
-                "{}\t{:.4}\t{}",
-                p.label,
-                p.scores[p.index],
-                text.replace(['\n', '\t'], " ")
-            );
-        }
+    if !seen {
+        bail!(input::NO_TEXTS);
     }
     Ok(())
 }
 
-fn embed(a: RunArgs) -> Result<()> {
-    let texts = input::texts(&a.texts, a.input.as_deref())?;
-    let mut runner = a.model.runner(&a.engine)?;
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    for (text, v) in texts.iter().zip(runner.embed(&refs)?) {
-        if a.json {
-            println!("{}", json!({"embedding": v}));
-        } else {
-            let head: Vec<String> = v.iter().take(4).map(|x| format!("{x:.4}")).collect();
-            println!(
-                "[{}, … ({} dims)]\t{}",
-                head.join(", "),
-                v.len(),
-                text.replace(['\n', '\t'], " ")
-            );
+fn classify(a: RunArgs) -> Result<()> {
+    let mut labels = None;
+    for_each_chunk(&a, |runner, texts| {
+        match &*runner {
+            engine::Runner::Native(model) => {
+                if autoglm_adapt::cli::classify_tasks(model, texts, a.task.as_deref(), a.json)? {
+                    return Ok(());
+                }
+            }
+            #[cfg(feature = "wasm")]
+            engine::Runner::Wasm(_) => {
+                if a.task.is_some() {
+                    bail!("--task (multi-task packages) needs --engine native");
+                }
+            }
         }
-    }
-    Ok(())
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let predictions = runner.classify(&refs)?;
+        let labels = labels.get_or_insert_with(|| runner.labels());
+        let mut out = std::io::stdout().lock();
+        for (text, p) in texts.iter().zip(&predictions) {
+            if a.json {
+                writeln!(out, "{}", autoglm_serve::prediction_json(labels, p))?;
+            } else {
+                writeln!(
+                    out,
+                    "{}\t{:.4}\t{}",
+                    p.label,
+                    p.scores[p.index],
+                    text.replace(['\n', '\t'], " ")
+                )?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn embed(a: RunArgs) -> Result<()> {
+    for_each_chunk(&a, |runner, texts| {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let vectors = runner.embed(&refs)?;
+        let mut out = std::io::stdout().lock();
+        for (text, v) in texts.iter().zip(vectors) {
+            if a.json {
+                writeln!(out, "{}", json!({"embedding": v}))?;
+            } else {
+                let head: Vec<String> = v.iter().take(4).map(|x| format!("{x:.4}")).collect();
+                writeln!(
+                    out,
+                    "[{}, … ({} dims)]\t{}",
+                    head.join(", "),
+                    v.len(),
+                    text.replace(['\n', '\t'], " ")
+                )?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Token ids of exactly `len` tokens: `[CLS]`, a fixed pseudo-random run of word pieces, `[SEP]`.

@@ -7,6 +7,7 @@ mod cli;
 mod edge_options;
 mod export;
 mod fidelity;
+mod hardening;
 mod support;
 #[cfg(feature = "wasm")]
 mod wasm;
