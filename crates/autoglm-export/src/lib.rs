@@ -133,7 +133,8 @@ fn resolve(path: &Path) -> std::io::Result<PathBuf> {
                 return Ok(resolved);
             }
             Err(e) => {
-                let (Some(parent), Some(last)) = (existing.parent(), existing.components().last())
+                let (Some(parent), Some(last)) =
+                    (existing.parent(), existing.components().next_back())
                 else {
                     return Err(e);
                 };
