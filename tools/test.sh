@@ -6,7 +6,23 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$root"
-step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)" >&2; }
+# Each stage's start is printed, and at the end a table of the stages' durations with the CPU
+# they ran on (BENCHMARKS.md, "CI time", keeps these tables for cold and warm runs).
+stages=() started=$(date +%s) last=$started
+step() {
+  local now; now=$(date +%s)
+  [ ${#stages[@]} -gt 0 ] && stages[-1]+=$'\t'$((now - last))
+  stages+=("$1") last=$now
+  printf '\n== %s (%s)\n' "$1" "$(date +%T)" >&2
+}
+timings() {
+  step "end"; unset 'stages[-1]'
+  printf '\n== stage timings (s) on %s, %s cores\n' "$(sed -n 's/^model name\t*: //p' /proc/cpuinfo | head -1)" "$(nproc)" >&2
+  printf '%s\n' "$(grep -m1 -o -w -E 'avx2|fma|avx512f|avx512_vnni|avx_vnni|amx_tile|amx_int8' /proc/cpuinfo | tr '\n' ' ')" >&2
+  printf '%s\n' "${stages[@]}" | awk -F'\t' '{printf "%6d  %s\n", $2, $1}' >&2
+  printf '%6d  total\n' $(($(date +%s) - started)) >&2
+}
+trap timings EXIT
 step "assets, toolchains, manifests"
 tools/fetch-assets.sh >/dev/null
 tools/setup-cross.sh aarch64 wasm
@@ -38,4 +54,3 @@ step "x86_64: the build without ort"
 cargo test --release --workspace --exclude autoglm-component --lib -- backend::tests
 step "aarch64 under qemu (Cortex-A72, Cortex-A76)"
 tools/test-aarch64.sh
-step "done"

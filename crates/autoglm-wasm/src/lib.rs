@@ -36,6 +36,8 @@ use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+pub mod cpu;
+
 mod bindings {
     wasmtime::component::bindgen!({
         world: "edge",
@@ -489,16 +491,14 @@ impl WasmModel {
         );
         store.limiter(|s| &mut s.limiter);
         self.arm(&mut store);
-        let edge = self
-            .pre
-            .instantiate(&mut store)
+        let edge = in_guest(|| self.pre.instantiate(&mut store))
             .map_err(|e| self.stopped(&mut store, e))?;
         self.arm(&mut store);
         let guest = edge.autoglm_edge_runtime().model();
-        let loaded = match &self.source {
+        let loaded = in_guest(|| match &self.source {
             Source::Bytes(bytes) => guest.call_load(&mut store, bytes),
             Source::Dir(_) => guest.call_open(&mut store, GUEST_PACKAGE_DIR),
-        };
+        });
         let model = loaded.map_err(|e| self.stopped(&mut store, e))??;
         Ok(Instance { store, edge, model })
     }
@@ -546,7 +546,7 @@ impl WasmModel {
             None => self.instantiate()?,
         };
         self.arm(&mut instance.store);
-        match f(&instance.edge, &mut instance.store, instance.model) {
+        match in_guest(|| f(&instance.edge, &mut instance.store, instance.model)) {
             Ok(answer) => {
                 self.instance = Some(instance);
                 Ok(answer?)
@@ -603,6 +603,16 @@ impl WasmModel {
                 .call_outputs(store, m, &texts)
         })
     }
+}
+
+/// Runs `f`, which calls into the guest, with the vector registers' upper state clean on entry
+/// and on return ([`cpu`]: native kernels leave it dirty, and Cranelift's code then runs up to
+/// 200x slower on some CPUs).
+fn in_guest<R>(f: impl FnOnce() -> R) -> R {
+    cpu::clean_upper_state();
+    let answer = f();
+    cpu::clean_upper_state();
+    answer
 }
 
 /// A memory cap that traps (rather than failing `memory.grow` quietly) when reached.

@@ -39,6 +39,10 @@ fn accuracy(model: &Model, rows: &[(String, String)]) -> f64 {
 
 #[test]
 fn int8_is_small_and_within_a_point_of_fp32() {
+    let _budget = autoglm_testkit::budget(
+        "edge_options::int8_is_small_and_within_a_point_of_fp32",
+        1200,
+    );
     let (Some(options), Some(fp32)) = (int8_options(), sentiment_model()) else {
         return;
     };
@@ -76,6 +80,10 @@ fn int8_is_small_and_within_a_point_of_fp32() {
 
 #[test]
 fn the_committed_default_package_is_reproducible() {
+    let _budget = autoglm_testkit::budget(
+        "edge_options::the_committed_default_package_is_reproducible",
+        1200,
+    );
     let Some(options) = int8_options() else {
         return;
     };
@@ -106,6 +114,10 @@ fn long_text(rows: &[(String, String)], start: usize, tokens: usize, model: &Mod
 
 #[test]
 fn window_attention_on_minilm_equals_its_dense_reference() {
+    let _budget = autoglm_testkit::budget(
+        "edge_options::window_attention_on_minilm_equals_its_dense_reference",
+        1200,
+    );
     let Some(base) = base_dir() else { return };
     let (window, global) = (64, 1);
     let mut options = ExportOptions::new(base);
@@ -155,6 +167,10 @@ fn window_attention_on_minilm_equals_its_dense_reference() {
 /// (tract, and ONNX Runtime with `--features ort`): the same file, the same texts.
 #[test]
 fn int8_and_window_packages_agree_across_backends() {
+    let _budget = autoglm_testkit::budget(
+        "edge_options::int8_and_window_packages_agree_across_backends",
+        1200,
+    );
     let (Some(int8_options), Some(base)) = (int8_options(), base_dir()) else {
         return;
     };

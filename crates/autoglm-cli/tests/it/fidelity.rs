@@ -5,12 +5,14 @@ use autoglm_runtime::BackendKind;
 use serde::Deserialize;
 
 /// One test body, one `#[test]` per backend compiled in: `fidelity::tract::…`, and with the
-/// `ort` feature `fidelity::ort::…`, so a failure names the backend.
+/// `ort` feature `fidelity::ort::…`, so a failure names the backend. Each has a time budget
+/// (autoglm_testkit::budget): a hang fails the run in minutes, not at CI's limit.
 macro_rules! backend_tests {
     ($($body:ident),* $(,)?) => {
         mod tract {
             $(#[test]
             fn $body() {
+                let _budget = autoglm_testkit::budget(concat!("fidelity::tract::", stringify!($body)), 1200);
                 super::$body(autoglm_runtime::BackendKind::Tract)
             })*
         }
@@ -18,6 +20,7 @@ macro_rules! backend_tests {
         mod ort {
             $(#[test]
             fn $body() {
+                let _budget = autoglm_testkit::budget(concat!("fidelity::ort::", stringify!($body)), 1200);
                 super::$body(autoglm_runtime::BackendKind::Ort)
             })*
         }

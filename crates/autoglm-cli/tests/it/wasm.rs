@@ -6,8 +6,9 @@ use crate::cli::{autoglm, stdout};
 use crate::support::*;
 use autoglm_package::Package;
 use autoglm_runtime::Model;
+use autoglm_testkit::{budget, component};
 use autoglm_wasm::{Host, HostOptions, Limits, WasmModel};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 /// wasm vs native: same graph, same tokenizer, different compilers and SIMD kernels.
@@ -19,19 +20,6 @@ const TOLERANCE: f32 = 1e-5;
 /// two correct engines differ by a few steps' worth, not by float noise; measured 1.7e-2 here
 /// (tract vs ONNX Runtime: 4.8e-2). The labels must still agree.
 const INT8_TOLERANCE: f32 = 5e-2;
-
-fn component() -> Option<PathBuf> {
-    match std::env::var_os("AUTOGLM_COMPONENT").map(PathBuf::from) {
-        Some(p) if p.is_file() => Some(p),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("AUTOGLM_COMPONENT must name the built component under CI (tools/build-component.sh)")
-        }
-        _ => {
-            eprintln!("skipping: set AUTOGLM_COMPONENT to the output of tools/build-component.sh");
-            None
-        }
-    }
-}
 
 fn host() -> Option<&'static Host> {
     static HOST: OnceLock<Host> = OnceLock::new();
@@ -75,6 +63,8 @@ fn assert_same_outputs(name: &str, native: &Path, mut wasm: WasmModel, tolerance
 
 #[test]
 fn goldens_through_the_component_equal_native() {
+    // ~1 min here (3 packages x 43 goldens, both engines); a hang or a 10x slowdown stops it.
+    let _budget = budget("wasm::goldens_through_the_component_equal_native", 900);
     let (Some(host), Some(sentiment), Some(embedding)) =
         (host(), sentiment_package(), embedding_package())
     else {
@@ -97,6 +87,7 @@ fn goldens_through_the_component_equal_native() {
 
 #[test]
 fn cli_engine_wasm_equals_native() {
+    let _budget = budget("wasm::cli_engine_wasm_equals_native", 300);
     let (Some(_), Some(model)) = (component(), sentiment_package()) else {
         return;
     };
