@@ -326,3 +326,38 @@ fn load_options_are_bounded() {
         }
     }
 }
+
+/// A backend that reads nothing from its graph (as ort): the width is probed with one batch.
+#[derive(Debug)]
+struct Opaque(autoglm_runtime::TractBackend);
+
+impl autoglm_runtime::Backend for Opaque {
+    fn name(&self) -> &'static str {
+        "opaque"
+    }
+    fn run(&self, batch: &autoglm_runtime::batch::Batch) -> autoglm_runtime::Result<Vec<f32>> {
+        self.0.run(batch)
+    }
+}
+
+#[test]
+fn a_backend_without_graph_facts_still_gets_the_width_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture::write_base(&dir.path().join("base"));
+    fixture::write_adapter(&dir.path().join("adapter"));
+    let cls = export(
+        &ExportOptions::new(dir.path().join("base")).with_adapter(dir.path().join("adapter")),
+    )
+    .unwrap();
+    let load = |package: autoglm_package::Package| {
+        let graph = package.file("model.onnx").unwrap();
+        let backend = autoglm_runtime::TractBackend::new(graph, 1, 1).unwrap();
+        Model::with_backend(package, Box::new(Opaque(backend)), &LoadOptions::default())
+    };
+    match load(edited(&cls, |m| m.labels = vec!["no".into(), "yes".into()])) {
+        Err(RuntimeError::GraphMismatch(m)) => assert!(m.contains("gives 3 logits"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let model = load(cls).unwrap();
+    assert_eq!(model.classify(&["good"]).unwrap()[0].scores.len(), 3);
+}
