@@ -155,7 +155,24 @@ impl ModelSlot {
         // Taken before loading: a package that changes while it loads differs from this and is
         // loaded again on the next poll.
         let seen = fingerprint(&self.path);
-        let result = load(&self.name, &self.path, &self.options);
+        // A panic while loading (a graph that trips an assertion in the runtime) is a failed
+        // reload like any other: counted, logged, the old package serving. Nothing shared is
+        // touched until the load returns, so the state seen after a panic is the one before.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            load(&self.name, &self.path, &self.options)
+        }))
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(ServeError::Check {
+                name: self.name.clone(),
+                path: self.path.clone(),
+                message: format!("loading panicked: {message}"),
+            })
+        });
         *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
         let label = |result: &str| ReloadResult {
             model: self.name.clone(),
@@ -226,6 +243,35 @@ impl ModelSlot {
     }
 }
 
+/// The manifest's sha256, or why not. Only a regular file of at most the package reader's
+/// manifest limit is read: opening a FIFO blocks until a writer comes, and this runs on every
+/// poll, ahead of every reload, so one planted FIFO would stop all reloads for good; and a huge
+/// file would be read whole into memory every few seconds.
+fn manifest_digest(path: &Path) -> String {
+    use std::io::Read;
+    // Follows a symlink: in a ConfigMap volume the manifest is one, into `..data/`.
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return format!("manifest {:?}", e.kind()),
+    };
+    if !meta.is_file() {
+        return "manifest not a regular file".into();
+    }
+    if meta.len() > autoglm_package::MAX_MANIFEST_BYTES {
+        return format!("manifest too large: {}", meta.len());
+    }
+    let read = std::fs::File::open(path).and_then(|file| {
+        let mut bytes = Vec::new();
+        file.take(autoglm_package::MAX_MANIFEST_BYTES)
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
+    });
+    match read {
+        Ok(bytes) => autoglm_package::sha256_hex(&bytes),
+        Err(e) => format!("manifest {:?}", e.kind()),
+    }
+}
+
 /// A cheap summary of what is on disk at `path`, following symlinks: the path it resolves to,
 /// and for a directory the manifest's digest plus each visible file's size and mtime; for a
 /// `.tar`, its size and mtime. A Kubernetes ConfigMap update swaps the `..data` symlink, which
@@ -248,10 +294,7 @@ pub fn fingerprint(path: &Path) -> String {
         Err(e) => format!("{:?}", e.kind()),
     };
     if path.is_dir() {
-        match std::fs::read(path.join("manifest.json")) {
-            Ok(bytes) => parts.push(autoglm_package::sha256_hex(&bytes)),
-            Err(e) => parts.push(format!("manifest {:?}", e.kind())),
-        }
+        parts.push(manifest_digest(&path.join(autoglm_package::MANIFEST_FILE)));
         let mut names: Vec<_> = std::fs::read_dir(path)
             .into_iter()
             .flatten()

@@ -138,3 +138,72 @@ async fn a_symlink_swap_is_seen() {
         .unwrap();
     assert_ne!(version(&state).await, before);
 }
+
+/// A FIFO or a huge file in place of the manifest: the poll and the reload return at once, the
+/// failure is counted, the old package serves, and the next fixed package is taken.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fifo_or_huge_manifest_never_blocks_reloads() {
+    let p = Packages::new();
+    let live = p.path("live");
+    copy_dir(&p.path("cls"), &live);
+    let state = AppState::start(&live_config(&live)).unwrap();
+    let before = version(&state).await;
+    let manifest = live.join("manifest.json");
+    let good = std::fs::read(&manifest).unwrap();
+    // On its own thread, not the blocking pool: a reload that blocks must fail the test, not
+    // hang it in the runtime's shutdown.
+    let poll_and_reload = |state: &AppState| {
+        let s = state.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let slot = s.slot(None).unwrap();
+            let _ = tx.send((
+                slot.changed_on_disk(),
+                slot.reload("test").map_err(|e| e.to_string()),
+            ));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the reload blocked")
+    };
+
+    std::fs::remove_file(&manifest).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&manifest).status();
+    if made.is_ok_and(|s| s.success()) {
+        let (changed, result) = poll_and_reload(&state);
+        assert!(changed);
+        let e = result.unwrap_err();
+        assert!(e.contains("FIFO"), "{e}");
+        assert_eq!(reloads(&state, "failure"), "1");
+        assert_eq!(version(&state).await, before);
+        std::fs::remove_file(&manifest).unwrap();
+    }
+
+    // A sparse 20 GiB manifest: refused from its size, never read.
+    let file = std::fs::File::create(&manifest).unwrap();
+    file.set_len(20 << 30).unwrap();
+    drop(file);
+    let (changed, result) = poll_and_reload(&state);
+    assert!(changed);
+    assert!(result.is_err());
+    assert_eq!(version(&state).await, before);
+
+    // A manifest that declares a model file of u64::MAX bytes.
+    let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    v["files"]["model.onnx"]["size"] = u64::MAX.into();
+    std::fs::write(&manifest, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (changed, result) = poll_and_reload(&state);
+    assert!(changed);
+    let e = result.unwrap_err();
+    assert!(e.contains("size"), "{e}");
+    assert_eq!(version(&state).await, before);
+
+    std::fs::write(&manifest, &good).unwrap();
+    let (changed, result) = poll_and_reload(&state);
+    assert!(changed);
+    result.unwrap();
+    assert_eq!(version(&state).await, before);
+    let failures: u32 = reloads(&state, "failure").parse().unwrap();
+    assert!(failures >= 2, "{failures}");
+    assert_eq!(reloads(&state, "success"), "1");
+}
