@@ -1,4 +1,11 @@
 //! The HTTP surface: `/v1` JSON, Open Inference Protocol v2, `/metrics`.
+//!
+//! What one answer can weigh is bounded by the request limits: at most `max_texts` rows, each
+//! of the model's width (labels or dimensions), in at most one copy of each of the model's
+//! outputs (two for a classifier), plus the echoed request `id` (bounded by the body limit).
+//! An OIP v2 request that names an output twice, or one the model does not have, is refused:
+//! without that, 50,000 copies of `{"name": "scores"}` in a 1 MB request asked for a 126 MB
+//! answer.
 
 use crate::batcher::{Done, Job, JobError, SubmitError};
 use crate::error::ApiError;
@@ -345,19 +352,21 @@ async fn v2_infer(
     if input.datatype != "BYTES" {
         return Err(ApiError::BadRequest(format!(
             "input `{}` has datatype {}; texts are BYTES",
-            input.name, input.datatype
+            truncated(&input.name, 64),
+            truncated(&input.datatype, 64)
         )));
     }
     let mut texts = Vec::new();
-    flatten_strings(&input.data, &mut texts, 0)
-        .map_err(|m| ApiError::BadRequest(format!("input `{}`: {m}", input.name)))?;
+    flatten_strings(&input.data, &mut texts, 0).map_err(|m| {
+        ApiError::BadRequest(format!("input `{}`: {m}", truncated(&input.name, 64)))
+    })?;
     let elements = input.shape.iter().try_fold(1u64, |n, &d| {
         u64::try_from(d).ok().and_then(|d| n.checked_mul(d))
     });
     if elements != Some(texts.len() as u64) {
         return Err(ApiError::BadRequest(format!(
             "input `{}` has shape {:?} but {} texts",
-            input.name,
+            truncated(&input.name, 64),
             input.shape,
             texts.len()
         )));
@@ -370,15 +379,26 @@ async fn v2_infer(
     let wanted: Vec<String> = match &request.outputs {
         None => available.iter().map(|s| s.to_string()).collect(),
         Some(requested) => {
+            // Each output at most once, so at most `available.len()` of them: what bounds the
+            // answer's size (see the module documentation).
+            let mut wanted: Vec<String> = Vec::with_capacity(available.len());
             for r in requested {
                 if !available.contains(&r.name.as_str()) {
                     return Err(ApiError::BadRequest(format!(
                         "model `{}` has no output `{}`; it has {available:?}",
-                        slot.name, r.name
+                        slot.name,
+                        truncated(&r.name, 64)
                     )));
                 }
+                if wanted.contains(&r.name) {
+                    return Err(ApiError::BadRequest(format!(
+                        "output `{}` is requested more than once; name each output at most once",
+                        r.name
+                    )));
+                }
+                wanted.push(r.name.clone());
             }
-            requested.iter().map(|r| r.name.clone()).collect()
+            wanted
         }
     };
     let n = texts.len();
@@ -418,6 +438,19 @@ async fn v2_infer(
         response["id"] = json!(id);
     }
     Ok(Json(response))
+}
+
+/// At most `max` bytes of `s` (on a character boundary), to quote client input in an error
+/// without echoing a megabyte back.
+fn truncated(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// Texts of a BYTES tensor, row-major: the protocol allows flat or nested `data`.

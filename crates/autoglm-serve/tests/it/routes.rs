@@ -278,3 +278,58 @@ async fn metrics_are_openmetrics() {
     }
     assert!(text.contains(r#"autoglm_tokens_total{model="cls"}"#));
 }
+
+#[tokio::test]
+async fn v2_infer_refuses_repeated_outputs_and_bounds_the_answer() {
+    let p = Packages::new();
+    let state = AppState::start(&p.config()).unwrap();
+    let input = json!([{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["good"]}]);
+    // The report: one output named 49,900 times in a 0.9 MB request asked for a 126 MB answer.
+    let repeated = vec![json!({"name": "scores"}); 49_900];
+    let body = json!({"inputs": input, "outputs": repeated});
+    assert!(body.to_string().len() < 1 << 20);
+    let a = post(&state, "/v2/models/cls/infer", body).await;
+    assert_eq!(a.status, 400, "{}", &a.text[..a.text.len().min(200)]);
+    assert!(a.error().contains("more than once"), "{}", a.text);
+    assert!(a.text.len() < 512, "{} bytes", a.text.len());
+    for outputs in [
+        json!([{"name": "label"}, {"name": "label"}]),
+        json!([{"name": "label"}, {"name": "scores"}, {"name": "label"}]),
+    ] {
+        let a = post(
+            &state,
+            "/v2/models/cls/infer",
+            json!({"inputs": input, "outputs": outputs}),
+        )
+        .await;
+        assert_eq!(a.status, 400, "{outputs}: {}", a.text);
+        assert!(a.error().contains("more than once"));
+    }
+    // An unknown name is refused, and a long one is not echoed whole.
+    let a = post(
+        &state,
+        "/v2/models/cls/infer",
+        json!({"inputs": input, "outputs": [{"name": "x".repeat(100_000)}]}),
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    assert!(a.error().contains("has no output"));
+    assert!(a.text.len() < 512, "{} bytes", a.text.len());
+
+    // The largest answer a request can get: max texts, every output once, each text at the
+    // length limit. Its size is bounded by texts x (label + width x the widest float).
+    let limits = autoglm_serve::Limits::default();
+    let texts = vec!["good ".repeat(limits.max_text_bytes / 10); limits.max_texts];
+    let a = post(
+        &state,
+        "/v2/models/cls/infer",
+        json!({"id": "r",
+               "inputs": [{"name": "text", "shape": [texts.len()], "datatype": "BYTES", "data": texts}],
+               "outputs": [{"name": "label"}, {"name": "scores"}]}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", &a.text[..a.text.len().min(300)]);
+    let width = 3;
+    let bound = 512 + limits.max_texts * (32 + width * 16);
+    assert!(a.text.len() <= bound, "{} > {bound}", a.text.len());
+}
