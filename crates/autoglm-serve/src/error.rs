@@ -29,6 +29,11 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The message never holds the token, only what is wrong with it.
+    #[error("auth token file {}: {reason}", path.display())]
+    AuthToken { path: PathBuf, reason: String },
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// What a request gets instead of a result. The message is for the client: it says what to
@@ -41,6 +46,13 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("this route needs an `Authorization: Bearer <token>` header")]
+    MissingToken,
+    #[error("the bearer token is not valid")]
+    InvalidToken,
+    /// The client did not send the whole body in time; the connection is closed after the answer.
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     #[error("{0}")]
     TooLarge(String),
     #[error("the queue is full; retry in {retry_after_secs} s")]
@@ -60,6 +72,8 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MissingToken | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -77,10 +91,30 @@ impl IntoResponse for ApiError {
             Json(serde_json::json!({ "error": self.to_string() })),
         )
             .into_response();
-        if let ApiError::QueueFull { retry_after_secs } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        let headers = response.headers_mut();
+        match self {
+            ApiError::QueueFull { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            // RFC 6750 section 3: the scheme to use, and for a token that was sent, why it failed.
+            ApiError::MissingToken => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="autoglm""#),
+                );
+            }
+            ApiError::InvalidToken => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="autoglm", error="invalid_token""#),
+                );
+            }
+            // The rest of the body may still be on its way: hyper closes the connection after
+            // this answer instead of reading on.
+            ApiError::BodyTimeout(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }

@@ -5,6 +5,12 @@
 //!   `POST /v2/models/{name}/infer` with one BYTES input of texts;
 //! - `GET /metrics`: OpenMetrics text.
 //!
+//! Hardening (see docs/serving-security.md): a client has `header_timeout` to send a request
+//! head (or finish a TLS handshake) and `body_timeout` to send its body, then the connection is
+//! closed; responses are bounded by the request limits (texts × output width × outputs, each
+//! output at most once); an optional bearer token guards every route but the probes; optional
+//! TLS (rustls).
+//!
 //! Each model has a bounded queue (counted in texts; full → 429 with `Retry-After`) emptied by
 //! one batch thread in dynamic batches. Packages reload on SIGHUP and when they change on disk:
 //! the new one is loaded, verified and test-run off the request path, then swapped in
@@ -12,25 +18,29 @@
 //! leaves the old one serving.
 //!
 //! ```no_run
-//! use autoglm_serve::{app, AppState, Config, ModelSpec};
+//! use autoglm_serve::{serve_on, AppState, Config, ModelSpec, ServeOptions};
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = Config::new(vec![ModelSpec::parse("sentiment=models/sentiment")?]);
 //! let state = AppState::start(&config)?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app(state)).await?;
+//! serve_on(state, listener, ServeOptions::default(), std::future::pending()).await?;
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod batcher;
 mod error;
 pub mod metrics;
 mod models;
 mod routes;
+mod server;
 
+pub use auth::{AuthToken, OPEN_ROUTES};
 pub use batcher::BatchConfig;
 pub use error::{ApiError, ServeError};
 pub use models::{fingerprint, Loaded, ModelSlot};
 pub use routes::{app, prediction_json};
+pub use server::{load_tls, serve_on, ServeOptions};
 
 use anyhow::Context;
 use autoglm_runtime::LoadOptions;
@@ -51,6 +61,12 @@ pub struct Limits {
     pub queue_capacity: usize,
     pub request_timeout: Duration,
     pub retry_after_secs: u64,
+    /// Time a connection has to send a whole request head (and to finish its TLS handshake);
+    /// an idle keep-alive connection is closed after it too.
+    pub header_timeout: Duration,
+    /// Time a request has to send its whole body, from when its handler starts reading; past
+    /// it the answer is 408 and the connection is closed.
+    pub body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -62,6 +78,8 @@ impl Default for Limits {
             queue_capacity: 256,
             request_timeout: Duration::from_secs(10),
             retry_after_secs: 1,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -109,6 +127,8 @@ pub struct Config {
     pub load: LoadOptions,
     pub batch: BatchConfig,
     pub limits: Limits,
+    /// When set, every route but [`OPEN_ROUTES`] needs this bearer token.
+    pub auth: Option<AuthToken>,
 }
 
 impl Config {
@@ -121,6 +141,7 @@ impl Config {
                 max_wait: Duration::from_millis(5),
             },
             limits: Limits::default(),
+            auth: None,
         }
     }
 }
@@ -135,6 +156,7 @@ pub struct AppState {
 struct Inner {
     models: Vec<Arc<ModelSlot>>,
     limits: Limits,
+    auth: Option<AuthToken>,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
 }
@@ -177,6 +199,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 models,
                 limits: limits.clone(),
+                auth: config.auth.clone(),
                 metrics,
                 ready: AtomicBool::new(true),
             }),
@@ -276,6 +299,25 @@ pub struct ServeArgs {
     /// After SIGTERM or Ctrl-C, how long in-flight requests may take to finish (s).
     #[arg(long, env = "AUTOGLM_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Time a client has to send a request's headers (and finish a TLS handshake), and the
+    /// longest a keep-alive connection stays idle (s); then the connection is closed.
+    #[arg(long, env = "AUTOGLM_HEADER_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_secs: u64,
+    /// Time a client has to send a request's body (s); then 408 and the connection is closed.
+    #[arg(long, env = "AUTOGLM_BODY_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_secs: u64,
+    /// File holding a bearer token (one line): every route but /v2/health/{live,ready} then
+    /// needs `Authorization: Bearer <token>`. The file must not be readable by other users.
+    #[arg(long, env = "AUTOGLM_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "AUTOGLM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (needs --tls-cert).
+    #[arg(long, env = "AUTOGLM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Log lines as text or JSON (the level comes from AUTOGLM_LOG, e.g. `info,autoglm_serve=debug`).
     #[arg(long, env = "AUTOGLM_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -306,8 +348,27 @@ impl ServeArgs {
                 queue_capacity: self.queue_capacity,
                 request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
                 retry_after_secs: 1,
+                header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+                body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
             },
+            auth: self
+                .auth_token_file
+                .as_deref()
+                .map(AuthToken::from_file)
+                .transpose()?,
         })
+    }
+
+    /// The TLS configuration of `--tls-cert` and `--tls-key`, if given (clap makes it both or
+    /// neither).
+    pub fn tls(&self) -> Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>, ServeError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => load_tls(cert, key).map(Some),
+            (None, None) => Ok(None),
+            _ => Err(ServeError::Tls(
+                "--tls-cert and --tls-key go together: give both or neither".into(),
+            )),
+        }
     }
 }
 
@@ -329,6 +390,8 @@ fn init_logging(format: LogFormat) {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let config = args.config()?;
+    // Before loading models (seconds): a wrong certificate path fails at once.
+    let tls = args.tls()?;
     let state = AppState::start(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -339,7 +402,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         state.clone(),
         args.addr,
         Duration::from_secs(args.poll_secs),
-        Duration::from_secs(args.shutdown_grace_secs),
+        ServeOptions {
+            grace: Duration::from_secs(args.shutdown_grace_secs),
+            tls,
+        },
     ));
     state.drain();
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -353,39 +419,30 @@ pub async fn serve(
     state: AppState,
     addr: SocketAddr,
     poll: Duration,
-    grace: Duration,
+    options: ServeOptions,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(addr = %listener.local_addr()?, models = state.models().len(), "serving");
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        models = state.models().len(),
+        tls = options.tls.is_some(),
+        auth = state.inner.auth.is_some(),
+        "serving"
+    );
     let watcher = tokio::spawn(watch(state.clone(), poll));
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let grace = options.grace;
     let signal_state = state.clone();
-    tokio::spawn(async move {
+    let stop = async move {
         shutdown_signal().await;
         signal_state.inner.ready.store(false, Ordering::Release);
         tracing::info!(
             grace_secs = grace.as_secs(),
             "shutting down: draining in-flight requests"
         );
-        let _ = stop_tx.send(true);
-    });
-    let mut stop_for_server = stop_rx.clone();
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
-        let _ = stop_for_server.wait_for(|s| *s).await;
-    });
-    let overdue = async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
-        tokio::time::sleep(grace).await;
     };
-    let result = tokio::select! {
-        r = server => r.context("server failed"),
-        () = overdue => {
-            tracing::warn!("grace period over: closing connections still open");
-            Ok(())
-        }
-    };
+    let result = serve_on(state, listener, options, stop).await;
     watcher.abort();
     result
 }

@@ -7,13 +7,14 @@
 //! without that, 50,000 copies of `{"name": "scores"}` in a 1 MB request asked for a 126 MB
 //! answer.
 
+use crate::auth::require_token;
 use crate::batcher::{Done, Job, JobError, SubmitError};
 use crate::error::ApiError;
 use crate::metrics::{RouteLabel, RouteStatus};
 use crate::models::{Loaded, ModelSlot};
 use crate::AppState;
 use autoglm_runtime::ModelKind;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -21,6 +22,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -41,9 +43,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/models/{name}/ready", get(v2_model_ready))
         .route("/v2/models/{name}/infer", post(v2_infer))
         .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
+        // Outside the body reading: a client without the token never gets to send a body.
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -70,6 +75,33 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
         .get_or_create(&RouteLabel { route })
         .observe(start.elapsed().as_secs_f64());
     response
+}
+
+/// Reads the whole body, up to the body limit, within `body_timeout` from when the route
+/// starts reading, and hands it on in memory. One deadline for the whole body, not one per
+/// chunk: a client trickling a byte a second gets no longer than one sending nothing.
+async fn read_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limits = &state.inner.limits;
+    let too_large = || ApiError::TooLarge("the request body is too large".into());
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        return too_large().into_response();
+    }
+    let (parts, body) = request.into_parts();
+    let limited = Limited::new(body, limits.max_body_bytes).collect();
+    let bytes = match tokio::time::timeout(limits.body_timeout, limited).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large().into_response(),
+        Ok(Err(_)) => {
+            return ApiError::BadRequest("cannot read the request body".into()).into_response()
+        }
+        Err(_) => return ApiError::BodyTimeout(limits.body_timeout.as_secs()).into_response(),
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 fn parse<T: serde::de::DeserializeOwned>(

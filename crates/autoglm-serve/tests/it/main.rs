@@ -1,9 +1,15 @@
 //! The service in process: every route and error through `oneshot` (no socket), reloads, and
-//! the queue's back-pressure, on the tiny synthetic packages (no downloaded assets).
+//! the queue's back-pressure, on the tiny synthetic packages (no downloaded assets); `server`
+//! runs the real server on a loopback port (slow clients, TLS).
 
+// Tests fail by panicking: an unwrap is the assertion.
+#![allow(clippy::unwrap_used)]
+
+mod auth;
 mod limits;
 mod reload;
 mod routes;
+mod server;
 
 use autoglm_export::{export, fixture, ExportOptions};
 use autoglm_serve::{app, AppState, Config, ModelSpec};
@@ -88,6 +94,11 @@ pub async fn call(state: &AppState, method: &str, uri: &str, body: Option<String
         .header("content-type", "application/json")
         .body(body.map_or_else(Body::empty, Body::from))
         .unwrap();
+    send(state, request).await
+}
+
+/// Any request, headers included, through the router.
+pub async fn send(state: &AppState, request: Request<Body>) -> Answer {
     let response = app(state.clone()).oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
