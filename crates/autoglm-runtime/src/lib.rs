@@ -16,6 +16,7 @@
 pub mod backend;
 pub mod batch;
 mod error;
+pub mod ops;
 #[cfg(feature = "ort")]
 pub mod ort;
 pub mod tokenize;

@@ -1,0 +1,191 @@
+//! Our own tract operators, patched into the decluttered graph at load. The package stays
+//! standard ONNX (ONNX Runtime runs the very same file); only tract's plan changes.
+//!
+//! **Key-bias add.** Attention adds the key-padding bias (`[batch, 1, 1, keys]`, 0 or -1e9) to
+//! the scores (`[batch, heads, queries, keys]`). tract runs that broadcast `Add` through its
+//! generic broadcasting path at ~13 ns per element: at 512 tokens the six of them took 28 % of
+//! the whole inference (BENCHMARKS.md, "Where the time goes"). [`KeyBiasAdd`] adds the bias row
+//! to every row of the scores, in place when the scores are not shared: a streaming add.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::math::Add;
+
+/// `scores + bias` where `bias` is 1 on every axis but the first and the last, which are the
+/// scores' own: the bias row of batch item `b` is added to every row of `scores[b]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct KeyBiasAdd;
+
+impl Op for KeyBiasAdd {
+    fn name(&self) -> StaticName {
+        "AutoglmKeyBiasAdd".into()
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for KeyBiasAdd {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (scores, bias) = args_2!(inputs);
+        let mut scores = scores.into_tensor();
+        let shape = scores.shape().to_vec();
+        ensure!(
+            bias.shape().len() == shape.len()
+                && bias.shape().first() == shape.first()
+                && bias.shape().last() == shape.last()
+                && bias.shape()[1..bias.shape().len() - 1]
+                    .iter()
+                    .all(|d| *d == 1),
+            "AutoglmKeyBiasAdd: bias {:?} does not broadcast as a row over scores {:?}",
+            bias.shape(),
+            shape
+        );
+        let batch = shape[0];
+        {
+            let bias_ram = bias.try_as_plain_ram()?;
+            let bias = bias_ram.as_slice::<f32>()?;
+            let mut scores_ram = scores.try_as_plain_ram_mut()?;
+            let scores = scores_ram.as_slice_mut::<f32>()?;
+            add_key_bias(scores, bias, batch);
+        }
+        Ok(tvec![scores.into_tvalue()])
+    }
+}
+
+/// The kernel: `scores` is `batch` equal blocks of rows of `bias.len() / batch` values.
+pub fn add_key_bias(scores: &mut [f32], bias: &[f32], batch: usize) {
+    if batch == 0 || scores.is_empty() {
+        return;
+    }
+    let keys = bias.len() / batch;
+    let per_item = scores.len() / batch;
+    for (item, bias) in scores.chunks_mut(per_item).zip(bias.chunks(keys)) {
+        for row in item.chunks_mut(keys) {
+            for (s, b) in row.iter_mut().zip(bias) {
+                *s += *b;
+            }
+        }
+    }
+}
+
+impl TypedOp for KeyBiasAdd {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec![inputs[0].datum_type.fact(inputs[0].shape.clone())])
+    }
+    as_op!();
+}
+
+/// Whether `bias` broadcasts onto `scores` as a key-bias row (see [`KeyBiasAdd`]); f32 only.
+fn is_key_bias(scores: &TypedFact, bias: &TypedFact) -> bool {
+    let (s, b) = (scores.shape.dims(), bias.shape.dims());
+    let rank = s.len();
+    scores.datum_type == f32::datum_type()
+        && bias.datum_type == f32::datum_type()
+        && rank >= 3
+        && b.len() == rank
+        && b[0] == s[0]
+        && b[rank - 1] == s[rank - 1]
+        && b[1..rank - 1].iter().all(|d| *d == TDim::Val(1))
+        && s[1..rank - 1].iter().any(|d| *d != TDim::Val(1))
+}
+
+/// Replaces every broadcast `Add` of a key bias onto attention scores by [`KeyBiasAdd`].
+/// Returns how many were replaced.
+pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let is_add = node
+            .op_as::<TypedBinOp>()
+            .is_some_and(|bin| bin.0.is::<Add>() && bin.1.is_none());
+        if !is_add || node.inputs.len() != 2 {
+            continue;
+        }
+        let (first, second) = {
+            let facts = model.node_input_facts(id)?;
+            (
+                is_key_bias(facts[0], facts[1]),
+                is_key_bias(facts[1], facts[0]),
+            )
+        };
+        let inputs = match (first, second) {
+            (true, _) => [node.inputs[0], node.inputs[1]],
+            (_, true) => [node.inputs[1], node.inputs[0]],
+            _ => continue,
+        };
+        let patch = TypedModelPatch::replace_single_op(model, node, &inputs, KeyBiasAdd)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny deterministic generator: the tests need varied values, not a crate.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0
+            })
+            .collect()
+    }
+
+    /// The op against the plain broadcast `Add` (tract's own), on shapes with odd sizes and
+    /// padding-like biases.
+    #[test]
+    fn key_bias_add_equals_the_broadcast_add() -> TractResult<()> {
+        for (seed, &(b, h, q, k)) in [(1, 1, 1, 1), (2, 3, 5, 7), (3, 12, 9, 9), (1, 12, 33, 33)]
+            .iter()
+            .enumerate()
+        {
+            let scores = Tensor::from_shape(&[b, h, q, k], &values(b * h * q * k, seed as u64))?;
+            let mut bias = values(b * k, 100 + seed as u64);
+            // Padding: the last keys of the first item are masked as the exporter does.
+            for v in bias.iter_mut().take(k).skip(k / 2 + 1) {
+                *v = -1e9;
+            }
+            let bias = Tensor::from_shape(&[b, 1, 1, k], &bias)?;
+            let expected = TypedBinOp(Box::new(Add), None)
+                .eval_out_of_plan(tvec![
+                    scores.clone().into_tvalue(),
+                    bias.clone().into_tvalue()
+                ])?
+                .expect("add evaluates")
+                .remove(0);
+            let got = KeyBiasAdd
+                .eval_out_of_plan(tvec![scores.into_tvalue(), bias.into_tvalue()])?
+                .expect("evaluates")
+                .remove(0);
+            assert_eq!(expected.shape(), got.shape());
+            let (e, g) = (expected.try_as_plain_ram()?, got.try_as_plain_ram()?);
+            assert_eq!(
+                e.as_slice::<f32>()?,
+                g.as_slice::<f32>()?,
+                "shape {b}x{h}x{q}x{k}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_bias_that_is_not_a_row_is_refused() -> TractResult<()> {
+        let scores = Tensor::from_shape(&[1, 2, 2, 2], &[0f32; 8])?;
+        let bias = Tensor::from_shape(&[1, 2, 1, 2], &[0f32; 4])?;
+        let err = KeyBiasAdd
+            .eval_out_of_plan(tvec![scores.into_tvalue(), bias.into_tvalue()])
+            .expect_err("not a row bias");
+        assert!(err.to_string().contains("does not broadcast"), "{err}");
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! Every fast path of the tract backend against the plain graph (tract's own optimization of
+//! the same ONNX, no operator of ours, one state, one thread): our operators patched into the
+//! plan, pooled run states, and batches split across threads. Random token ids, lengths that
+//! are and are not multiples of anything, padding in every batch; dense, window and int8
+//! packages of the tiny fixture model. The real model has the same test in the CLI's suite
+//! (`fast_paths::`).
+
+use autoglm_export::{export, fixture, ExportOptions};
+use autoglm_runtime::{batch, Attention, Backend, Encoded, Quantization, TractBackend};
+
+/// Deterministic pseudo-random numbers (the test needs variety, not a generator crate).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % below
+    }
+}
+
+fn random_texts(rng: &mut Lcg, count: usize, max_len: usize, vocab: usize) -> Vec<Encoded> {
+    (0..count)
+        .map(|_| {
+            let len = 1 + rng.next(max_len);
+            Encoded {
+                ids: (0..len).map(|_| rng.next(vocab) as i64).collect(),
+                type_ids: vec![0; len],
+            }
+        })
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn check(name: &str, options: ExportOptions) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fixture::write_base(&dir.path().join("base"));
+    fixture::write_adapter(&dir.path().join("adapter"));
+    let options = ExportOptions {
+        base: dir.path().join("base"),
+        adapter: Some(dir.path().join("adapter")),
+        ..options
+    };
+    let package = export(&options).expect("export");
+    let manifest = package.manifest().clone();
+    let onnx = package.file(&manifest.graph.file).expect("graph");
+    let multiple = manifest.graph.sequence_multiple;
+    let plain = TractBackend::plain(onnx, 1, multiple).expect("plain plan");
+    let mut rng = Lcg(0x5eed ^ name.len() as u64);
+    for threads in [1, 2, 3] {
+        let fast = TractBackend::new(onnx, threads, multiple).expect("patched plan");
+        assert!(fast.rewrites() > 0, "{name}: no attention add was replaced");
+        for round in 0..4 {
+            let count = 1 + rng.next(7);
+            let texts = random_texts(&mut rng, count, manifest.max_length, fixture::vocab_size());
+            for b in batch::plan(&texts, 8, 0, multiple) {
+                let expected = plain.run(&b).expect("plain run");
+                // Twice: the second run reuses the pooled states.
+                for _ in 0..2 {
+                    let got = fast.run(&b).expect("fast run");
+                    let d = max_abs_diff(&expected, &got);
+                    assert!(
+                        d <= 1e-5,
+                        "{name}, {threads} threads, round {round}, batch of {} x {}: |Δ| {d:e}",
+                        b.rows.len(),
+                        b.sequence
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dense_fast_paths_equal_the_plain_graph() {
+    check("dense", ExportOptions::new("unused"));
+}
+
+#[test]
+fn window_fast_paths_equal_the_plain_graph() {
+    let mut options = ExportOptions::new("unused");
+    options.attention = Attention::Window {
+        window: 4,
+        global: 1,
+    };
+    check("window", options);
+}
+
+#[test]
+fn int8_fast_paths_equal_the_plain_graph() {
+    let mut options = ExportOptions::new("unused");
+    options.quantization = Quantization::Int8;
+    check("int8", options);
+}
+
+/// int8 graphs quantize activations over the whole batch: the backend must not split them
+/// (an answer must not depend on the thread count), and does not.
+#[test]
+fn int8_answers_do_not_depend_on_the_thread_count() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fixture::write_base(&dir.path().join("base"));
+    let mut options = ExportOptions::new(dir.path().join("base"));
+    options.quantization = Quantization::Int8;
+    let package = export(&options).expect("export");
+    let onnx = package.file(&package.manifest().graph.file).expect("graph");
+    let one = TractBackend::new(onnx, 1, 1).expect("1 thread");
+    let two = TractBackend::new(onnx, 2, 1).expect("2 threads");
+    let mut rng = Lcg(7);
+    let texts = random_texts(&mut rng, 6, 16, fixture::vocab_size());
+    for b in batch::plan(&texts, 8, 0, 1) {
+        assert_eq!(one.run(&b).expect("run"), two.run(&b).expect("run"));
+    }
+}
