@@ -67,10 +67,10 @@ struct ExportArgs {
     #[arg(long)]
     max_length: Option<usize>,
     /// Weight quantization: `none` or `int8`.
-    #[arg(long, default_value = "none", value_parser = parse_quantization)]
+    #[arg(long, default_value = "none", value_parser = str::parse::<Quantization>)]
     quantize: Quantization,
     /// Attention pattern: `dense` or `window:W,global:G`.
-    #[arg(long, default_value = "dense", value_parser = parse_attention)]
+    #[arg(long, default_value = "dense", value_parser = str::parse::<Attention>)]
     attention: Attention,
     /// Print the manifest as JSON.
     #[arg(long)]
@@ -228,29 +228,6 @@ fn parse_iters(s: &str) -> Result<usize, String> {
 
 const MAX_BENCH_ITERS: usize = 1_000_000;
 
-fn parse_quantization(s: &str) -> Result<Quantization, String> {
-    match s {
-        "none" | "fp32" => Ok(Quantization::None),
-        "int8" => Ok(Quantization::Int8),
-        _ => Err(format!("`{s}`: expected none or int8")),
-    }
-}
-
-fn parse_attention(s: &str) -> Result<Attention, String> {
-    if s == "dense" {
-        return Ok(Attention::Dense);
-    }
-    let usage = || format!("`{s}`: expected dense or window:W,global:G (e.g. window:128,global:1)");
-    let rest = s.strip_prefix("window:").ok_or_else(usage)?;
-    let (w, g) = rest.split_once(",global:").ok_or_else(usage)?;
-    let window = w.parse::<usize>().map_err(|_| usage())?;
-    let global = g.parse::<usize>().map_err(|_| usage())?;
-    if window == 0 {
-        return Err(format!("`{s}`: the window must be at least 1 token"));
-    }
-    Ok(Attention::Window { window, global })
-}
-
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
@@ -336,8 +313,8 @@ fn inspect(a: InspectArgs) -> Result<()> {
         m.pooling,
         if m.normalize { " + L2 normalize" } else { "" }
     );
-    println!("attention   {:?}", m.attention);
-    println!("quantized   {:?}", m.quantization);
+    println!("attention   {}", m.attention);
+    println!("quantized   {}", m.quantization);
     println!(
         "base        {} (weights sha256 {})",
         m.provenance.base_model, m.provenance.base_weights_sha256

@@ -5,9 +5,7 @@
 //! `tools/build-component.sh`; run it with the `autoglm-wasm` host crate, `autoglm --engine wasm`,
 //! or from JavaScript after `jco transpile` (see `js/`).
 
-use autoglm_runtime::{
-    Attention, LoadOptions, Model, ModelKind, Package, Quantization, RuntimeError,
-};
+use autoglm_runtime::{LoadOptions, Model, ModelKind, Package, RuntimeError};
 use exports::autoglm::edge::runtime::{
     Error, Guest, GuestModel, Model as ModelHandle, ModelInfo, ModelKind as WitKind, Prediction,
 };
@@ -81,14 +79,8 @@ impl GuestModel for Loaded {
             labels: m.labels.clone(),
             max_length: count(m.max_length),
             hidden_size: count(m.hidden_size),
-            quantization: match m.quantization {
-                Quantization::None => "none".into(),
-                Quantization::Int8 => "int8".into(),
-            },
-            attention: match m.attention {
-                Attention::Dense => "dense".into(),
-                Attention::Window { window, global } => format!("window:{window},global:{global}"),
-            },
+            quantization: m.quantization.to_string(),
+            attention: m.attention.to_string(),
             base_model: m.provenance.base_model.clone(),
             adapter: m.provenance.adapter.clone(),
             engine: self.model.backend_description(),

@@ -239,11 +239,14 @@ impl Builder<'_> {
             &[cfg.vocab_size, cfg.hidden_size],
         )?;
         let gather = [("axis", Attr::Int(0))];
-        if self.options.quantization == Quantization::None {
-            let table = self
-                .g
-                .f32_tensor("word_embeddings", &word.shape, &word.data);
-            return Ok(self.g.node("Gather", &[&table, ids], &gather));
+        match self.options.quantization {
+            Quantization::None => {
+                let table = self
+                    .g
+                    .f32_tensor("word_embeddings", &word.shape, &word.data);
+                return Ok(self.g.node("Gather", &[&table, ids], &gather));
+            }
+            Quantization::Int8 => {}
         }
         let (q, scales) = quantize_rows(word, 127);
         let table = self.g.i8_tensor("word_embeddings_int8", &word.shape, &q);

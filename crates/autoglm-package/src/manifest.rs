@@ -69,6 +69,61 @@ pub enum Quantization {
     Int8,
 }
 
+// One home for the text forms of `Attention` and `Quantization`: the CLI parses them, the
+// component, `inspect` and the server print them.
+
+impl std::fmt::Display for Attention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attention::Dense => f.write_str("dense"),
+            Attention::Window { window, global } => write!(f, "window:{window},global:{global}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Attention {
+    type Err = String;
+
+    /// `dense`, or `window:W,global:G` with W ≥ 1 (what [`Display`](std::fmt::Display) prints).
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "dense" {
+            return Ok(Attention::Dense);
+        }
+        let usage =
+            || format!("`{s}`: expected dense or window:W,global:G (e.g. window:128,global:1)");
+        let rest = s.strip_prefix("window:").ok_or_else(usage)?;
+        let (w, g) = rest.split_once(",global:").ok_or_else(usage)?;
+        let window = w.parse::<usize>().map_err(|_| usage())?;
+        let global = g.parse::<usize>().map_err(|_| usage())?;
+        if window == 0 {
+            return Err(format!("`{s}`: the window must be at least 1 token"));
+        }
+        Ok(Attention::Window { window, global })
+    }
+}
+
+impl std::fmt::Display for Quantization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Quantization::None => "none",
+            Quantization::Int8 => "int8",
+        })
+    }
+}
+
+impl std::str::FromStr for Quantization {
+    type Err = String;
+
+    /// `none` (or `fp32`) and `int8`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" | "fp32" => Ok(Quantization::None),
+            "int8" => Ok(Quantization::Int8),
+            _ => Err(format!("`{s}`: expected none or int8")),
+        }
+    }
+}
+
 /// The graph file and its tensor names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GraphInfo {

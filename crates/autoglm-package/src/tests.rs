@@ -461,3 +461,35 @@ fn a_failed_write_leaves_no_temporary_and_the_old_package() {
     drop(guard);
     assert!(!made.exists());
 }
+
+#[test]
+fn attention_and_quantization_text_forms_round_trip() {
+    for a in [
+        Attention::Dense,
+        Attention::Window {
+            window: 256,
+            global: 1,
+        },
+        Attention::Window {
+            window: 1,
+            global: 0,
+        },
+    ] {
+        assert_eq!(a.to_string().parse::<Attention>(), Ok(a));
+    }
+    assert_eq!(Attention::Dense.to_string(), "dense");
+    for bad in [
+        "",
+        "window:0,global:1",
+        "window:8",
+        "window:x,global:1",
+        "Dense",
+    ] {
+        assert!(bad.parse::<Attention>().is_err(), "{bad:?} parsed");
+    }
+    for q in [Quantization::None, Quantization::Int8] {
+        assert_eq!(q.to_string().parse::<Quantization>(), Ok(q));
+    }
+    assert_eq!("fp32".parse::<Quantization>(), Ok(Quantization::None));
+    assert!("int4".parse::<Quantization>().is_err());
+}
