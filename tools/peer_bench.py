@@ -2,7 +2,7 @@
 
 Each configuration runs in fresh processes, ours (`autoglm bench --json`) and ORT's (this script
 with --ort-worker), so that peak RSS is per engine and per configuration. Both feed the same
-synthetic token ids (see `bench_ids` in crates/autoglm-cli/src/main.rs) of exactly SEQ tokens.
+synthetic token ids (see `bench_ids` in crates/autoglm-runtime/src/batch.rs) of exactly SEQ tokens.
 Prints a markdown table with medians, the ours/ORT ratio (< 1 means we are faster) and peak RSS.
 
   .cache/py-venv/bin/python tools/peer_bench.py --autoglm BIN --model PKG [--seq 32,128,512]

@@ -428,18 +428,6 @@ fn embed(a: RunArgs) -> Result<()> {
     })
 }
 
-/// Token ids of exactly `len` tokens: `[CLS]`, a fixed pseudo-random run of word pieces, `[SEP]`.
-/// `tools/peer_bench.py` builds the same ids for ONNX Runtime.
-pub fn bench_ids(len: usize) -> Vec<i64> {
-    (0..len)
-        .map(|i| match i {
-            0 => 101,
-            _ if i + 1 == len => 102,
-            _ => 1000 + (i as i64 * 7919) % 20000,
-        })
-        .collect()
-}
-
 fn bench(a: BenchArgs) -> Result<()> {
     let load_start = Instant::now();
     let model = a.model.load()?;
@@ -457,7 +445,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             );
         }
         for &batch in &a.batch {
-            let ids = bench_ids(seq);
+            let ids = autoglm_runtime::batch::bench_ids(seq);
             let inputs: Vec<Encoded> = (0..batch)
                 .map(|_| Encoded {
                     ids: ids.clone(),

@@ -15,16 +15,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 
-fn ids(len: usize) -> Vec<i64> {
-    (0..len)
-        .map(|i| match i {
-            0 => 101,
-            _ if i + 1 == len => 102,
-            _ => 1000 + (i as i64 * 7919) % 20000,
-        })
-        .collect()
-}
-
 fn list(s: &str) -> Vec<usize> {
     s.split(',').map(|x| x.parse().expect("a number")).collect()
 }
@@ -87,7 +77,7 @@ fn main() -> TractResult<()> {
                     plan
                 }
             };
-            let tokens = ids(seq).repeat(batch);
+            let tokens = autoglm_runtime::batch::bench_ids(seq).repeat(batch);
             let input = |v: Vec<i64>| -> TractResult<TValue> {
                 Ok(Tensor::from_shape(&[batch, seq], &v)?.into_tvalue())
             };

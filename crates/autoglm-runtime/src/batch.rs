@@ -45,6 +45,19 @@ pub fn plan(encoded: &[Encoded], max_batch: usize, pad_id: i64, multiple: usize)
         .collect()
 }
 
+/// Token ids of exactly `len` tokens for benchmarks: `[CLS]`, a fixed pseudo-random run of
+/// BERT word pieces, `[SEP]`. `autoglm bench`, `examples/profile` and `tools/peer_bench.py` (for
+/// ONNX Runtime) feed the same ids.
+pub fn bench_ids(len: usize) -> Vec<i64> {
+    (0..len)
+        .map(|i| match i {
+            0 => 101,
+            _ if i + 1 == len => 102,
+            _ => 1000 + (i as i64 * 7919) % 20000,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
