@@ -19,6 +19,8 @@
 //! # Ok(()) }
 //! ```
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod manifest;
 
 pub use manifest::*;

@@ -16,6 +16,8 @@
 pub mod backend;
 pub mod batch;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ops;
 #[cfg(feature = "ort")]
 pub mod ort;

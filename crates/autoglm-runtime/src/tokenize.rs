@@ -29,7 +29,14 @@ pub struct TextEncoder {
 }
 
 impl TextEncoder {
+    /// `max_length` must leave room for `[CLS]` and `[SEP]` (at least 2, as a valid manifest
+    /// says): below that the tokenizer would return more ids than the limit.
     pub fn from_bytes(json: &[u8], max_length: usize) -> Result<Self> {
+        if max_length < 2 {
+            return Err(RuntimeError::Tokenizer(format!(
+                "max_length {max_length} leaves no room for [CLS] and [SEP]"
+            )));
+        }
         let mut tokenizer = Tokenizer::from_bytes(json)
             .map_err(|e| RuntimeError::Tokenizer(format!("cannot load tokenizer.json: {e}")))?;
         tokenizer
@@ -61,6 +68,16 @@ impl TextEncoder {
             .tokenizer
             .encode(text, true)
             .map_err(|e| RuntimeError::Tokenizer(e.to_string()))?;
+        // Truncation counts the special tokens the post-processor adds; a tokenizer.json whose
+        // post-processor adds more than it declares must not get past the limit (the graph's
+        // position table is only `max_length` long).
+        if enc.get_ids().len() > self.max_length {
+            return Err(RuntimeError::Tokenizer(format!(
+                "the tokenizer gave {} ids, over max_length {}",
+                enc.get_ids().len(),
+                self.max_length
+            )));
+        }
         Ok(Encoded {
             ids: enc.get_ids().iter().map(|&i| i as i64).collect(),
             type_ids: enc.get_type_ids().iter().map(|&i| i as i64).collect(),

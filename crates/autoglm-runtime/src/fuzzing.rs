@@ -1,0 +1,61 @@
+//! The body of the `tokenize_batch` fuzz target (`fuzz/`, cargo-fuzz on nightly) and of its
+//! corpus replay test (`tests/fuzz_corpus.rs`, stable): the same code for both. Not a public API.
+
+use crate::batch;
+use crate::tokenize::TextEncoder;
+
+/// Target `tokenize_batch`: arbitrary bytes, read as (lossy) UTF-8 and split into texts at
+/// `\n`, tokenized with the tokenizer `tokenizer_json` and batched. The limits come from the
+/// input's length, so the corpus covers several: `max_length` 1 to 64 (1 is below the two
+/// special tokens), `max_batch` 1 to 4, `multiple` 1 to 8.
+///
+/// Must never panic; every encoding must respect `max_length`, and every batch must hold each
+/// text once, padded to a multiple of `multiple`, with a mask of ones over exactly its tokens.
+pub fn tokenize_batch(tokenizer_json: &[u8], bytes: &[u8]) {
+    let n = bytes.len();
+    let max_length = 1 + n % 64;
+    let max_batch = 1 + n % 4;
+    let multiple = 1 + n % 8;
+    let Ok(encoder) = TextEncoder::from_bytes(tokenizer_json, max_length) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(bytes);
+    let texts: Vec<&str> = text.split('\n').collect();
+    let Ok(encoded) = encoder.encode_all(&texts) else {
+        return;
+    };
+    for e in &encoded {
+        assert!(
+            e.len() <= max_length,
+            "{} tokens over max_length {max_length}",
+            e.len()
+        );
+        assert_eq!(e.ids.len(), e.type_ids.len());
+    }
+    let batches = batch::plan(&encoded, max_batch, encoder.pad_id(), multiple);
+    let mut seen = vec![false; encoded.len()];
+    for b in &batches {
+        assert!(!b.rows.is_empty() && b.rows.len() <= max_batch);
+        assert_eq!(b.sequence % multiple, 0);
+        let cells = b.rows.len() * b.sequence;
+        assert_eq!(b.input_ids.len(), cells);
+        assert_eq!(b.attention_mask.len(), cells);
+        assert_eq!(b.token_type_ids.len(), cells);
+        for (r, &i) in b.rows.iter().enumerate() {
+            assert!(
+                !std::mem::replace(&mut seen[i], true),
+                "row {i} batched twice"
+            );
+            let e = &encoded[i];
+            let row = r * b.sequence..(r + 1) * b.sequence;
+            assert!(e.len() <= b.sequence);
+            assert_eq!(&b.input_ids[row.start..row.start + e.len()], &e.ids[..]);
+            assert_eq!(
+                b.attention_mask[row].iter().sum::<i64>(),
+                e.len() as i64,
+                "mask of row {i}"
+            );
+        }
+    }
+    assert!(seen.iter().all(|&s| s), "a text is in no batch");
+}
