@@ -272,6 +272,16 @@ pub struct ServeArgs {
     /// Threads for the matrix products of one batch.
     #[arg(long, env = "AUTOGLM_THREADS", default_value_t = 1)]
     pub threads: usize,
+    /// Engine: `tract` (built in) or `ort` (ONNX Runtime; needs a build with `--features ort`),
+    /// for every model served. A cloud worker on a GPU: `--backend ort --device cuda`.
+    #[arg(long, default_value = "tract", env = "AUTOGLM_BACKEND")]
+    pub backend: autoglm_runtime::BackendKind,
+    /// Device: `cpu`, or `cuda` (ort backend with a CUDA build of ONNX Runtime; no fallback).
+    #[arg(long, default_value = "cpu", env = "AUTOGLM_DEVICE")]
+    pub device: autoglm_runtime::Device,
+    /// The ONNX Runtime shared library for `--backend ort` (tools/fetch-onnxruntime.sh).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_lib: Option<PathBuf>,
     /// Most texts run together in one batch.
     #[arg(long, env = "AUTOGLM_MAX_BATCH", default_value_t = 32)]
     pub max_batch: usize,
@@ -335,7 +345,9 @@ impl ServeArgs {
             load: LoadOptions {
                 threads: self.threads.max(1),
                 max_batch: self.max_batch.max(1),
-                ..LoadOptions::default()
+                backend: self.backend,
+                device: self.device,
+                ort_library: self.ort_lib.clone(),
             },
             batch: BatchConfig {
                 max_batch: self.max_batch.max(1),

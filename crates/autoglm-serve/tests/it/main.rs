@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod backends;
 mod limits;
 mod reload;
 mod routes;
