@@ -14,8 +14,8 @@ pub const WORDS: [&str; 12] = [
     "the", "film", "was", "good", "bad", "not", "very", "a", "movie", "##s", "great", "!",
 ];
 
-/// Deterministic pseudo-random values in [-0.5, 0.5).
-fn values(seed: u64, n: usize) -> Vec<f32> {
+/// Deterministic pseudo-random values in [-0.5, 0.5) (the fixture's weights; tests reuse it).
+pub fn values(seed: u64, n: usize) -> Vec<f32> {
     let mut s = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);

@@ -126,18 +126,11 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
 mod tests {
     use super::*;
 
-    /// A tiny deterministic generator: the tests need varied values, not a crate.
+    /// Deterministic values in [-4, 4): the fixture model's generator, scaled.
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut x = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((x >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0
-            })
+        autoglm_export::fixture::values(seed, n)
+            .into_iter()
+            .map(|v| v * 8.0)
             .collect()
     }
 

@@ -13,38 +13,38 @@ struct Cli {
     serve: ServeArgs,
 }
 
-#[test]
-fn backend_flags_reach_the_load_options() {
-    let config = Cli::try_parse_from(["serve", "--model", "m=/p"])
+/// The load options `autoglm serve ARGS…` gives its models.
+fn load_options(args: &[&str]) -> autoglm_runtime::LoadOptions {
+    let argv = ["serve", "--model", "m=/p"].iter().chain(args);
+    Cli::try_parse_from(argv)
         .unwrap()
         .serve
         .config()
-        .unwrap();
+        .unwrap()
+        .load
+}
+
+#[test]
+fn backend_flags_reach_the_load_options() {
+    let load = load_options(&[]);
     assert_eq!(
-        (config.load.backend, config.load.device),
+        (load.backend, load.device),
         (BackendKind::Tract, Device::Cpu)
     );
-    let config = Cli::try_parse_from([
-        "serve",
-        "--model",
-        "m=/p",
+    let load = load_options(&[
         "--backend",
         "ort",
         "--device",
         "cuda",
         "--ort-lib",
         "/opt/ort/libonnxruntime.so",
-    ])
-    .unwrap()
-    .serve
-    .config()
-    .unwrap();
+    ]);
     assert_eq!(
-        (config.load.backend, config.load.device),
+        (load.backend, load.device),
         (BackendKind::Ort, Device::Cuda)
     );
     assert_eq!(
-        config.load.ort_library.as_deref(),
+        load.ort_library.as_deref(),
         Some(std::path::Path::new("/opt/ort/libonnxruntime.so"))
     );
     assert!(Cli::try_parse_from(["serve", "--model", "m=/p", "--backend", "tpu"]).is_err());
