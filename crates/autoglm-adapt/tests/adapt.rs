@@ -251,7 +251,7 @@ fn tiny_round_trip_graph_matches_head_and_multitask_shares_backbone() {
 fn assets() -> Option<PathBuf> {
     let dir = std::env::var_os("AUTOGLM_ASSETS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/assets"));
+        .unwrap_or_else(|| autoglm_testkit::workspace().join(".cache/assets"));
     if dir.join("minilm/model.safetensors").exists() && dir.join("sentiment/train.jsonl").exists() {
         return Some(dir);
     }

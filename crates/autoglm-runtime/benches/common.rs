@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub fn assets() -> PathBuf {
     std::env::var_os("AUTOGLM_ASSETS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/assets"))
+        .unwrap_or_else(|| autoglm_testkit::workspace().join(".cache/assets"))
 }
 
 /// The base model's embedding package; panics with the fix when the assets are missing.

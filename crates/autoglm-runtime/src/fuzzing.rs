@@ -59,3 +59,39 @@ pub fn tokenize_batch(tokenizer_json: &[u8], bytes: &[u8]) {
     }
     assert!(seen.iter().all(|&s| s), "a text is in no batch");
 }
+
+/// Target `onnx_load`: arbitrary bytes as the graph (`model.onnx`) of a package whose other
+/// files and manifest are `template`'s (the manifest's digest and size are updated to match,
+/// as an attacker who writes a package can). Loads it on tract, as `autoglm` does, and if the
+/// load is accepted, runs two texts through it.
+///
+/// Must never panic or abort: a graph that tract cannot parse, type or optimise is a
+/// [`crate::RuntimeError`], and a graph that loads must run (or refuse) without panicking and
+/// give one output row per text, of the width the manifest's check accepted.
+pub fn onnx_load(template: &crate::Package, bytes: &[u8]) {
+    let manifest = template.manifest().clone();
+    let graph = manifest.graph.file.clone();
+    let files = template
+        .files()
+        .map(|(name, data)| {
+            let data = if name == graph { bytes } else { data };
+            (name.to_string(), data.to_vec())
+        })
+        .collect();
+    let Ok(package) = crate::Package::new(manifest, files) else {
+        return;
+    };
+    let options = crate::LoadOptions::default();
+    let Ok(model) = crate::Model::from_package(package, &options) else {
+        return;
+    };
+    let texts = ["a short text", ""];
+    if let Ok(outputs) = model.outputs(&texts) {
+        assert_eq!(outputs.len(), texts.len());
+        let width = outputs[0].len();
+        assert!(outputs.iter().all(|o| o.len() == width && width > 0));
+        if model.manifest().kind == crate::ModelKind::Classification {
+            assert_eq!(width, model.labels().len());
+        }
+    }
+}

@@ -9,23 +9,15 @@ use autoglm_package::{Manifest, Package, MANIFEST_FILE};
 use std::path::PathBuf;
 
 fn corpus_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
+    autoglm_testkit::workspace()
+        .join("fuzz/corpus")
         .join(target)
 }
 
 #[test]
 fn tokenize_batch_corpus_replays() {
-    let dir = corpus_dir("tokenize_batch");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    paths.sort();
-    assert!(paths.len() >= 3, "{}: too few seeds", dir.display());
     let tokenizer = fixture::tokenizer_json();
-    for path in paths {
-        let bytes = std::fs::read(&path).unwrap();
+    for (path, bytes) in seeds("tokenize_batch") {
         let outcome = std::panic::catch_unwind(|| {
             autoglm_runtime::fuzzing::tokenize_batch(tokenizer.as_bytes(), &bytes)
         });
@@ -220,6 +212,174 @@ fn write_fuzz_seeds() {
         "tokenize_batch",
         "specials.txt",
         b"[CLS] [SEP] [PAD] [UNK] ##s ##",
+    );
+    write_model_seeds(&write);
+}
+
+/// The fixture classification package (LoRA merged) with the given export options applied.
+fn fixture_package(dir: &std::path::Path, change: impl FnOnce(&mut ExportOptions)) -> Package {
+    let (base, adapter) = (dir.join("base"), dir.join("adapter"));
+    if !base.exists() {
+        fixture::write_base(&base);
+        fixture::write_adapter(&adapter);
+    }
+    let mut options = ExportOptions::new(base).with_adapter(adapter);
+    change(&mut options);
+    export(&options).unwrap()
+}
+
+#[test]
+fn onnx_load_corpus_replays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = fixture_package(tmp.path(), |_| {});
+    let mut loaded = 0;
+    for (path, bytes) in seeds("onnx_load") {
+        let outcome =
+            std::panic::catch_unwind(|| autoglm_runtime::fuzzing::onnx_load(&template, &bytes));
+        assert!(outcome.is_ok(), "onnx_load panics on {}", path.display());
+        loaded += usize::from(bytes == template.file("model.onnx").unwrap());
+    }
+    assert_eq!(loaded, 1, "the corpus holds the template's own graph once");
+}
+
+/// Every file of `fuzz/corpus/<target>/`, sorted, with its bytes (at least 3 files).
+fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = corpus_dir(target);
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 3, "{}: too few seeds", dir.display());
+    paths
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// The seeds of the targets that run a model: `onnx_load` (graphs), `http_request` (route byte
+/// + body), `component_call` (entry-point byte + package or texts).
+fn write_model_seeds(write: &dyn Fn(&str, &str, &[u8])) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cls = fixture_package(tmp.path(), |_| {});
+    let graph = cls.file("model.onnx").unwrap().to_vec();
+    write("onnx_load", "fixture_cls.onnx", &graph);
+    let variants: [(&str, Box<dyn FnOnce(&mut ExportOptions)>); 3] = [
+        (
+            "fixture_int8.onnx",
+            Box::new(|o| o.quantization = autoglm_package::Quantization::Int8),
+        ),
+        (
+            "fixture_window.onnx",
+            Box::new(|o| {
+                o.attention = autoglm_package::Attention::Window {
+                    window: 4,
+                    global: 1,
+                }
+            }),
+        ),
+        ("fixture_embedding.onnx", Box::new(|o| o.adapter = None)),
+    ];
+    for (name, change) in variants {
+        let p = fixture_package(tmp.path(), change);
+        write("onnx_load", name, p.file("model.onnx").unwrap());
+    }
+    write("onnx_load", "truncated.onnx", &graph[..graph.len() / 3]);
+    let mut garbled = graph.clone();
+    for i in (64..garbled.len()).step_by(389) {
+        garbled[i] = garbled[i].wrapping_add(1);
+    }
+    write("onnx_load", "garbled.onnx", &garbled);
+    write("onnx_load", "empty.onnx", b"");
+    write("onnx_load", "text.onnx", b"not a protobuf at all");
+
+    // http_request: the first byte picks the route (autoglm_serve::fuzzing::ROUTES).
+    let request = |route: u8, body: &str| [&[route][..], body.as_bytes()].concat();
+    let bodies: [(&str, u8, &str); 14] = [
+        ("v1_classify.bin", 0, r#"{"texts": ["a good film", "bad"]}"#),
+        (
+            "v1_classify_model.bin",
+            0,
+            r#"{"texts": ["x"], "model": "cls"}"#,
+        ),
+        (
+            "v1_classify_on_emb.bin",
+            0,
+            r#"{"texts": ["x"], "model": "emb"}"#,
+        ),
+        ("v1_classify_empty.bin", 0, r#"{"texts": []}"#),
+        (
+            "v1_classify_wrong_types.bin",
+            0,
+            r#"{"texts": [1, null, {"a": 2}]}"#,
+        ),
+        ("v1_classify_not_json.bin", 0, "texts=good"),
+        (
+            "v1_embed.bin",
+            1,
+            r#"{"texts": ["the film"], "model": "emb"}"#,
+        ),
+        (
+            "v2_infer_cls.bin",
+            2,
+            r#"{"id": "1", "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["good", "bad"]}]}"#,
+        ),
+        (
+            "v2_infer_outputs.bin",
+            2,
+            r#"{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}], "outputs": [{"name": "scores"}, {"name": "label"}]}"#,
+        ),
+        (
+            "v2_infer_repeated_output.bin",
+            2,
+            r#"{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}], "outputs": [{"name": "scores"}, {"name": "scores"}]}"#,
+        ),
+        (
+            "v2_infer_emb_shape_lies.bin",
+            3,
+            r#"{"inputs": [{"name": "text", "shape": [9999999], "datatype": "BYTES", "data": ["a"]}]}"#,
+        ),
+        ("v2_infer_unknown_model.bin", 4, r#"{"inputs": []}"#),
+        ("get_model.bin", 5, ""),
+        ("metrics.bin", 7, ""),
+    ];
+    for (name, route, body) in bodies {
+        write("http_request", name, &request(route, body));
+    }
+    write(
+        "http_request",
+        "v1_classify_nested.bin",
+        &request(0, &"[".repeat(4096)),
+    );
+
+    // component_call: 0 load, 1 classify, 2 embed, 3 outputs.
+    let tar = cls.to_tar();
+    write(
+        "component_call",
+        "load_fixture.bin",
+        &[&[0][..], &tar].concat(),
+    );
+    write(
+        "component_call",
+        "load_truncated.bin",
+        &[&[0][..], &tar[..tar.len() / 2]].concat(),
+    );
+    write("component_call", "load_garbage.bin", b"\x00garbage");
+    write("component_call", "classify.bin", b"\x01a good film\nbad\n");
+    write("component_call", "classify_empty.bin", b"\x01");
+    write("component_call", "embed_on_classifier.bin", b"\x02the film");
+    write(
+        "component_call",
+        "outputs_odd_bytes.bin",
+        b"\x03the \xff\xfe film\x00\n\xe2\x82",
+    );
+    write(
+        "component_call",
+        "classify_long.bin",
+        &[&b"\x01"[..], "good film ".repeat(800).as_bytes()].concat(),
     );
 }
 

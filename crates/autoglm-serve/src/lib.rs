@@ -30,6 +30,8 @@
 mod auth;
 mod batcher;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 mod models;
 mod routes;

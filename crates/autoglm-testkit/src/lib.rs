@@ -6,7 +6,7 @@
 //! * [`component`]: the built WASI component, or a skip outside CI.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -16,9 +16,14 @@ pub fn ci() -> bool {
     std::env::var_os("CI").is_some()
 }
 
-/// The workspace root.
+/// The workspace root: two levels above the running test's crate (`CARGO_MANIFEST_DIR`, which
+/// cargo sets when it runs a test or bench). Read at run time, not compiled in: cargo reuses a
+/// compiled test binary when the same sources sit in another checkout (a fresh CI clone with a
+/// shared target directory), and a path compiled in would then name the old checkout.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    crate_dir
         .join("../..")
         .canonicalize()
         .expect("workspace root")

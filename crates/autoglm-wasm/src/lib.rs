@@ -37,6 +37,8 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsB
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub mod cpu;
+#[doc(hidden)]
+pub mod fuzzing;
 
 mod bindings {
     wasmtime::component::bindgen!({

@@ -264,3 +264,33 @@ fn native_inference_on_the_same_thread_does_not_slow_the_component() {
         "the host returned from the guest with the upper vector state dirty"
     );
 }
+
+/// Replays the committed seeds of the `component_call` fuzz target (`fuzz/corpus/`,
+/// ROBUSTNESS.md) through the function the target runs, on the fixture package the target loads
+/// (the seed `load_fixture.bin` is that package behind its `load` byte).
+#[test]
+fn component_call_corpus_replays() {
+    let _budget = budget("component_call_corpus_replays", 300);
+    let Some(host) = host() else { return };
+    let dir = workspace().join("fuzz/corpus/component_call");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the committed corpus")
+        .map(|e| e.expect("a directory entry").path())
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 3, "{}: too few seeds", dir.display());
+    let fixture = std::fs::read(dir.join("load_fixture.bin")).expect("the fixture seed");
+    let mut model = WasmModel::load(host, fixture[1..].to_vec(), autoglm_wasm::fuzzing::limits())
+        .expect("the fixture package loads");
+    for path in paths {
+        let bytes = std::fs::read(&path).expect("a seed");
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            autoglm_wasm::fuzzing::component_call(host, &mut model, &bytes)
+        }));
+        assert!(
+            outcome.is_ok(),
+            "component_call fails on {}",
+            path.display()
+        );
+    }
+}

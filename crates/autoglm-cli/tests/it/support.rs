@@ -4,12 +4,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
+pub use autoglm_testkit::workspace;
 
 /// The assets folder (`AUTOGLM_ASSETS`, else `.cache/assets` in the workspace).
 pub fn assets() -> Option<PathBuf> {

@@ -7,6 +7,7 @@
 
 mod auth;
 mod backends;
+mod fuzz;
 mod limits;
 mod reload;
 mod routes;

@@ -1,0 +1,30 @@
+//! Arbitrary bytes through the WASI component's entry points (`load`, `classify`, `embed`,
+//! `outputs`) via the wasmtime host. Needs `--features wasm` (builds wasmtime and tract) and
+//! `AUTOGLM_COMPONENT` naming a built component (tools/build-component.sh).
+#![no_main]
+
+use autoglm_export::{export, fixture, ExportOptions};
+use autoglm_wasm::{fuzzing, Host, HostOptions, WasmModel};
+use std::sync::{Mutex, OnceLock};
+
+static HOST: OnceLock<(Host, Mutex<WasmModel>)> = OnceLock::new();
+
+fn host() -> (Host, Mutex<WasmModel>) {
+    let path = std::env::var_os("AUTOGLM_COMPONENT")
+        .expect("set AUTOGLM_COMPONENT to the component (tools/build-component.sh)");
+    let host = Host::new(path.as_ref(), &HostOptions::default()).expect("the component compiles");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    fixture::write_base(&dir.path().join("base"));
+    fixture::write_adapter(&dir.path().join("adapter"));
+    let options =
+        ExportOptions::new(dir.path().join("base")).with_adapter(dir.path().join("adapter"));
+    let tar = export(&options).expect("the fixture package exports").to_tar();
+    let model = WasmModel::load(&host, tar, fuzzing::limits()).expect("the fixture loads");
+    (host, Mutex::new(model))
+}
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let (host, model) = HOST.get_or_init(host);
+    let mut model = model.lock().unwrap_or_else(|e| e.into_inner());
+    fuzzing::component_call(host, &mut model, data)
+});

@@ -1,0 +1,22 @@
+//! Arbitrary bytes as a package's `model.onnx` (digest updated): load on tract, run if accepted.
+//! Needs `--features runtime` (builds tract).
+#![no_main]
+
+use autoglm_export::{export, fixture, ExportOptions};
+use autoglm_package::Package;
+use std::sync::OnceLock;
+
+static TEMPLATE: OnceLock<Package> = OnceLock::new();
+
+fn template() -> Package {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    fixture::write_base(&dir.path().join("base"));
+    fixture::write_adapter(&dir.path().join("adapter"));
+    let options =
+        ExportOptions::new(dir.path().join("base")).with_adapter(dir.path().join("adapter"));
+    export(&options).expect("the fixture package exports")
+}
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    autoglm_runtime::fuzzing::onnx_load(TEMPLATE.get_or_init(template), data)
+});
