@@ -7,7 +7,10 @@
 # emulate (it shows the host's); so the A72 run names its part with TRACT_CPU_AARCH64_KIND=a72
 # (tract's A72-tuned fp32 kernels) and the A76 run takes tract's generic choice, as a real A76
 # would (tract has no A76-specific tuning).
-# The test binaries are cross-built once (release), then run twice.
+# The test binaries are cross-built once (release), then run twice. The target is the static
+# aarch64-unknown-linux-musl, the one tools/dist.sh ships (so the tests check the shipped libc,
+# qemu needs no sysroot, and the container image stage after this one reuses the compiled
+# dependencies: it only links `autoglm`).
 #
 # Emulation is hundreds of times slower than native, so this runs a subset (docs/gateways.md):
 # every autoglm-runtime test; the transformers goldens (token ids, embeddings and logits of the
@@ -17,15 +20,15 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$root"
-tools/setup-cross.sh aarch64
+tools/setup-cross.sh musl
 tools/fetch-assets.sh >/dev/null
-target=aarch64-unknown-linux-gnu
-qemu="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+target=aarch64-unknown-linux-musl
+qemu="qemu-aarch64"
 build=(cargo test --release --target "$target" -p autoglm-runtime -p autoglm-cli)
 "${build[@]}" --no-run
 for cpu in ${AUTOGLM_ARM_CPUS:-cortex-a72 cortex-a76}; do
   echo "== aarch64 under qemu -cpu $cpu" >&2
-  export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$qemu -cpu $cpu"
+  export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER="$qemu -cpu $cpu"
   export AUTOGLM_TEST_RUNNER="$qemu -cpu $cpu"
   # Emulation is tens of times slower: the heavy tests' time budgets stretch with it.
   export AUTOGLM_TEST_BUDGET_SCALE=30
