@@ -1,27 +1,54 @@
 #!/usr/bin/env bash
-# The shipped `autoglm` binaries: `cargo build --profile dist` (fat LTO, one codegen unit,
-# stripped; panics still unwind, so `autoglm serve` survives a panic in one request) for
-#   x86_64-unknown-linux-gnu   -> dist/linux-amd64/autoglm
-#   aarch64-unknown-linux-gnu  -> dist/linux-arm64/autoglm   (Raspberry Pi 4/5, Jetson Orin)
-# the layout the Containerfile copies from. The aarch64 linker comes from
-# tools/setup-cross.sh (Debian's gcc-aarch64-linux-gnu). Both link glibc dynamically; the
-# highest glibc symbol version each needs is printed (the target system needs at least that).
+# The shipped `autoglm` binaries, static (musl libc linked in, no loader, no shared library):
+#   x86_64-unknown-linux-musl   -> dist/linux-amd64/autoglm
+#   aarch64-unknown-linux-musl  -> dist/linux-arm64/autoglm   (Raspberry Pi 4/5 on Pi OS
+#                                  Bookworm or Bullseye, Jetson on JetPack 5 or 6)
+# the layout the Containerfile copies from. They run on any Linux of either architecture
+# whatever its libc (the glibc builds needed glibc >= 2.35). The allocator is mimalloc (the
+# binary's global allocator: musl's own malloc is far slower on tract's large activations;
+# BENCHMARKS.md, "Static binaries").
+#
+# Profile: `dist` (fat LTO, one codegen unit, stripped; panics still unwind, so `autoglm serve`
+# survives a panic in one request); AUTOGLM_DIST_PROFILE=release builds the ordinary release
+# profile instead (CI's image stage: it reuses what the aarch64 test stage compiled), stripped
+# here after the build. The toolchains come from `tools/setup-cross.sh musl`.
 # Extra arguments go to cargo build, e.g. `tools/dist.sh --no-default-features` leaves the
-# embedded default package (+25 MB) out. Slow: two full fat-LTO builds.
+# embedded default package (+25 MB) out. The `ort` feature (ONNX Runtime, loaded with dlopen)
+# is never part of these builds: a static binary cannot load shared libraries.
+# Each binary is checked: static (no program interpreter, no DT_NEEDED entry), right machine.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/env.sh"
 cd "$root"
-tools/setup-cross.sh aarch64
-declare -A arch=([x86_64-unknown-linux-gnu]=amd64 [aarch64-unknown-linux-gnu]=arm64)
-for target in x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu; do
-  rustup target list --installed | grep -qx "$target" || rustup target add "$target"
-  echo "== $target" >&2
-  cargo build --locked --profile dist --target "$target" -p autoglm-cli "$@"
-  install -D -m 0755 "$CARGO_TARGET_DIR/$target/dist/autoglm" "dist/linux-${arch[$target]}/autoglm"
+profile=${AUTOGLM_DIST_PROFILE:-dist}
+for a in "$@"; do
+  case $a in
+    *ort*) echo "tools/dist.sh: '$a': the static binaries cannot load ONNX Runtime (dlopen); build it with --features ort for a glibc target instead" >&2; exit 2 ;;
+  esac
 done
-for f in dist/linux-amd64/autoglm dist/linux-arm64/autoglm; do
-  glibc=$(readelf -V "$f" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1)
-  echo "$f: $(readelf -h "$f" | sed -n 's/^ *Machine: *//p'), needs ${glibc:-no glibc}"
+tools/setup-cross.sh musl
+declare -A arch=([x86_64-unknown-linux-musl]=amd64 [aarch64-unknown-linux-musl]=arm64)
+declare -A machine=([amd64]="Advanced Micro Devices X86-64" [arm64]="AArch64")
+declare -A strip_tool=([amd64]=strip [arm64]=aarch64-linux-gnu-strip)
+for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+  a=${arch[$target]}
+  echo "== $target ($profile profile)" >&2
+  start=$(date +%s)
+  cargo build --locked --profile "$profile" --target "$target" -p autoglm-cli "$@"
+  echo "   built in $(($(date +%s) - start)) s" >&2
+  # cargo's output directory for the `dev` profile is `debug`.
+  dir=$profile; [ "$dir" = dev ] && dir=debug
+  install -D -m 0755 "$CARGO_TARGET_DIR/$target/$dir/autoglm" "dist/linux-$a/autoglm.new"
+  [ "$profile" = dist ] || "${strip_tool[$a]}" "dist/linux-$a/autoglm.new"
+  mv "dist/linux-$a/autoglm.new" "dist/linux-$a/autoglm"
 done
-ls -l dist/linux-*/autoglm
+for a in amd64 arm64; do
+  f=dist/linux-$a/autoglm
+  m=$(readelf -h "$f" | sed -n 's/^ *Machine: *//p')
+  [ "$m" = "${machine[$a]}" ] || { echo "$f: machine '$m', expected '${machine[$a]}'" >&2; exit 1; }
+  if readelf -l "$f" | grep -q 'Requesting program interpreter' || readelf -d "$f" | grep -q '(NEEDED)'; then
+    echo "$f is not static:" >&2; readelf -l -d "$f" | grep -E 'interpreter|NEEDED' >&2; exit 1
+  fi
+  file "$f" >&2
+done
+ls -l dist/linux-*/autoglm >&2

@@ -54,3 +54,8 @@ step "x86_64: the build without ort"
 cargo test --release --workspace --exclude autoglm-component --lib -- backend::tests
 step "aarch64 under qemu (Cortex-A72, Cortex-A76)"
 tools/test-aarch64.sh
+step "static binaries (musl) and the container image (podman)"
+# The release profile, not the fat-LTO dist one, for time: the aarch64 binary reuses what the
+# stage above compiled for aarch64-unknown-linux-musl; x86_64-musl is one more build of tract.
+AUTOGLM_DIST_PROFILE=release tools/dist.sh
+tools/build-image.sh
