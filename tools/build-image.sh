@@ -40,12 +40,14 @@ if ! command -v podman >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends podman >/dev/null
 fi
 command -v qemu-aarch64 >/dev/null || tools/setup-cross.sh musl
-podman() { $sudo podman "$@"; }
+podman_bin=$(command -v podman)
+podman() { $sudo "$podman_bin" "$@"; }
 for a in amd64 arm64; do
   [ -x "dist/linux-$a/autoglm" ] || { echo "dist/linux-$a/autoglm missing: run tools/dist.sh first" >&2; exit 1; }
 done
 
 work=$(mktemp -d)
+chmod 0755 "$work"   # the image's user (65532) runs the arm64 binary from here
 containers=()
 cleanup() {
   [ ${#containers[@]} -eq 0 ] || podman rm -f "${containers[@]}" >/dev/null 2>&1 || true
@@ -104,14 +106,17 @@ for a in amd64 arm64; do
     printf 'linux/%s classify gave\n%s\nexpected (README.md)\n%s\n' "$a" "$got" "$(printf '%s\n' "${expected[@]}")" >&2
     exit 1
   fi
-  run_in $a MIMALLOC_VERBOSE=1 -- --version 2>&1 | grep -q '^mimalloc: ' \
-    || { echo "linux/$a: mimalloc is not the allocator of the image's binary" >&2; exit 1; }
+  verbose=$(run_in $a MIMALLOC_VERBOSE=1 -- --version 2>&1)
+  grep -q '^mimalloc: ' <<<"$verbose" \
+    || { echo "linux/$a: mimalloc is not the allocator of the image's binary (MIMALLOC_VERBOSE=1 printed nothing of it)" >&2; exit 1; }
   echo "== linux/$a: the exported binary classifies the README's texts as the README says ($(($(date +%s) - t0)) s); allocator mimalloc" >&2
 done
 
 # 4: the amd64 image's own command serves.
-mapfile -t cmd < <(podman image inspect --format '{{range .Config.Entrypoint}}{{println .}}{{end}}{{range .Config.Cmd}}{{println .}}{{end}}' "$image-amd64")
-mapfile -t envs < <(podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$image-amd64")
+# (one per line; the template's output ends in an empty line, dropped)
+mapfile -t cmd < <(podman image inspect --format '{{range .Config.Entrypoint}}{{println .}}{{end}}{{range .Config.Cmd}}{{println .}}{{end}}' "$image-amd64" | grep -v '^$')
+mapfile -t envs < <(podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$image-amd64" | grep -v '^$')
+[ "${cmd[*]}" = "/usr/local/bin/autoglm serve" ] || { echo "image command: ${cmd[*]}" >&2; exit 1; }
 $sudo install -D -m 0644 models/sentiment-int8.tar "$work/amd64/models/sentiment.tar"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 $sudo env -i "${envs[@]}" AUTOGLM_MODEL=sentiment=/models/sentiment.tar "AUTOGLM_ADDR=127.0.0.1:$port" \
