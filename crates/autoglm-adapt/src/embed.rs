@@ -44,7 +44,7 @@ impl Embedder {
         let m = package.manifest();
         if m.kind != ModelKind::Embedding {
             return Err(AdaptError::Package(format!(
-                "--model must be an embedding package (the frozen backbone); this one is {:?}",
+                "the backbone must be an embedding package; this one is {:?}",
                 m.kind
             )));
         }
@@ -73,6 +73,11 @@ impl Embedder {
 
     pub fn package(&self) -> &Package {
         &self.package
+    }
+
+    /// The loaded backbone (its backend, manifest, encoder).
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     pub fn backbone(&self) -> &str {
@@ -134,6 +139,7 @@ impl Embedder {
             for (&i, v) in chunk.iter().zip(vectors) {
                 if v.len() != self.dim {
                     return Err(AdaptError::DimensionMismatch {
+                        option: None,
                         what: "backbone output".into(),
                         expected: self.dim,
                         found: v.len(),

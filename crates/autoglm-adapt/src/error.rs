@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 
-/// Why adaptation, packaging or ranking failed. Messages name the file, line or option at fault.
+/// Why adaptation, packaging or ranking failed. Messages name the file, line or option at fault;
+/// an error about an option ([`AdaptError::option`]) starts with the option's field name
+/// (`epochs`, `init_from`…), so that a front end can say it in its own words (a flag).
 #[derive(Debug, thiserror::Error)]
 pub enum AdaptError {
     #[error("cannot read {path}: {source}")]
@@ -36,12 +38,25 @@ pub enum AdaptError {
     },
     #[error("{what}: embedding size {found} does not match {expected}")]
     DimensionMismatch {
+        /// The option at fault, if the mismatch comes from one; `what` then starts with it.
+        option: Option<&'static str>,
         what: String,
         expected: usize,
         found: usize,
     },
+    /// An option out of its range: `option` is its field name (in [`crate::AdaptRequest`] or
+    /// [`crate::TrainOptions`]).
+    #[error("{option} {reason}")]
+    InvalidOption {
+        option: &'static str,
+        reason: String,
+    },
+    /// Inputs that cannot make a model (no heads to package, a task twice, too few examples).
     #[error("{0}")]
-    InvalidOption(String),
+    Invalid(String),
+    /// The loss became infinite or NaN: the output layer's learning rate is too high.
+    #[error("lr is too high: training diverged at epoch {epoch} (loss {loss}); lower it")]
+    Diverged { epoch: usize, loss: f64 },
     #[error("the package is not usable here: {0}")]
     Package(String),
     #[error("invalid ONNX graph: {0}")]
@@ -50,6 +65,18 @@ pub enum AdaptError {
     PackageFile(#[from] autoglm_package::PackageError),
     #[error(transparent)]
     Runtime(#[from] autoglm_runtime::RuntimeError),
+}
+
+impl AdaptError {
+    /// The field name of the option at fault, when there is one: the message starts with it.
+    pub fn option(&self) -> Option<&'static str> {
+        match self {
+            AdaptError::InvalidOption { option, .. } => Some(option),
+            AdaptError::DimensionMismatch { option, .. } => *option,
+            AdaptError::Diverged { .. } => Some("lr"),
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T, E = AdaptError> = std::result::Result<T, E>;

@@ -17,17 +17,16 @@ pub const LOGITS: &str = "logits";
 
 /// Task names become tensor names and file names: keep them plain.
 pub fn check_task_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
-    if ok {
+    if autoglm_package::is_task_name(name) {
         Ok(())
     } else {
-        Err(AdaptError::InvalidOption(format!(
-            "task name `{name}`: use 1 to 64 of [A-Za-z0-9_-]"
-        )))
+        Err(AdaptError::InvalidOption {
+            option: "task",
+            reason: format!(
+                "`{name}`: use 1 to {} of [A-Za-z0-9_-]",
+                autoglm_package::MAX_TASK_NAME_BYTES
+            ),
+        })
     }
 }
 
@@ -118,7 +117,7 @@ pub fn append_heads(
             if i + 1 < head.layers.len() {
                 x = match head.spec {
                     HeadSpec::Mlp {
-                        activation: crate::head::Activation::Gelu,
+                        activation: crate::activation::Activation::Gelu,
                         ..
                     } => gelu(&mut b, task, i, &x),
                     _ => b.node("Tanh", &[&x], vec![]),

@@ -15,21 +15,30 @@
 //! # Ok(()) }
 //! ```
 
-pub mod cli;
+pub mod activation;
+mod adam;
+pub mod class_weight;
 pub mod data;
 pub mod embed;
 mod error;
 pub mod graph;
 pub mod head;
+pub mod options;
 pub mod package;
 pub mod rng;
+pub mod set;
 mod smote;
 pub mod summary;
+pub mod train;
 
+pub use activation::Activation;
+pub use class_weight::ClassWeight;
 pub use embed::Embedder;
 pub use error::{AdaptError, Result};
-pub use head::{ClassWeight, EpochReport, Head, HeadSpec, TrainOptions};
+pub use head::{Head, HeadSpec};
+pub use options::TrainOptions;
 pub use package::TaskHead;
+pub use train::{EpochReport, TrainOutcome};
 
 use autoglm_package::{sha256_hex, Package};
 use std::collections::BTreeMap;
@@ -91,10 +100,10 @@ pub fn adapt(
     graph::check_task_name(&request.task)?;
     request.options.check()?;
     if !(0.0..0.9).contains(&request.valid_fraction) {
-        return Err(AdaptError::InvalidOption(format!(
-            "validation fraction {} must be in [0, 0.9)",
-            request.valid_fraction
-        )));
+        return Err(AdaptError::InvalidOption {
+            option: "valid_fraction",
+            reason: format!("{} must be in [0, 0.9)", request.valid_fraction),
+        });
     }
     // Check everything cheap before the expensive embedding pass.
     let init = match &request.init_from {
@@ -103,17 +112,21 @@ pub fn adapt(
             let found = pkg.manifest().hidden_size;
             if found != embedder.dim() {
                 return Err(AdaptError::DimensionMismatch {
-                    what: format!("--init-from {}", path.display()),
+                    option: Some("init_from"),
+                    what: format!("init_from {}", path.display()),
                     expected: embedder.dim(),
                     found,
                 });
             }
             let mut tasks = package::read_tasks(&pkg)?;
             if tasks.len() != 1 {
-                return Err(AdaptError::InvalidOption(format!(
-                    "--init-from {}: a multi-task package; initialize from a single-task one",
-                    path.display()
-                )));
+                return Err(AdaptError::InvalidOption {
+                    option: "init_from",
+                    reason: format!(
+                        "{}: a multi-task package; initialize from a single-task one",
+                        path.display()
+                    ),
+                });
             }
             Some(tasks.remove(0).head)
         }
@@ -133,7 +146,7 @@ pub fn adapt(
     let mut on_embed = |done, total| progress(Progress::Embedding { done, total });
     let texts: Vec<&str> = train.iter().map(|e| e.text.as_str()).collect();
     let x = embedder.embed(&texts, &mut on_embed)?;
-    let all = head::Set {
+    let all = set::Set {
         x: to_f64(&x),
         y: y.clone(),
     };
@@ -143,20 +156,20 @@ pub fn adapt(
             let xv = embedder.embed(&texts, &mut on_embed)?;
             (
                 all,
-                head::Set {
+                set::Set {
                     x: to_f64(&xv),
                     y: yv,
                 },
             )
         }
-        None => head::stratified_split(
+        None => set::stratified_split(
             &all,
             labels.len(),
             request.valid_fraction,
             request.options.seed,
         ),
     };
-    let (head, outcome) = head::train(
+    let (head, outcome) = train::train(
         &train_set,
         &valid_set,
         labels.len(),
@@ -217,7 +230,7 @@ pub fn rank(
     seed: u64,
 ) -> Result<Vec<Ranked>> {
     if target.len() < 2 {
-        return Err(AdaptError::InvalidOption(
+        return Err(AdaptError::Invalid(
             "the target needs at least 2 examples".into(),
         ));
     }
@@ -233,6 +246,7 @@ pub fn rank(
             let s = &task.summary;
             if s.dim != embedder.dim() {
                 return Err(AdaptError::DimensionMismatch {
+                    option: None,
                     what: format!("source {} summary", path.display()),
                     expected: embedder.dim(),
                     found: s.dim,
@@ -240,7 +254,7 @@ pub fn rank(
             }
             if s.backbone_sha256 != embedder.backbone() {
                 return Err(AdaptError::Package(format!(
-                    "source {} was trained on another backbone than --model: its embeddings are not comparable",
+                    "source {} was trained on another backbone than this one: its embeddings are not comparable",
                     path.display()
                 )));
             }

@@ -2,16 +2,18 @@
 
 use crate::embed::backbone_sha256;
 use crate::graph::{append_heads, read_head, LOGITS};
-use crate::head::{Head, HeadSpec, TrainOptions, TrainOutcome};
+use crate::head::{Head, HeadSpec};
+use crate::options::TrainOptions;
 use crate::summary::{Summary, SUMMARY_FILE};
+use crate::train::TrainOutcome;
 use crate::{AdaptError, Result};
-use autoglm_package::{sha256_hex, ModelKind, Package};
+use autoglm_package::{sha256_hex, ModelKind, Package, Task};
 use serde::{Deserialize, Serialize};
-use std::ops::Range;
 
 /// How a head was trained (the package's `training.json`; one entry per task in `tasks.json`).
 pub const TRAINING_FILE: &str = "training.json";
-/// Present only in multi-task packages: the tasks, in logit order.
+/// Present only in multi-task packages: the tasks' training records, in logit order (the
+/// manifest's `tasks` says where each task's labels are).
 pub const TASKS_FILE: &str = "tasks.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,7 +59,7 @@ pub fn build(embedding: &Package, tasks: &[TaskHead]) -> Result<Package> {
         ));
     }
     if tasks.is_empty() {
-        return Err(AdaptError::InvalidOption("no task heads to package".into()));
+        return Err(AdaptError::Invalid("no task heads to package".into()));
     }
     let backbone = backbone_sha256(embedding)?;
     let mut names = std::collections::BTreeSet::new();
@@ -70,13 +72,14 @@ pub fn build(embedding: &Package, tasks: &[TaskHead]) -> Result<Package> {
         }
         if t.head.input_dim() != m.hidden_size {
             return Err(AdaptError::DimensionMismatch {
+                option: None,
                 what: format!("task `{}` head input", t.record.task),
                 expected: m.hidden_size,
                 found: t.head.input_dim(),
             });
         }
         if !names.insert(t.record.task.as_str()) {
-            return Err(AdaptError::InvalidOption(format!(
+            return Err(AdaptError::Invalid(format!(
                 "task `{}` appears twice",
                 t.record.task
             )));
@@ -114,6 +117,13 @@ pub fn build(embedding: &Package, tasks: &[TaskHead]) -> Result<Package> {
                     .labels
                     .iter()
                     .map(move |l| format!("{}:{l}", t.record.task))
+            })
+            .collect();
+        manifest.tasks = tasks
+            .iter()
+            .map(|t| Task {
+                name: t.record.task.clone(),
+                labels: t.record.labels.len(),
             })
             .collect();
         let records: Vec<&TrainingRecord> = tasks.iter().map(|t| &t.record).collect();
@@ -192,21 +202,4 @@ pub fn read_tasks(package: &Package) -> Result<Vec<TaskHead>> {
     } else {
         Err(not_adapted())
     }
-}
-
-/// Where each task's labels lie in a multi-task package's output (`task:label` labels and a
-/// `tasks.json`); `None` for any other package.
-pub fn task_slices(manifest: &autoglm_package::Manifest) -> Option<Vec<(String, Range<usize>)>> {
-    if !manifest.files.contains_key(TASKS_FILE) {
-        return None;
-    }
-    let mut out: Vec<(String, Range<usize>)> = Vec::new();
-    for (i, label) in manifest.labels.iter().enumerate() {
-        let (task, _) = label.split_once(':')?;
-        match out.last_mut() {
-            Some((t, r)) if t == task => r.end = i + 1,
-            _ => out.push((task.to_string(), i..i + 1)),
-        }
-    }
-    Some(out)
 }

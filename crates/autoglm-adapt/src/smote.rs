@@ -1,8 +1,8 @@
 //! SMOTE-style oversampling in embedding space: a synthetic example lies on the segment between
 //! a minority example and one of its `k` nearest neighbours of the same class.
 
-use crate::head::Set;
 use crate::rng::Rng;
+use crate::set::Set;
 
 fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()

@@ -2,7 +2,7 @@
 //! Rust head, multi-task packages, and (with the real assets) accuracy and source ranking.
 
 use autoglm_adapt::{
-    adapt, head::Activation, package, rank, AdaptError, AdaptRequest, Embedder, HeadSpec,
+    adapt, package, rank, Activation, AdaptError, AdaptRequest, Embedder, HeadSpec,
 };
 use autoglm_export::{export, fixture, ExportOptions};
 use autoglm_runtime::{LoadOptions, Model};
@@ -110,16 +110,27 @@ fn bad_input_is_refused_clearly() {
     // Options that make no sense.
     let mut r = request(train.clone());
     r.options.epochs = 0;
-    assert!(matches!(
-        adapt(&mut e, &r, &mut |_| {}),
-        Err(AdaptError::InvalidOption(_))
-    ));
+    let err = adapt(&mut e, &r, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AdaptError::InvalidOption {
+                option: "epochs",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The message names the option's field (the CLI turns it into its flag).
+    assert_eq!(err.option(), Some("epochs"));
+    assert_eq!(err.to_string(), "epochs must be at least 1");
     let mut r = request(train.clone());
     r.task = "a/b".into();
-    assert!(matches!(
-        adapt(&mut e, &r, &mut |_| {}),
-        Err(AdaptError::InvalidOption(_))
-    ));
+    let err = adapt(&mut e, &r, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(err, AdaptError::InvalidOption { option: "task", .. }),
+        "{err}"
+    );
 
     // A classification package is not a backbone.
     let task = adapt(&mut e, &request(train.clone()), &mut |_| {}).unwrap();
@@ -147,6 +158,7 @@ fn bad_input_is_refused_clearly() {
         matches!(
             err,
             AdaptError::DimensionMismatch {
+                option: Some("init_from"),
                 expected: 8,
                 found: 16,
                 ..
@@ -154,6 +166,7 @@ fn bad_input_is_refused_clearly() {
         ),
         "{err}"
     );
+    assert!(err.to_string().starts_with("init_from "), "{err}");
 }
 
 #[test]
@@ -208,7 +221,7 @@ fn tiny_round_trip_graph_matches_head_and_multitask_shares_backbone() {
         let x = e.embed(&texts, &mut |_, _| {}).unwrap();
         for (p, x) in predictions.iter().zip(&x) {
             let x: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
-            let want = autoglm_adapt::head::softmax(&t.head.logits(&x));
+            let want = autoglm_runtime::softmax(&t.head.logits(&x));
             for (a, b) in p.scores.iter().zip(&want) {
                 assert!(
                     (f64::from(*a) - b).abs() < 1e-4,
@@ -230,42 +243,46 @@ fn tiny_round_trip_graph_matches_head_and_multitask_shares_backbone() {
         .write(&multi)
         .unwrap();
     let model = Model::load_with(&multi, &options()).unwrap();
-    let slices = package::task_slices(model.manifest()).unwrap();
+    let slices = model.tasks();
     assert_eq!(slices.len(), 3);
     assert_eq!(model.labels()[0], "lin:neg");
-    let outputs = model.outputs(&texts).unwrap();
-    for (task, (name, range)) in heads.iter().zip(&slices) {
-        assert_eq!(&task.record.task, name);
-        let single = Model::load_with(dir.path().join(name), &options()).unwrap();
-        for (row, p) in outputs.iter().zip(single.classify(&texts).unwrap()) {
-            let multi = autoglm_runtime::softmax(&row[range.clone()]);
-            for (a, b) in multi.iter().zip(&p.scores) {
-                assert!((a - b).abs() < 1e-5, "{name}: {a} vs {b}");
+    assert_eq!(slices[1].range, 2..4);
+    // One pass, every task: each task's prediction is the single-task package's.
+    let per_text = model.classify_tasks(&texts, None).unwrap();
+    for (k, (task, slice)) in heads.iter().zip(&slices).enumerate() {
+        assert_eq!(task.record.task, slice.name);
+        let single = Model::load_with(dir.path().join(slice.name), &options()).unwrap();
+        for (tasks, p) in per_text.iter().zip(single.classify(&texts).unwrap()) {
+            let multi = &tasks[k];
+            assert_eq!(multi.task, slice.name);
+            assert_eq!(multi.labels, ["neg", "pos"]);
+            assert_eq!(multi.prediction.label, p.label);
+            for (a, b) in multi.prediction.scores.iter().zip(&p.scores) {
+                assert!((a - b).abs() < 1e-5, "{}: {a} vs {b}", slice.name);
             }
         }
     }
+    // One task only; a task the package does not have; tasks of a single-task package.
+    let only = model.classify_tasks(&texts, Some("gelu")).unwrap();
+    assert!(only.iter().all(|t| t.len() == 1 && t[0].task == "gelu"));
+    let err = model.classify_tasks(&texts, Some("nope")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "task `nope`: no such task (tasks: lin, tanh, gelu)"
+    );
+    let single = Model::load_with(dir.path().join("lin"), &options()).unwrap();
+    assert!(single.tasks().is_empty());
+    let err = single.classify_tasks(&texts, Some("lin")).unwrap_err();
+    assert!(
+        err.to_string().contains("not a multi-task package"),
+        "{err}"
+    );
 }
 
 // ---- real assets (sentiment is fetched in CI; spam only locally) ----
 
 fn assets() -> Option<PathBuf> {
-    let dir = std::env::var_os("AUTOGLM_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| autoglm_testkit::workspace().join(".cache/assets"));
-    if dir.join("minilm/model.safetensors").exists() && dir.join("sentiment/train.jsonl").exists() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "assets missing at {}: run tools/fetch-assets.sh (CI must not skip these tests)",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "skipping: assets missing at {} (run tools/fetch-assets.sh)",
-        dir.display()
-    );
-    None
+    autoglm_testkit::assets(&["minilm/model.safetensors", "sentiment/train.jsonl"])
 }
 
 /// `per_label` examples of each label from a JSON-lines file (first ones in file order).

@@ -247,6 +247,7 @@ pub fn export(options: &ExportOptions) -> Result<Package> {
             exporter: concat!("autoglm-export ", env!("CARGO_PKG_VERSION")).into(),
         },
         files: Default::default(),
+        tasks: Vec::new(),
     };
     Ok(Package::new(
         manifest,

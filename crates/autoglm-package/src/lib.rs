@@ -22,8 +22,10 @@
 #[doc(hidden)]
 pub mod fuzzing;
 mod manifest;
+mod tasks;
 
 pub use manifest::*;
+pub use tasks::{is_task_name, Task, TaskSlice, MAX_TASK_NAME_BYTES};
 
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

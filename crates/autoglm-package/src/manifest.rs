@@ -1,4 +1,4 @@
-use crate::{check_file_name, PackageError, MAX_PACKAGE_BYTES};
+use crate::{check_file_name, PackageError, Task, MAX_PACKAGE_BYTES};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -190,6 +190,10 @@ pub struct Manifest {
     /// Every file of the package but the manifest, by name.
     #[serde(default)]
     pub files: BTreeMap<String, FileEntry>,
+    /// A multi-task package's tasks, in logit order (see [`Manifest::task_slices`]); empty (and
+    /// absent from the JSON) for any other package.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<Task>,
 }
 
 impl Manifest {
@@ -348,7 +352,7 @@ impl Manifest {
                 self.graph.sequence_multiple, self.max_length
             ));
         }
-        Ok(())
+        self.validate_tasks()
     }
 
     /// A small valid manifest, for examples and tests.
@@ -383,6 +387,7 @@ impl Manifest {
                 exporter: "autoglm-export test".into(),
             },
             files: BTreeMap::new(),
+            tasks: Vec::new(),
         }
     }
 }

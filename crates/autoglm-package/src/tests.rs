@@ -493,3 +493,81 @@ fn attention_and_quantization_text_forms_round_trip() {
     assert_eq!("fp32".parse::<Quantization>(), Ok(Quantization::None));
     assert!("int4".parse::<Quantization>().is_err());
 }
+
+fn package_files() -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("model.onnx".into(), vec![1, 2, 3]),
+        ("tokenizer.json".into(), b"{}".to_vec()),
+    ]
+}
+
+/// A valid two-task manifest (its files listed, as a package has them).
+fn two_task_manifest() -> Manifest {
+    let mut m = Manifest::example();
+    m.labels = ["mood:neg", "mood:pos", "topic:a", "topic:b", "topic:c"]
+        .map(String::from)
+        .to_vec();
+    m.tasks = vec![
+        Task {
+            name: "mood".into(),
+            labels: 2,
+        },
+        Task {
+            name: "topic".into(),
+            labels: 3,
+        },
+    ];
+    Package::new(m, package_files()).unwrap().manifest().clone()
+}
+
+#[test]
+fn tasks_round_trip_and_give_their_slices() {
+    let m = two_task_manifest();
+    let back = Manifest::from_json(&m.to_json()).unwrap();
+    assert_eq!(back, m);
+    let slices = back.task_slices();
+    assert_eq!(slices.len(), 2);
+    assert_eq!((slices[0].name, slices[0].range.clone()), ("mood", 0..2));
+    assert_eq!(slices[0].labels, ["neg", "pos"]);
+    assert_eq!((slices[1].name, slices[1].range.clone()), ("topic", 2..5));
+    assert_eq!(slices[1].labels, ["a", "b", "c"]);
+    // A package without tasks has no slices, and its JSON no `tasks` field.
+    let plain = sample().manifest().clone();
+    assert!(plain.task_slices().is_empty());
+    assert!(!String::from_utf8(plain.to_json())
+        .unwrap()
+        .contains("tasks"));
+}
+
+#[test]
+fn tasks_that_do_not_cover_the_labels_are_refused() {
+    let refused = |edit: &dyn Fn(&mut Manifest), what: &str| {
+        let mut m = two_task_manifest();
+        edit(&mut m);
+        let err = Manifest::from_json(&m.to_json()).unwrap_err().to_string();
+        assert!(err.contains(what), "{what}: {err}");
+        // Building a package checks the same.
+        let err = Package::new(m, package_files()).unwrap_err().to_string();
+        assert!(err.contains(what), "{what}: {err}");
+    };
+    refused(&|m| m.tasks[1].labels = 2, "the tasks own 4 labels");
+    refused(&|m| m.tasks[1].labels = 4, "the tasks own 6 labels or more");
+    refused(&|m| m.tasks[1].name = "mood".into(), "appears twice");
+    refused(&|m| m.tasks[0].name = "a:b".into(), "tasks[0].name");
+    refused(&|m| m.tasks[0].name = String::new(), "tasks[0].name");
+    refused(&|m| m.labels[2] = "mood:a".into(), "is not named `topic:…`");
+    refused(
+        &|m| {
+            m.tasks[0].labels = 1;
+            m.tasks[1].labels = 4;
+        },
+        "a task needs at least 2",
+    );
+    refused(
+        &|m| {
+            m.kind = ModelKind::Embedding;
+            m.labels.clear();
+        },
+        "only a classification package has tasks",
+    );
+}

@@ -6,9 +6,7 @@ use autoglm_runtime::Package;
 use std::path::PathBuf;
 
 pub fn assets() -> PathBuf {
-    std::env::var_os("AUTOGLM_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| autoglm_testkit::workspace().join(".cache/assets"))
+    autoglm_testkit::assets_dir()
 }
 
 /// The base model's embedding package; panics with the fix when the assets are missing.

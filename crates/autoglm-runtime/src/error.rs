@@ -19,6 +19,11 @@ pub enum RuntimeError {
     /// output, inputs, positions): running it would give wrong answers, so it is not loaded.
     #[error("the manifest does not match the graph: {0}")]
     GraphMismatch(String),
+    /// A task was asked of a package that has none (`task`: the one asked for, if any).
+    #[error("{}this package has no tasks (it is not a multi-task package)", task.as_ref().map(|t| format!("task `{t}`: ")).unwrap_or_default())]
+    NoTasks { task: Option<String> },
+    #[error("task `{task}`: no such task (tasks: {})", tasks.join(", "))]
+    NoSuchTask { task: String, tasks: Vec<String> },
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

@@ -21,12 +21,16 @@ pub mod fuzzing;
 pub mod ops;
 #[cfg(feature = "ort")]
 pub mod ort;
+pub mod scores;
 pub mod tokenize;
+pub mod tract;
 
-pub use autoglm_package::{Attention, Manifest, ModelKind, Package, Quantization};
-pub use backend::{Backend, BackendKind, Device, GraphFacts, TractBackend};
+pub use autoglm_package::{Attention, Manifest, ModelKind, Package, Quantization, TaskSlice};
+pub use backend::{Backend, BackendKind, Device, GraphFacts};
 pub use error::{Result, RuntimeError};
+pub use scores::{argmax, softmax, Prediction, Real};
 pub use tokenize::{Encoded, TextEncoder};
+pub use tract::TractBackend;
 
 use std::path::{Path, PathBuf};
 
@@ -88,12 +92,13 @@ impl Default for LoadOptions {
     }
 }
 
-/// One classification: the most probable label and every label's probability (label order).
+/// One task's classification in a multi-task package: labels without the `task:` prefix.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Prediction {
-    pub label: String,
-    pub index: usize,
-    pub scores: Vec<f32>,
+pub struct TaskPrediction {
+    pub task: String,
+    /// The task's labels, in score order.
+    pub labels: Vec<String>,
+    pub prediction: Prediction,
 }
 
 /// A loaded package, ready to run.
@@ -120,7 +125,7 @@ impl Model {
     pub fn from_package(mut package: Package, options: &LoadOptions) -> Result<Self> {
         options.check()?;
         let graph = package.take_file(&package.manifest().graph.file.clone())?;
-        let backend = backend::load(&graph, package.manifest().graph.sequence_multiple, options)?;
+        let backend = open_backend(&graph, package.manifest().graph.sequence_multiple, options)?;
         Self::with_backend(package, backend, options)
     }
 
@@ -231,13 +236,58 @@ impl Model {
 
     /// A prediction from one row of logits.
     pub fn prediction(&self, logits: &[f32]) -> Prediction {
-        let scores = softmax(logits);
-        let index = argmax(&scores);
-        Prediction {
-            label: self.manifest.labels.get(index).cloned().unwrap_or_default(),
-            index,
-            scores,
+        Prediction::from_logits(logits, &self.manifest.labels)
+    }
+
+    /// A multi-task package's tasks and their slices of the output (empty for other packages).
+    pub fn tasks(&self) -> Vec<TaskSlice<'_>> {
+        self.manifest.task_slices()
+    }
+
+    /// The slices of the tasks named in `only` (every task when `None`), or why not: a package
+    /// without tasks, or a name it does not have.
+    pub fn select_tasks(&self, only: Option<&str>) -> Result<Vec<TaskSlice<'_>>> {
+        let tasks = self.tasks();
+        if tasks.is_empty() {
+            return Err(RuntimeError::NoTasks {
+                task: only.map(str::to_string),
+            });
         }
+        match only {
+            None => Ok(tasks),
+            Some(name) => match tasks.iter().position(|t| t.name == name) {
+                Some(i) => Ok(vec![tasks[i].clone()]),
+                None => Err(RuntimeError::NoSuchTask {
+                    task: name.to_string(),
+                    tasks: tasks.iter().map(|t| t.name.to_string()).collect(),
+                }),
+            },
+        }
+    }
+
+    /// Classifies each text for every task of a multi-task package (only task `only` when
+    /// given), from one backbone pass: softmax over each task's slice of the logits.
+    pub fn classify_tasks(
+        &self,
+        texts: &[&str],
+        only: Option<&str>,
+    ) -> Result<Vec<Vec<TaskPrediction>>> {
+        self.require(ModelKind::Classification)?;
+        let chosen = self.select_tasks(only)?;
+        let outputs = self.outputs(texts)?;
+        Ok(outputs
+            .iter()
+            .map(|row| {
+                chosen
+                    .iter()
+                    .map(|t| TaskPrediction {
+                        task: t.name.to_string(),
+                        labels: t.labels.iter().map(|l| l.to_string()).collect(),
+                        prediction: Prediction::from_logits(&row[t.range.clone()], &t.labels),
+                    })
+                    .collect()
+            })
+            .collect())
     }
 
     /// One pooled (and, if the package says so, normalized) vector per text.
@@ -334,18 +384,35 @@ pub fn check_graph(manifest: &Manifest, facts: &GraphFacts) -> Result<()> {
     Ok(())
 }
 
-/// Numerically stable softmax.
-pub fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
-    let sum: f32 = exp.iter().sum();
-    exp.into_iter().map(|e| e / sum).collect()
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
+/// The backend `options` ask for, holding the graph `onnx`. A choice this build or this engine
+/// cannot honour is an error, never a quiet substitution.
+pub(crate) fn open_backend(
+    onnx: &[u8],
+    sequence_multiple: usize,
+    options: &LoadOptions,
+) -> Result<Box<dyn Backend>> {
+    match (options.backend, options.device) {
+        (BackendKind::Tract, Device::Cpu) => Ok(Box::new(TractBackend::new(
+            onnx,
+            options.threads,
+            sequence_multiple,
+        )?)),
+        (BackendKind::Tract, Device::Cuda) => Err(RuntimeError::Unsupported(
+            "the tract backend runs on the CPU only; use the ort backend for cuda".into(),
+        )),
+        #[cfg(feature = "ort")]
+        (BackendKind::Ort, device) => Ok(Box::new(crate::ort::OrtBackend::new(
+            onnx,
+            options.threads,
+            device,
+            options.ort_library.as_deref(),
+        )?)),
+        #[cfg(not(feature = "ort"))]
+        (BackendKind::Ort, _) => Err(RuntimeError::Unsupported(
+            "the ort backend: this build was not compiled with ort: rebuild with --features ort"
+                .into(),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -356,13 +423,5 @@ mod tests {
     fn model_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<Model>();
-    }
-
-    #[test]
-    fn softmax_is_stable_and_sums_to_one() {
-        let p = softmax(&[1000.0, 1001.0]);
-        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(p[1] > p[0]);
-        assert_eq!(argmax(&[0.2, 0.5, 0.5]), 1);
     }
 }

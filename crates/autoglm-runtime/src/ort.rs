@@ -7,7 +7,7 @@
 //! downloads anything, and one binary runs on a CPU-only or a CUDA build of the library.
 //! `tools/fetch-onnxruntime.sh` fetches a CPU build.
 
-use crate::backend::Device;
+use crate::backend::{Backend, Device};
 use crate::batch::Batch;
 use crate::error::{Result, RuntimeError};
 use ort::environment::Environment;
@@ -158,7 +158,7 @@ impl OrtBackend {
     }
 }
 
-impl crate::Backend for OrtBackend {
+impl Backend for OrtBackend {
     fn name(&self) -> &'static str {
         "ort"
     }

@@ -6,8 +6,8 @@
 //! runs on the async executor, and one thread per model keeps the cores for tract's own threads.
 //! The bound is in texts, not requests: that is what costs time.
 
+use crate::loaded::Loaded;
 use crate::metrics::{Metrics, ModelLabel};
-use crate::models::Loaded;
 use arc_swap::ArcSwap;
 use autoglm_runtime::{Encoded, RuntimeError};
 use std::sync::atomic::{AtomicUsize, Ordering};

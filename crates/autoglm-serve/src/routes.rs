@@ -10,8 +10,9 @@
 use crate::auth::require_token;
 use crate::batcher::{Done, Job, JobError, SubmitError};
 use crate::error::ApiError;
+use crate::loaded::Loaded;
 use crate::metrics::{RouteLabel, RouteStatus};
-use crate::models::{Loaded, ModelSlot};
+use crate::models::ModelSlot;
 use crate::AppState;
 use autoglm_runtime::ModelKind;
 use axum::body::{Body, Bytes};
@@ -24,7 +25,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -122,17 +123,6 @@ struct TextsRequest {
     model: Option<String>,
 }
 
-/// `{"label": …, "scores": {label: p, …}}`: one prediction as `/v1/classify` answers it and
-/// `autoglm classify --json` prints it.
-pub fn prediction_json(labels: &[String], p: &autoglm_runtime::Prediction) -> Value {
-    let scores: Map<String, Value> = labels
-        .iter()
-        .zip(&p.scores)
-        .map(|(l, s)| (l.clone(), json!(s)))
-        .collect();
-    json!({"label": p.label, "scores": scores})
-}
-
 async fn v1_classify(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -144,7 +134,7 @@ async fn v1_classify(
     let results: Vec<Value> = done
         .outputs
         .iter()
-        .map(|logits| prediction_json(labels, &done.model.model.prediction(logits)))
+        .map(|logits| done.model.model.prediction(logits).to_json(labels))
         .collect();
     Ok(Json(json!({
         "model": slot.name,

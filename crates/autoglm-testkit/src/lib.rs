@@ -3,7 +3,9 @@
 //! * [`budget`]: a watchdog for a heavy test. A hang or a 100x slowdown (one test once ran for
 //!   over 40 minutes in CI) fails the test binary within the budget, with a message that names
 //!   the test, instead of eating CI's time.
-//! * [`component`]: the built WASI component, or a skip outside CI.
+//! * [`present`]: the rule for a test's prerequisite: there, the test runs; missing, it skips
+//!   outside CI and fails under CI. [`assets`] (the fetched models and data) and [`component`]
+//!   (the built WASI component) follow it.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -72,19 +74,51 @@ pub fn budget(what: &str, seconds: u64) -> Budget {
     Budget { _disarm: disarm }
 }
 
-/// The component (`AUTOGLM_COMPONENT`, built by tools/build-component.sh), or `None` (the test
-/// skips) outside CI when it has not been built; under CI its absence fails the test.
-pub fn component() -> Option<PathBuf> {
-    match std::env::var_os("AUTOGLM_COMPONENT").map(PathBuf::from) {
-        Some(p) if p.is_file() => Some(p),
-        _ if ci() => {
-            panic!("AUTOGLM_COMPONENT must name the built component under CI (tools/build-component.sh)")
-        }
-        _ => {
-            eprintln!("skipping: set AUTOGLM_COMPONENT to the output of tools/build-component.sh");
-            None
-        }
+/// A test's prerequisite: `found` when it is there; when it is not, `None` (the test skips)
+/// with a line `skipping: <missing>` outside CI, and a panic under CI, which must not skip.
+/// `missing` says what is missing and how to get it.
+pub fn present<T>(found: Option<T>, missing: impl FnOnce() -> String) -> Option<T> {
+    if found.is_some() {
+        return found;
     }
+    let missing = missing();
+    if ci() {
+        panic!("{missing} (CI must not skip this test)");
+    }
+    eprintln!("skipping: {missing}");
+    None
+}
+
+/// The assets folder of `tools/fetch-assets.sh`: `AUTOGLM_ASSETS`, else `.cache/assets` in the
+/// workspace (whether or not it is there).
+pub fn assets_dir() -> PathBuf {
+    std::env::var_os("AUTOGLM_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".cache/assets"))
+}
+
+/// The assets folder when every one of `files` (paths inside it) is there; else, by
+/// [`present`], a skip outside CI and a failure under CI.
+pub fn assets(files: &[&str]) -> Option<PathBuf> {
+    let dir = assets_dir();
+    let complete = files.iter().all(|f| dir.join(f).exists());
+    present(complete.then(|| dir.clone()), || {
+        format!(
+            "assets missing at {}: run tools/fetch-assets.sh",
+            dir.display()
+        )
+    })
+}
+
+/// The component (`AUTOGLM_COMPONENT`, built by tools/build-component.sh), or, by [`present`],
+/// a skip outside CI and a failure under CI.
+pub fn component() -> Option<PathBuf> {
+    let built = std::env::var_os("AUTOGLM_COMPONENT")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file());
+    present(built, || {
+        "AUTOGLM_COMPONENT must name the output of tools/build-component.sh".into()
+    })
 }
 
 #[cfg(test)]
@@ -96,6 +130,26 @@ mod tests {
         let b = budget("quick", 1);
         drop(b);
         std::thread::sleep(Duration::from_millis(1200));
+    }
+
+    #[test]
+    fn a_missing_prerequisite_skips_outside_ci_and_fails_under_it() {
+        assert_eq!(present(Some(3), || unreachable!()), Some(3));
+        let missing = || present(None::<u8>, || "the thing is missing".into());
+        if ci() {
+            let e = std::panic::catch_unwind(missing).unwrap_err();
+            let message = e.downcast_ref::<String>().cloned().unwrap_or_default();
+            assert!(
+                message.contains("the thing is missing (CI must not skip"),
+                "{message}"
+            );
+        } else {
+            assert_eq!(missing(), None);
+        }
+        let dir = assets_dir();
+        if !dir.join("no/such/asset").exists() && !ci() {
+            assert_eq!(assets(&["no/such/asset"]), None);
+        }
     }
 
     #[test]

@@ -6,25 +6,10 @@ use std::sync::OnceLock;
 
 pub use autoglm_testkit::workspace;
 
-/// The assets folder (`AUTOGLM_ASSETS`, else `.cache/assets` in the workspace).
+/// The assets folder (`AUTOGLM_ASSETS`, else `.cache/assets` in the workspace) with the base
+/// model in it; missing: a skip, or a failure under CI.
 pub fn assets() -> Option<PathBuf> {
-    let dir = std::env::var_os("AUTOGLM_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".cache/assets"));
-    if dir.join("minilm/model.safetensors").exists() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "assets missing at {}: run tools/fetch-assets.sh (CI must not skip these tests)",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "skipping: assets missing at {} (run tools/fetch-assets.sh)",
-        dir.display()
-    );
-    None
+    autoglm_testkit::assets(&["minilm/model.safetensors"])
 }
 
 /// A command for one of this build's binaries. Cross builds run their tests under an emulator
@@ -144,19 +129,12 @@ pub fn ort_library() -> Option<PathBuf> {
             })
             .max()
     });
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "ONNX Runtime missing in {}: run tools/fetch-onnxruntime.sh (CI must not skip the ort backend)",
-                dir.display()
-            );
-        }
-        eprintln!(
-            "skipping the ort backend: no library in {} and ORT_DYLIB_PATH unset (run tools/fetch-onnxruntime.sh)",
+    autoglm_testkit::present(found, || {
+        format!(
+            "ONNX Runtime missing: no library in {} and ORT_DYLIB_PATH unset (run tools/fetch-onnxruntime.sh)",
             dir.display()
-        );
-    }
-    found
+        )
+    })
 }
 
 /// How the tests load a package on `backend`; `None` when that backend cannot run here (skip).

@@ -1,54 +1,10 @@
-//! `autoglm serve --backend ort [--device cuda]`: the backend flags reach every model's load
-//! options, and a server on ONNX Runtime answers like one on tract.
+//! A server on ONNX Runtime answers like one on tract (`autoglm serve --backend ort`; that the
+//! flags reach every model's load options is tested in autoglm-cli's `serve` module).
 
 use crate::{get, post, Packages};
-use autoglm_runtime::{BackendKind, Device};
-use autoglm_serve::{AppState, ServeArgs};
-use clap::Parser;
+use autoglm_runtime::BackendKind;
+use autoglm_serve::AppState;
 use serde_json::json;
-
-#[derive(Parser, Debug)]
-struct Cli {
-    #[command(flatten)]
-    serve: ServeArgs,
-}
-
-/// The load options `autoglm serve ARGS…` gives its models.
-fn load_options(args: &[&str]) -> autoglm_runtime::LoadOptions {
-    let argv = ["serve", "--model", "m=/p"].iter().chain(args);
-    Cli::try_parse_from(argv)
-        .unwrap()
-        .serve
-        .config()
-        .unwrap()
-        .load
-}
-
-#[test]
-fn backend_flags_reach_the_load_options() {
-    let load = load_options(&[]);
-    assert_eq!(
-        (load.backend, load.device),
-        (BackendKind::Tract, Device::Cpu)
-    );
-    let load = load_options(&[
-        "--backend",
-        "ort",
-        "--device",
-        "cuda",
-        "--ort-lib",
-        "/opt/ort/libonnxruntime.so",
-    ]);
-    assert_eq!(
-        (load.backend, load.device),
-        (BackendKind::Ort, Device::Cuda)
-    );
-    assert_eq!(
-        load.ort_library.as_deref(),
-        Some(std::path::Path::new("/opt/ort/libonnxruntime.so"))
-    );
-    assert!(Cli::try_parse_from(["serve", "--model", "m=/p", "--backend", "tpu"]).is_err());
-}
 
 /// With the `ort` feature (CI builds with it, and gives ORT_DYLIB_PATH): the same requests to a
 /// server on tract and one on ONNX Runtime get the same labels and scores within 1e-4.

@@ -1,8 +1,8 @@
-//! The real server on a loopback port: slow clients are cut off, TLS, the CLI's serve flags.
+//! The real server on a loopback port: slow clients are cut off, TLS. (The CLI's serve flags
+//! are tested where they live, in autoglm-cli's `serve` module.)
 
 use crate::Packages;
-use autoglm_serve::{load_tls, serve_on, AppState, Config, ServeArgs, ServeOptions};
-use clap::Parser;
+use autoglm_serve::{load_tls, serve_on, AppState, Config, ServeOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -263,48 +263,4 @@ fn tls_files_are_checked_at_start() {
     assert!(e.contains("no CERTIFICATE"), "{e}");
     let e = load_tls(&cert, &cert).unwrap_err().to_string();
     assert!(e.contains("private key"), "{e}");
-}
-
-#[derive(Parser, Debug)]
-struct Cli {
-    #[command(flatten)]
-    serve: ServeArgs,
-}
-
-#[test]
-fn serve_flags_default_to_loopback_and_bounded_timeouts() {
-    let cli = Cli::try_parse_from(["serve", "--model", "m=/p"])
-        .unwrap()
-        .serve;
-    assert_eq!(cli.addr, "127.0.0.1:8080".parse().unwrap());
-    assert_eq!((cli.header_timeout_secs, cli.body_timeout_secs), (10, 30));
-    assert!(cli.auth_token_file.is_none() && cli.tls_cert.is_none());
-    let config = cli.config().unwrap();
-    assert_eq!(config.limits.header_timeout, Duration::from_secs(10));
-    assert_eq!(config.limits.body_timeout, Duration::from_secs(30));
-    assert!(config.auth.is_none());
-    assert!(cli.tls().unwrap().is_none());
-    // TLS needs both files; timeouts are at least a second.
-    for args in [
-        &["serve", "--model", "m=/p", "--tls-cert", "c.pem"][..],
-        &["serve", "--model", "m=/p", "--tls-key", "k.pem"][..],
-        &["serve", "--model", "m=/p", "--header-timeout-secs", "0"][..],
-        &["serve", "--model", "m=/p", "--body-timeout-secs", "0"][..],
-    ] {
-        assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
-    }
-    let cli = Cli::try_parse_from([
-        "serve",
-        "--model",
-        "m=/p",
-        "--header-timeout-secs",
-        "2",
-        "--body-timeout-secs",
-        "3",
-    ])
-    .unwrap()
-    .serve;
-    let limits = cli.config().unwrap().limits;
-    assert_eq!(limits.header_timeout, Duration::from_secs(2));
-    assert_eq!(limits.body_timeout, Duration::from_secs(3));
 }

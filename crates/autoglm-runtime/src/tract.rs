@@ -1,0 +1,258 @@
+//! The default backend: tract, with symbolic batch and sequence dims, optimized once at load.
+
+use crate::backend::{Backend, GraphFacts};
+use crate::batch::Batch;
+use crate::error::{Result, RuntimeError};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::internal::{DimLike, Factoid};
+
+fn model_error(e: impl std::fmt::Debug) -> RuntimeError {
+    // tract errors are anyhow chains: `{:?}` prints every cause, which is what a user needs.
+    RuntimeError::Model(format!("{e:?}"))
+}
+
+/// One thread pool per thread count for the whole process, shared by every model: a process
+/// serving several packages should not start a pool of `threads` workers for each of them.
+fn shared_executor(threads: usize) -> tract_linalg::multithread::Executor {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static POOLS: OnceLock<Mutex<HashMap<usize, tract_linalg::multithread::Executor>>> =
+        OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    pools
+        .entry(threads)
+        .or_insert_with(|| tract_linalg::multithread::Executor::multithread(threads))
+        .clone()
+}
+
+/// The default backend: tract, with symbolic batch and sequence dims, optimized once at load,
+/// with our own operators patched in ([`crate::ops`]).
+///
+/// Threads: a batch of several texts is split into `threads` parts that run at once, each on
+/// its own single-threaded state (on 2 cores that scales close to 2x; tract's intra-op
+/// threading gained 1.1-1.7x); a single text uses tract's intra-op threads. Graphs that
+/// quantize activations at run time (int8) are never split: their quantization range is taken
+/// over the whole batch, and an answer must not depend on the thread count.
+pub struct TractBackend {
+    plan: Arc<TypedSimplePlan>,
+    /// Run states kept between calls, one per concurrent caller: building one costs an
+    /// allocation per node, and a state cannot be shared (`Send`, not `Sync`).
+    states: std::sync::Mutex<Vec<TypedSimpleState>>,
+    executor: Option<tract_linalg::multithread::Executor>,
+    threads: usize,
+    facts: GraphFacts,
+    rewrites: usize,
+    /// Whether rows of a batch are independent, so that a batch can be split (see above).
+    splittable: bool,
+}
+
+impl std::fmt::Debug for TractBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TractBackend")
+            .field("threads", &self.threads)
+            .field("facts", &self.facts)
+            .field("rewrites", &self.rewrites)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Input and output names and the position table, read from the graph as parsed (before
+/// optimization folds the constants away).
+fn inference_facts(model: &InferenceModel) -> Result<GraphFacts> {
+    let label = |o: OutletId| -> String {
+        model
+            .outlet_label(o)
+            .map_or_else(|| model.node(o.node).name.clone(), str::to_string)
+    };
+    let inputs = model
+        .input_outlets()
+        .map_err(model_error)?
+        .iter()
+        .map(|&o| label(o))
+        .collect();
+    let output = model
+        .output_outlets()
+        .map_err(model_error)?
+        .first()
+        .map(|&o| label(o));
+    let positions = model
+        .nodes()
+        .iter()
+        .filter(|n| n.inputs.is_empty() && n.name.contains("position_embeddings"))
+        .filter_map(|n| {
+            let dims = n.outputs.first()?.fact.shape.concretize()?;
+            (dims.len() == 2).then(|| dims[0].to_usize().ok())?
+        })
+        .max();
+    Ok(GraphFacts {
+        inputs: Some(inputs),
+        output,
+        positions,
+        ..GraphFacts::default()
+    })
+}
+
+impl TractBackend {
+    /// Loads ONNX bytes; `threads` > 1 gives the matrix products a thread pool of that size.
+    /// `sequence_multiple` is the manifest's: the runtime always feeds sequences of whole blocks.
+    pub fn new(onnx: &[u8], threads: usize, sequence_multiple: usize) -> Result<Self> {
+        Self::load(onnx, threads, sequence_multiple, true)
+    }
+
+    /// The graph exactly as tract optimizes it on its own, without our operators: the
+    /// reference that tests compare the patched plan with.
+    pub fn plain(onnx: &[u8], threads: usize, sequence_multiple: usize) -> Result<Self> {
+        Self::load(onnx, threads, sequence_multiple, false)
+    }
+
+    /// How many nodes our own operators replaced.
+    pub fn rewrites(&self) -> usize {
+        self.rewrites
+    }
+
+    fn load(onnx: &[u8], threads: usize, sequence_multiple: usize, patch: bool) -> Result<Self> {
+        let mut model = tract_onnx::onnx()
+            .model_for_read(&mut &onnx[..])
+            .map_err(model_error)?;
+        if sequence_multiple > 1 {
+            // Window attention reshapes the sequence into blocks of `sequence_multiple`: saying
+            // the sequence is `blocks · multiple` makes that reshape exact for tract's symbolic
+            // shapes (ONNX dims cannot state it).
+            let batch = model.symbols.sym("batch");
+            let sequence = TDim::from(model.symbols.sym("blocks")) * sequence_multiple as i64;
+            for input in 0..model.inputs.len() {
+                let fact = InferenceFact::dt_shape(
+                    i64::datum_type(),
+                    [TDim::from(batch.clone()), sequence.clone()],
+                );
+                model.set_input_fact(input, fact).map_err(model_error)?;
+            }
+        }
+        let mut facts = inference_facts(&model)?;
+        let mut typed = model
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+            .map_err(model_error)?;
+        let splittable = !typed
+            .nodes()
+            .iter()
+            .any(|n| n.op().name().starts_with("DynamicQuantizeLinear"));
+        let rewrites = if patch {
+            crate::ops::rewrite(&mut typed).map_err(model_error)?
+        } else {
+            0
+        };
+        let typed = typed.into_optimized().map_err(model_error)?;
+        if let Some(fact) = typed.output_outlets().ok().and_then(|o| {
+            let first = *o.first()?;
+            typed.outlet_fact(first).ok()
+        }) {
+            facts.output_rank = Some(fact.rank());
+            facts.output_width = fact.shape.last().and_then(|d| d.to_usize().ok());
+        }
+        let plan = typed.into_runnable().map_err(model_error)?;
+        let executor = (threads > 1).then(|| shared_executor(threads));
+        Ok(TractBackend {
+            plan,
+            states: Default::default(),
+            executor,
+            threads: threads.max(1),
+            facts,
+            rewrites,
+            splittable,
+        })
+    }
+}
+
+impl Backend for TractBackend {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn describe(&self) -> String {
+        format!("tract on the CPU, {} threads", self.threads)
+    }
+
+    fn facts(&self) -> GraphFacts {
+        self.facts.clone()
+    }
+
+    fn run(&self, batch: &Batch) -> Result<Vec<f32>> {
+        let rows = batch.rows.len();
+        let parts = if self.splittable {
+            self.threads.min(rows)
+        } else {
+            1
+        };
+        if parts <= 1 {
+            return match &self.executor {
+                Some(executor) => {
+                    tract_linalg::multithread::multithread_tract_scope(executor.clone(), || {
+                        self.run_rows(batch, 0..rows)
+                    })
+                }
+                None => self.run_rows(batch, 0..rows),
+            };
+        }
+        let chunk = rows.div_ceil(parts);
+        let outputs: Vec<Result<Vec<f32>>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..rows)
+                .step_by(chunk)
+                .map(|start| {
+                    scope.spawn(move || self.run_rows(batch, start..rows.min(start + chunk)))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(RuntimeError::Model("a tract worker thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut all = Vec::new();
+        for part in outputs {
+            all.extend(part?);
+        }
+        Ok(all)
+    }
+}
+
+impl TractBackend {
+    /// Runs rows `rows` of `batch` on a pooled state, on the calling thread.
+    fn run_rows(&self, batch: &Batch, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        let sequence = batch.sequence;
+        let shape = [rows.len(), sequence];
+        let span = rows.start * sequence..rows.end * sequence;
+        let input = |data: &[i64]| -> Result<TValue> {
+            Ok(Tensor::from_shape(&shape, &data[span.clone()])
+                .map_err(model_error)?
+                .into_tvalue())
+        };
+        let inputs = tvec![
+            input(&batch.input_ids)?,
+            input(&batch.attention_mask)?,
+            input(&batch.token_type_ids)?
+        ];
+        let pooled = self.states.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut state = match pooled {
+            Some(state) => state,
+            None => self.plan.spawn().map_err(model_error)?,
+        };
+        // A state whose run failed is dropped, not pooled: it may hold a half-finished turn.
+        let outputs = state.run(inputs).map_err(model_error)?;
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(state);
+        let out = outputs
+            .first()
+            .ok_or_else(|| RuntimeError::Model("the graph produced no output".into()))?;
+        let plain = out.try_as_plain_ram().map_err(model_error)?;
+        Ok(plain.as_slice::<f32>().map_err(model_error)?.to_vec())
+    }
+}

@@ -1,0 +1,110 @@
+//! The running service's shared state: the loaded models, the limits, the metrics.
+
+use crate::metrics::Metrics;
+use crate::{ApiError, AuthToken, Config, Limits, ModelSlot, ServeError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The service's shared state: the models, the limits, the metrics. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) models: Vec<Arc<ModelSlot>>,
+    pub(crate) limits: Limits,
+    pub(crate) auth: Option<AuthToken>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) ready: AtomicBool,
+}
+
+impl AppState {
+    /// Loads and verifies every package and starts their batch threads. Blocking.
+    pub fn start(config: &Config) -> Result<Self, ServeError> {
+        if config.models.is_empty() {
+            return Err(ServeError::Config(
+                "no model to serve (`models` is empty)".into(),
+            ));
+        }
+        for (i, m) in config.models.iter().enumerate() {
+            if config.models[..i].iter().any(|o| o.name == m.name) {
+                return Err(ServeError::Config(format!(
+                    "model name `{}` is used twice",
+                    m.name
+                )));
+            }
+        }
+        let limits = &config.limits;
+        if limits.max_texts == 0 || limits.max_texts > limits.queue_capacity {
+            return Err(ServeError::Config(format!(
+                "texts per request ({}) must be 1 to the queue capacity ({})",
+                limits.max_texts, limits.queue_capacity
+            )));
+        }
+        let metrics = Arc::new(Metrics::new());
+        let mut models = Vec::new();
+        for spec in &config.models {
+            let slot = ModelSlot::start(
+                spec.name.clone(),
+                spec.path.clone(),
+                config.load.clone(),
+                config.batch.clone(),
+                limits.queue_capacity,
+                metrics.clone(),
+            )?;
+            models.push(Arc::new(slot));
+        }
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                models,
+                limits: limits.clone(),
+                auth: config.auth.clone(),
+                metrics,
+                ready: AtomicBool::new(true),
+            }),
+        })
+    }
+
+    pub fn models(&self) -> &[Arc<ModelSlot>] {
+        &self.inner.models
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The named model, or the default (first) one.
+    pub fn slot(&self, name: Option<&str>) -> Result<Arc<ModelSlot>, ApiError> {
+        let models = &self.inner.models;
+        match name {
+            None => models.first().cloned(),
+            Some(n) => models.iter().find(|m| m.name == n).cloned(),
+        }
+        .ok_or_else(|| ApiError::NotFound(format!("no model named `{}`", name.unwrap_or(""))))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// Reloads every model whose package changed on disk (or all with `force`). Blocking.
+    pub fn reload(&self, force: bool, reason: &str) {
+        for slot in &self.inner.models {
+            if force || slot.changed_on_disk() {
+                // The error is logged and counted by the slot; the old package keeps serving.
+                let _ = slot.reload(reason);
+            }
+        }
+    }
+
+    /// Reports not ready (so the load balancer stops sending), refuses new work once the
+    /// server stops, and waits for queued work to finish. Blocking.
+    pub fn drain(&self) {
+        self.inner.ready.store(false, Ordering::Release);
+        for slot in &self.inner.models {
+            slot.drain();
+        }
+    }
+}
