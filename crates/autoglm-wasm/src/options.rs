@@ -1,0 +1,39 @@
+//! Engine-wide settings and per-model limits.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Engine-wide settings, fixed when the component is compiled.
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// Compile fuel checks in, so that [`Limits::fuel`] can be enforced (slower code).
+    pub fuel: bool,
+    /// Where compiled `.cwasm` files are kept; `None`: [`default_cache_dir`]. An unwritable
+    /// directory only means no cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Do not read or write the cache (always compile).
+    pub no_cache: bool,
+}
+
+/// Per-model limits, enforced on every call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes of linear memory the component may hold (package, weights, activations).
+    pub memory: usize,
+    /// Longest wall-clock time one call (load included) may take; `None`: no limit.
+    pub deadline: Option<Duration>,
+    /// Most fuel one call may use (needs [`HostOptions::fuel`]); `None`: no limit.
+    pub fuel: Option<u64>,
+}
+
+impl Default for Limits {
+    /// 1 GiB, no deadline, no fuel limit: enough for MiniLM-size packages with batches of 32
+    /// texts at 512 tokens.
+    fn default() -> Self {
+        Limits {
+            memory: 1 << 30,
+            deadline: None,
+            fuel: None,
+        }
+    }
+}
