@@ -5,14 +5,20 @@
 //! Two export options change the graph:
 //! - **int8**: every encoder linear layer becomes DynamicQuantizeLinear → MatMulInteger with
 //!   per-output-channel symmetric weight scales, and the word-embedding table is stored as int8
-//!   with one scale per row (see [`quantize_columns`] for the 7-bit weight range);
+//!   with one scale per row (see [`crate::quantize`] for the 7-bit weight range);
 //! - **window attention**: a blocked, banded attention whose cost grows linearly with the
-//!   sequence (see [`Builder::window_attention`]).
+//!   sequence (see [`crate::window`]).
 
+use crate::attention::{additive, dense_attention, MaskInfo};
 use crate::error::Result;
 use crate::hf::{BaseModel, Tensor};
 use crate::onnx::{Attr, Graph};
-use autoglm_package::{Attention, Pooling, Quantization};
+use crate::window::{self, WindowMasks};
+use autoglm_package::{Pooling, Quantization};
+
+// Their home before attention and quantization had files of their own (tests name them here).
+pub use crate::attention::{block_size, AttentionGraph};
+pub use crate::quantize::{quantize_columns, quantize_rows};
 use tract_onnx::pb::tensor_proto::DataType;
 
 /// What the graph ends with.
@@ -24,47 +30,8 @@ pub enum Head {
     Classifier { weight: Tensor, bias: Tensor },
 }
 
-/// How attention is laid out in the graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttentionGraph {
-    /// Full n×n scores.
-    Dense,
-    /// Blocked sliding window + global tokens: linear in the sequence length.
-    Window { window: usize, global: usize },
-    /// The same pattern as `Window`, computed densely with an n×n mask: a reference for tests.
-    WindowReference { window: usize, global: usize },
-}
-
-impl AttentionGraph {
-    pub fn from_manifest(a: Attention) -> Self {
-        match a {
-            Attention::Dense => AttentionGraph::Dense,
-            Attention::Window { window, global } => AttentionGraph::Window { window, global },
-        }
-    }
-
-    /// Sequences must be padded to a multiple of this (the window's block size).
-    pub fn sequence_multiple(&self) -> usize {
-        match *self {
-            AttentionGraph::Dense => 1,
-            AttentionGraph::Window { window, .. }
-            | AttentionGraph::WindowReference { window, .. } => block_size(window),
-        }
-    }
-}
-
-/// Each token attends to `window / 2` tokens on either side; blocks of that size let a query
-/// block find all its keys in itself and its two neighbours.
-pub fn block_size(window: usize) -> usize {
-    (window / 2).max(1)
-}
-
 pub const INPUTS: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
 const DIMS: [&str; 2] = ["batch", "sequence"];
-
-/// Added to the attention scores of masked-out keys (HF uses the dtype's minimum; any value that
-/// underflows `exp` to 0 gives the same probabilities).
-const MASKED: f32 = -1.0e9;
 
 /// Graph options.
 #[derive(Debug, Clone, Copy)]
@@ -98,14 +65,6 @@ struct Builder<'a> {
     g: Graph,
     base: &'a BaseModel,
     options: GraphOptions,
-}
-
-/// Per-sequence tensors every layer's attention needs.
-struct MaskInfo {
-    /// `[batch, sequence]` float, 1 for real tokens.
-    mask_f: String,
-    /// `[batch, 1, 1, sequence]` additive key bias.
-    key_bias: String,
 }
 
 impl Builder<'_> {
@@ -151,14 +110,14 @@ impl Builder<'_> {
             &[&mask],
             &[("to", Attr::Int(DataType::Float as i64))],
         );
-        let key_bias = self.additive(&mask_f);
+        let key_bias = additive(&mut self.g, &mask_f);
         let axes = self.g.i64_tensor("axes", &[2], &[1, 2]);
         let key_bias = self.g.node("Unsqueeze", &[&key_bias, &axes], &[]);
         let masks = MaskInfo {
             mask_f: mask_f.clone(),
             key_bias,
         };
-        let window = self.window_masks(&masks)?;
+        let window = window::masks(&mut self.g, self.options.attention, &masks)?;
 
         for layer in 0..cfg.num_hidden_layers {
             self.g.set_scope(format!("layer{layer}"));
@@ -220,14 +179,6 @@ impl Builder<'_> {
             &["batch", &width.to_string()],
         );
         Ok(output)
-    }
-
-    /// `(1 - m) · MASKED`: 0 where `m` is 1, a large negative number where it is 0.
-    fn additive(&mut self, m: &str) -> String {
-        let one = self.g.scalar_f32("one", 1.0);
-        let inverted = self.g.node("Sub", &[&one, m], &[]);
-        let masked = self.g.scalar_f32("masked", MASKED);
-        self.g.node("Mul", &[&inverted, &masked], &[])
     }
 
     /// Word embeddings `[batch, sequence, hidden]`: a Gather from the fp32 table, or from an
@@ -359,15 +310,17 @@ impl Builder<'_> {
         let k = project(self, "key")?;
         let v = project(self, "value")?;
         let ctx = match (self.options.attention, window) {
-            (AttentionGraph::Window { .. }, Some(w)) => self.window_attention(&q, &k, &v, masks, w),
+            (AttentionGraph::Window { .. }, Some(w)) => {
+                window::attention(&mut self.g, &q, &k, &v, masks, w, dh)
+            }
             (AttentionGraph::WindowReference { .. }, Some(w)) => {
                 let bias = w
                     .reference_bias
                     .clone()
                     .expect("reference masks were built");
-                self.dense_attention(&q, &k, &v, &bias)
+                dense_attention(&mut self.g, &q, &k, &v, &bias, dh)
             }
-            _ => self.dense_attention(&q, &k, &v, &masks.key_bias),
+            _ => dense_attention(&mut self.g, &q, &k, &v, &masks.key_bias, dh),
         };
         let ctx = self.g.node(
             "Transpose",
@@ -376,26 +329,6 @@ impl Builder<'_> {
         );
         let merge = self.g.i64_tensor("merge_heads", &[3], &[0, 0, h as i64]);
         Ok(self.g.node("Reshape", &[&ctx, &merge], &[]))
-    }
-
-    fn scale(&mut self) -> String {
-        let dh = self.base.config.head_dim();
-        self.g.scalar_f32("scale", 1.0 / (dh as f32).sqrt())
-    }
-
-    /// softmax(q·kᵀ·scale + bias)·v over all keys: `[b, heads, s, dh]` in and out.
-    fn dense_attention(&mut self, q: &str, k: &str, v: &str, bias: &str) -> String {
-        let kt = self
-            .g
-            .node("Transpose", &[k], &[("perm", Attr::Ints(vec![0, 1, 3, 2]))]);
-        let scores = self.g.node("MatMul", &[q, &kt], &[]);
-        let scale = self.scale();
-        let scores = self.g.node("Mul", &[&scores, &scale], &[]);
-        let scores = self.g.node("Add", &[&scores, bias], &[]);
-        let probs = self
-            .g
-            .node("Softmax", &[&scores], &[("axis", Attr::Int(-1))]);
-        self.g.node("MatMul", &[&probs, v], &[])
     }
 
     /// Pools token states `[batch, sequence, hidden]` into `[batch, hidden]`.
@@ -454,252 +387,6 @@ impl Builder<'_> {
     }
 }
 
-/// Masks shared by every layer's window attention, built once.
-struct WindowMasks {
-    /// Additive bias over the window keys of each query block, `[b, 1, blocks, block, 3·block]`.
-    window_bias: String,
-    /// Additive bias over the global keys, `[b, 1, 1, 1, G]`.
-    global_bias: String,
-    /// For the dense reference: the equivalent `[b, 1, s, s]` bias.
-    reference_bias: Option<String>,
-    block: usize,
-    global: usize,
-}
-
-impl Builder<'_> {
-    /// Splits axis 2 of `x` (`[b, heads|1, s, ...]`) into `[blocks, block]` and builds, for each
-    /// block, itself with its two neighbours: `[…, blocks, 3·block, …]` along axis 3. Out-of-range
-    /// neighbours are zeros.
-    fn neighbours(&mut self, x: &str, block: usize, tail: &[i64]) -> String {
-        let mut shape = vec![0, 0, -1, block as i64];
-        shape.extend_from_slice(tail);
-        let shape = self.g.i64_tensor("block_shape", &[shape.len()], &shape);
-        let blocks = self.g.node("Reshape", &[x, &shape], &[]);
-        let axis = self.g.i64_tensor("block_axis", &[1], &[2]);
-        let (zero, one, minus_one, end) = (
-            self.g.i64_tensor("i0", &[1], &[0]),
-            self.g.i64_tensor("i1", &[1], &[1]),
-            self.g.i64_tensor("im1", &[1], &[-1]),
-            self.g.i64_tensor("iend", &[1], &[i64::MAX]),
-        );
-        let first = self.g.node("Slice", &[&blocks, &zero, &one, &axis], &[]);
-        let nothing = self.g.scalar_f32("zero", 0.0);
-        let zeros = self.g.node("Mul", &[&first, &nothing], &[]);
-        let all_but_last = self
-            .g
-            .node("Slice", &[&blocks, &zero, &minus_one, &axis], &[]);
-        let all_but_first = self.g.node("Slice", &[&blocks, &one, &end, &axis], &[]);
-        let prev = self.g.node(
-            "Concat",
-            &[&zeros, &all_but_last],
-            &[("axis", Attr::Int(2))],
-        );
-        let next = self.g.node(
-            "Concat",
-            &[&all_but_first, &zeros],
-            &[("axis", Attr::Int(2))],
-        );
-        self.g.node(
-            "Concat",
-            &[&prev, &blocks, &next],
-            &[("axis", Attr::Int(3))],
-        )
-    }
-
-    /// The masks of window attention, shared by all layers (None for dense attention).
-    fn window_masks(&mut self, masks: &MaskInfo) -> Result<Option<WindowMasks>> {
-        let (window, global, reference) = match self.options.attention {
-            AttentionGraph::Dense => return Ok(None),
-            AttentionGraph::Window { window, global } => (window, global, false),
-            AttentionGraph::WindowReference { window, global } => (window, global, true),
-        };
-        let block = block_size(window);
-        let radius = (window / 2) as i64;
-        self.g.set_scope("window");
-        // Token positions 0..s from the mask's shape (CumSum of ones), as floats: [b, s].
-        let zero = self.g.scalar_f32("zero", 0.0);
-        let one = self.g.scalar_f32("one", 1.0);
-        let ones = self.g.node("Mul", &[&masks.mask_f, &zero], &[]);
-        let ones = self.g.node("Add", &[&ones, &one], &[]);
-        let axis1 = self.g.i64_tensor("axis1", &[], &[1]);
-        let pos = self
-            .g
-            .node("CumSum", &[&ones, &axis1], &[("exclusive", Attr::Int(1))]);
-        // Key validity in the window part: a real token, in range, and not a global token (those
-        // are attended through the global part; counting them twice would change the softmax).
-        // [b, s] → [b, 1, s] so that `neighbours` sees axis 2 as the sequence.
-        let unsq1 = self.g.i64_tensor("axis1", &[1], &[1]);
-        let m = self.g.node("Unsqueeze", &[&masks.mask_f, &unsq1], &[]);
-        let pos3 = self.g.node("Unsqueeze", &[&pos, &unsq1], &[]);
-        let m_win = self.neighbours(&m, block, &[]); // [b, 1, blocks, 3·block]
-                                                     // Out-of-range neighbour positions are 0-filled: give them -1 instead via pos + 1 - 1.
-        let pos_plus = self.g.node("Add", &[&pos3, &one], &[]);
-        let pos_win = self.neighbours(&pos_plus, block, &[]); // 0 where out of range, else pos + 1
-                                                              // pos + 1 < G + ½ ⇔ pos < G; out-of-range keys (0) count as global, so they are masked.
-        let g_limit = self.g.scalar_f32("global_limit", global as f32 + 0.5);
-        let is_global = self.g.node("Less", &[&pos_win, &g_limit], &[]);
-        let is_global = self.g.node(
-            "Cast",
-            &[&is_global],
-            &[("to", Attr::Int(DataType::Float as i64))],
-        );
-        let not_global = self.g.node("Sub", &[&one, &is_global], &[]);
-        let ok = self.g.node("Mul", &[&m_win, &not_global], &[]);
-        let key_bias = self.additive(&ok); // [b, 1, blocks, 3·block]
-        let axis3 = self.g.i64_tensor("axis3", &[1], &[3]);
-        let key_bias = self.g.node("Unsqueeze", &[&key_bias, &axis3], &[]); // [b, 1, blocks, 1, 3·block]
-                                                                            // The band inside a block triple: query i (0..block) sits at block + i; key j (0..3·block)
-                                                                            // is allowed when |j - block - i| ≤ radius.
-        let band: Vec<f32> = (0..block as i64)
-            .flat_map(|i| {
-                (0..3 * block as i64).map(move |j| {
-                    if (j - block as i64 - i).abs() <= radius {
-                        0.0
-                    } else {
-                        MASKED
-                    }
-                })
-            })
-            .collect();
-        let band = self
-            .g
-            .f32_tensor("band", &[1, 1, 1, block, 3 * block], &band);
-        let window_bias = self.g.node("Add", &[&key_bias, &band], &[]);
-        // Global keys: the first G tokens, masked where they are padding.
-        let (z, gl, ax) = (
-            self.g.i64_tensor("i0", &[1], &[0]),
-            self.g.i64_tensor("g", &[1], &[global as i64]),
-            self.g.i64_tensor("ax", &[1], &[3]),
-        );
-        let global_bias = self.g.node("Slice", &[&masks.key_bias, &z, &gl, &ax], &[]); // [b, 1, 1, G]
-        let global_bias = self.g.node("Unsqueeze", &[&global_bias, &axis3], &[]); // [b, 1, 1, 1, G]
-        let reference_bias = reference.then(|| {
-            // |i - j| ≤ radius, or i < G, or j < G; and j a real token.
-            let col = self.g.i64_tensor("col", &[1], &[2]);
-            let row_axis = self.g.i64_tensor("row", &[1], &[1]);
-            let pi = self.g.node("Unsqueeze", &[&pos, &col], &[]); // [b, s, 1]
-            let pj = self.g.node("Unsqueeze", &[&pos, &row_axis], &[]); // [b, 1, s]
-            let d = self.g.node("Sub", &[&pi, &pj], &[]);
-            let d = self.g.node("Abs", &[&d], &[]);
-            let r = self.g.scalar_f32("radius", radius as f32 + 0.5);
-            let near = self.g.node("Less", &[&d, &r], &[]);
-            let g_raw = self.g.scalar_f32("global_limit", global as f32 - 0.5);
-            let gi = self.g.node("Less", &[&pi, &g_raw], &[]);
-            let gj = self.g.node("Less", &[&pj, &g_raw], &[]);
-            let any = self.g.node("Or", &[&near, &gi], &[]);
-            let any = self.g.node("Or", &[&any, &gj], &[]);
-            let allowed = self.g.node(
-                "Cast",
-                &[&any],
-                &[("to", Attr::Int(DataType::Float as i64))],
-            );
-            let allowed = self.g.node("Mul", &[&allowed, &m], &[]); // [b, s, s] · [b, 1, s]
-            let bias = self.additive(&allowed);
-            let head_axis = self.g.i64_tensor("heads", &[1], &[1]);
-            self.g.node("Unsqueeze", &[&bias, &head_axis], &[]) // [b, 1, s, s]
-        });
-        Ok(Some(WindowMasks {
-            window_bias,
-            global_bias,
-            reference_bias,
-            block,
-            global,
-        }))
-    }
-
-    /// Blocked sliding-window attention with global tokens, `[b, heads, s, dh]` in and out, `s` a
-    /// multiple of the block size (the runtime pads). Each query block scores 3 blocks of keys
-    /// plus the G global keys: cost and memory grow linearly with `s`. The first G queries
-    /// (global) attend to every key.
-    fn window_attention(
-        &mut self,
-        q: &str,
-        k: &str,
-        v: &str,
-        masks: &MaskInfo,
-        w: &WindowMasks,
-    ) -> String {
-        let dh = self.base.config.head_dim() as i64;
-        let block = w.block;
-        let shape = self
-            .g
-            .i64_tensor("q_blocks", &[5], &[0, 0, -1, block as i64, dh]);
-        let qb = self.g.node("Reshape", &[q, &shape], &[]); // [b, h, blocks, block, dh]
-        let kw = self.neighbours(k, block, &[dh]); // [b, h, blocks, 3·block, dh]
-        let vw = self.neighbours(v, block, &[dh]);
-        let kwt = self.g.node(
-            "Transpose",
-            &[&kw],
-            &[("perm", Attr::Ints(vec![0, 1, 2, 4, 3]))],
-        );
-        let scale = self.scale();
-        let s_win = self.g.node("MatMul", &[&qb, &kwt], &[]); // [b, h, blocks, block, 3·block]
-        let s_win = self.g.node("Mul", &[&s_win, &scale], &[]);
-        let s_win = self.g.node("Add", &[&s_win, &w.window_bias], &[]);
-        let mut scores = vec![s_win];
-        let (z, gl, ax) = (
-            self.g.i64_tensor("i0", &[1], &[0]),
-            self.g.i64_tensor("g", &[1], &[w.global as i64]),
-            self.g.i64_tensor("ax", &[1], &[2]),
-        );
-        let axis2 = self.g.i64_tensor("axis2", &[1], &[2]);
-        let vg = if w.global > 0 {
-            let kg = self.g.node("Slice", &[k, &z, &gl, &ax], &[]); // [b, h, G, dh]
-            let vg = self.g.node("Slice", &[v, &z, &gl, &ax], &[]);
-            let kgt = self.g.node(
-                "Transpose",
-                &[&kg],
-                &[("perm", Attr::Ints(vec![0, 1, 3, 2]))],
-            );
-            let kgt = self.g.node("Unsqueeze", &[&kgt, &axis2], &[]); // [b, h, 1, dh, G]
-            let s_g = self.g.node("MatMul", &[&qb, &kgt], &[]); // [b, h, blocks, block, G]
-            let s_g = self.g.node("Mul", &[&s_g, &scale], &[]);
-            scores.push(self.g.node("Add", &[&s_g, &w.global_bias], &[]));
-            Some(vg)
-        } else {
-            None
-        };
-        let refs: Vec<&str> = scores.iter().map(String::as_str).collect();
-        let scores = if refs.len() == 1 {
-            scores[0].clone()
-        } else {
-            self.g.node("Concat", &refs, &[("axis", Attr::Int(-1))])
-        };
-        let probs = self
-            .g
-            .node("Softmax", &[&scores], &[("axis", Attr::Int(-1))]);
-        let ctx = if let Some(vg) = &vg {
-            let w3 = 3 * block as i64;
-            let (s0, s1, s2, last) = (
-                self.g.i64_tensor("i0", &[1], &[0]),
-                self.g.i64_tensor("w3", &[1], &[w3]),
-                self.g.i64_tensor("end", &[1], &[i64::MAX]),
-                self.g.i64_tensor("last", &[1], &[-1]),
-            );
-            let p_win = self.g.node("Slice", &[&probs, &s0, &s1, &last], &[]);
-            let p_g = self.g.node("Slice", &[&probs, &s1, &s2, &last], &[]);
-            let c_win = self.g.node("MatMul", &[&p_win, &vw], &[]);
-            let vg = self.g.node("Unsqueeze", &[vg, &axis2], &[]); // [b, h, 1, G, dh]
-            let c_g = self.g.node("MatMul", &[&p_g, &vg], &[]);
-            self.g.node("Add", &[&c_win, &c_g], &[])
-        } else {
-            self.g.node("MatMul", &[&probs, &vw], &[])
-        };
-        let back = self.g.i64_tensor("unblock", &[4], &[0, 0, -1, dh]);
-        let ctx = self.g.node("Reshape", &[&ctx, &back], &[]); // [b, h, s, dh]
-        if w.global == 0 {
-            return ctx;
-        }
-        // Global queries attend to all keys (G rows: linear in s).
-        let qg = self.g.node("Slice", &[q, &z, &gl, &ax], &[]); // [b, h, G, dh]
-        let ctx_g = self.dense_attention(&qg, k, v, &masks.key_bias); // [b, h, G, dh]
-        let end = self.g.i64_tensor("end", &[1], &[i64::MAX]);
-        let rest = self.g.node("Slice", &[&ctx, &gl, &end, &ax], &[]);
-        self.g
-            .node("Concat", &[&ctx_g, &rest], &[("axis", Attr::Int(2))])
-    }
-}
-
 /// Position embeddings for `rows` positions: the learned table, repeated (Longformer's recipe:
 /// copy the learned positions to fill the longer table; no retraining here).
 fn extend_positions(pos: &Tensor, rows: usize) -> Tensor {
@@ -713,70 +400,9 @@ fn extend_positions(pos: &Tensor, rows: usize) -> Tensor {
     Tensor::new(vec![rows, h], data)
 }
 
-/// Symmetric per-column quantization of `w` `[in, out]` to `[-limit, limit]`: one scale per
-/// output channel. Linear weights use limit 63 (7 bits): x86 CPUs without VNNI multiply u8×s8
-/// pairs into saturating i16 sums (`vpmaddubsw`), so 255·127·2 would overflow and ONNX Runtime
-/// would compute something else than the graph says; 255·63·2 fits.
-pub fn quantize_columns(w: &Tensor, limit: i32) -> (Vec<i8>, Vec<f32>) {
-    let (rows, cols) = (w.shape[0], w.shape[1]);
-    let scales: Vec<f32> = (0..cols)
-        .map(|c| {
-            let max = (0..rows)
-                .map(|r| w.data[r * cols + c].abs())
-                .fold(0.0f32, f32::max);
-            if max > 0.0 {
-                max / limit as f32
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    let q = w
-        .data
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            (v / scales[i % cols])
-                .round()
-                .clamp(-limit as f32, limit as f32) as i8
-        })
-        .collect();
-    (q, scales)
-}
-
-/// Symmetric per-row quantization of `w` `[rows, cols]` (embedding tables: one scale per token).
-pub fn quantize_rows(w: &Tensor, limit: i32) -> (Vec<i8>, Vec<f32>) {
-    let (q, scales) = quantize_columns(&w.t(), limit);
-    let qt = Tensor::new(
-        vec![w.shape[1], w.shape[0]],
-        q.iter().map(|&v| v as f32).collect(),
-    )
-    .t();
-    (qt.data.iter().map(|&v| v as i8).collect(), scales)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn per_channel_quantization_round_trips_within_half_a_step() {
-        let w = Tensor::new(vec![3, 2], vec![0.5, -2.0, -1.0, 1.0, 0.25, 0.0]);
-        let (q, s) = quantize_columns(&w, 63);
-        assert_eq!(s, vec![1.0 / 63.0, 2.0 / 63.0]);
-        for (i, &v) in w.data.iter().enumerate() {
-            let back = q[i] as f32 * s[i % 2];
-            assert!((back - v).abs() <= s[i % 2] / 2.0 + 1e-7);
-        }
-        assert_eq!(q[1], -63);
-        let (qr, sr) = quantize_rows(&w, 127);
-        assert_eq!(sr.len(), 3);
-        assert_eq!(qr[1], -127);
-        assert_eq!(
-            quantize_columns(&Tensor::new(vec![1, 1], vec![0.0]), 63).1,
-            vec![1.0]
-        );
-    }
 
     #[test]
     fn positions_are_extended_by_copying() {

@@ -9,6 +9,7 @@
 //! package.write("sentiment-pkg".as_ref()).unwrap();
 //! ```
 
+mod attention;
 pub mod bert;
 mod error;
 #[doc(hidden)]
@@ -16,6 +17,8 @@ pub mod fixture;
 pub mod hf;
 pub mod onnx;
 pub mod peft;
+mod quantize;
+mod window;
 
 pub use error::{ExportError, Result};
 
