@@ -46,6 +46,9 @@ step "x86_64: every crate, both backends, the wasm engine"
 # Everything once, ort and wasm compiled in (one feature-unified build of tract).
 cargo test --release --workspace --exclude autoglm-component \
   --features autoglm-cli/ort,autoglm-cli/wasm "$@"
+step "examples/ (built and tested by the stage above; run once more here, for the log)"
+"$CARGO_TARGET_DIR"/release/autoglm-example-classify models/sentiment-int8.tar "I loved this film"
+"$CARGO_TARGET_DIR"/release/autoglm-example-wasm-host models/sentiment-int8.tar "I loved this film"
 step "the component from Node.js (jco)"
 AUTOGLM_BIN=$CARGO_TARGET_DIR/release/autoglm tools/test-js.sh
 step "x86_64: the build without ort"
