@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: assets and the ONNX Runtime library (stdlib Python only),
 # the cross toolchains, then every crate's tests in release mode (tract is far too slow
 # unoptimized for the real-model tests) with both backends and the WASI component, the
-# component from Node.js, and the aarch64 subset under emulation on two CPU models.
+# component from Node.js, the fuzz targets for a short time (nightly), and the aarch64 subset
+# under emulation on two CPU models.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$root"
@@ -55,6 +56,9 @@ step "x86_64: the build without ort"
 # The build without the feature refuses `ort` clearly. Same selection (--workspace), so every
 # dependency keeps its features and only autoglm-runtime and its dependents rebuild, not tract.
 cargo test --release --workspace --exclude autoglm-component --lib -- backend::tests
+step "fuzzing (nightly, 20 s per target)"
+# Every cargo-fuzz target from the committed seeds; says so and goes on where no nightly is.
+tools/fuzz.sh 20
 step "aarch64 under qemu (Cortex-A72, Cortex-A76)"
 tools/test-aarch64.sh
 step "static binaries (musl) and the container image (podman)"

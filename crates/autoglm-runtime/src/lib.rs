@@ -18,6 +18,7 @@ pub mod batch;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod graph_guard;
 pub mod ops;
 #[cfg(feature = "ort")]
 pub mod ort;

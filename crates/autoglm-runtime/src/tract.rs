@@ -6,6 +6,23 @@ use crate::error::{Result, RuntimeError};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::{DimLike, Factoid};
 
+/// Runs `f`, turning a panic inside it into an error. tract trusts its graphs in places (found
+/// by fuzzing the load path: a constant `Gather` with an index past its data panics during
+/// analysis), and a package is untrusted input: its graph must never take the process down.
+/// Whatever `f` was building is dropped (a state that panicked is not pooled again).
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(RuntimeError::Model(format!(
+            "tract failed while {what}: {message} (the graph is invalid or unsupported)"
+        )))
+    })
+}
+
 fn model_error(e: impl std::fmt::Debug) -> RuntimeError {
     // tract errors are anyhow chains: `{:?}` prints every cause, which is what a user needs.
     RuntimeError::Model(format!("{e:?}"))
@@ -114,9 +131,26 @@ impl TractBackend {
     }
 
     fn load(onnx: &[u8], threads: usize, sequence_multiple: usize, patch: bool) -> Result<Self> {
-        let mut model = tract_onnx::onnx()
-            .model_for_read(&mut &onnx[..])
+        guarded("loading the graph", || {
+            Self::load_unguarded(onnx, threads, sequence_multiple, patch)
+        })
+    }
+
+    fn load_unguarded(
+        onnx: &[u8],
+        threads: usize,
+        sequence_multiple: usize,
+        patch: bool,
+    ) -> Result<Self> {
+        let framework = tract_onnx::onnx();
+        let proto = framework
+            .proto_model_for_read(&mut &onnx[..])
             .map_err(model_error)?;
+        crate::graph_guard::check(&proto)?;
+        let mut model = framework
+            .model_for_proto_model(&proto)
+            .map_err(model_error)?;
+        drop(proto);
         if sequence_multiple > 1 {
             // Window attention reshapes the sequence into blocks of `sequence_multiple`: saying
             // the sequence is `blocks · multiple` makes that reshape exact for tract's symbolic
@@ -244,7 +278,9 @@ impl TractBackend {
             None => self.plan.spawn().map_err(model_error)?,
         };
         // A state whose run failed is dropped, not pooled: it may hold a half-finished turn.
-        let outputs = state.run(inputs).map_err(model_error)?;
+        let outputs = guarded("running the graph", || {
+            state.run(inputs).map_err(model_error)
+        })?;
         self.states
             .lock()
             .unwrap_or_else(|e| e.into_inner())

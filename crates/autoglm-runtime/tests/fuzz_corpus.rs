@@ -162,7 +162,7 @@ fn write_fuzz_seeds() {
     v["files"]["../x"] = serde_json::json!({"size": u64::MAX, "sha256": "z"});
     write("manifest_json", "bad_limits.json", v.to_string().as_bytes());
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["attention"] = serde_json::json!({"window": {"window": 3, "global": 99}});
+    v["attention"] = serde_json::json!({"type": "window", "window": 3, "global": 99});
     write("manifest_json", "bad_window.json", v.to_string().as_bytes());
 
     // tokenize_batch

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target (fuzz/, ROBUSTNESS.md) for SECONDS each (default 20) on nightly
+# Rust, from the committed seeds, with new inputs kept outside the repository. Where no nightly
+# toolchain is installed it says so and exits 0: the stable test suite replays the same seeds.
+#   tools/fuzz.sh [SECONDS] [TARGET...]
+# The component_call target needs AUTOGLM_COMPONENT (tools/build-component.sh; built here when
+# unset). The instrumented build has its own target directory beside the main one (it is a
+# different compiler and different flags); the first build compiles tract and wasmtime again.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "$0")/env.sh"
+cd "$root"
+seconds=${1:-20}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(package_tar manifest_json tokenize_batch onnx_load http_request component_call)
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "fuzz: no nightly toolchain here: not fuzzing (the corpus replays on stable in the tests)" >&2
+  exit 0
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  cargo +nightly install --locked cargo-fuzz >&2
+fi
+if [ -z "${AUTOGLM_COMPONENT:-}" ]; then
+  AUTOGLM_COMPONENT=$(tools/build-component.sh)
+fi
+export AUTOGLM_COMPONENT
+export CARGO_TARGET_DIR=${AUTOGLM_FUZZ_TARGET_DIR:-$(dirname "$CARGO_TARGET_DIR")/fuzz-target}
+# No sanitizer: safe Rust needs no AddressSanitizer, and without it the build and every
+# execution are faster. libFuzzer still catches panics, aborts, timeouts and memory growth.
+flags=(--sanitizer none --features serve,wasm)
+cd fuzz
+cargo +nightly fuzz build "${flags[@]}" >&2
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+printf '%-16s %10s %8s\n' target executions exec/s
+for t in "${targets[@]}"; do
+  mkdir -p "$scratch/$t"
+  log=$scratch/$t.log
+  # -rss_limit_mb: a target that grows past 2 GiB is a finding (inputs are a few KB);
+  # -timeout: one input running 60 s is a hang.
+  if ! cargo +nightly fuzz run "${flags[@]}" "$t" "$scratch/$t" "corpus/$t" -- \
+    -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=60 -print_final_stats=1 >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "fuzz: $t failed; the input is under fuzz/artifacts/$t/ (ROBUSTNESS.md: replay, fix, commit as a regression seed)" >&2
+    exit 1
+  fi
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+  printf '%-16s %10s %8s\n' "$t" "${runs:-?}" "${rate:-?}"
+done
