@@ -22,9 +22,11 @@
 #[doc(hidden)]
 pub mod fuzzing;
 mod manifest;
+pub mod signature;
 mod tasks;
 
 pub use manifest::*;
+pub use signature::{Signer, SigningKey, TrustedKeys, SIGNATURE_FILE};
 pub use tasks::{is_task_name, Task, TaskSlice, MAX_TASK_NAME_BYTES};
 
 use sha2::{Digest, Sha256};
@@ -86,6 +88,14 @@ pub enum PackageError {
     NotRegular { path: PathBuf, kind: &'static str },
     #[error("refusing to write the package to {path}: {reason}")]
     Target { path: PathBuf, reason: String },
+    #[error("the package is not signed ({SIGNATURE_FILE} is missing), and trusted keys are configured: sign it with `autoglm sign`")]
+    Unsigned,
+    #[error("the package is signed by key {key_id}, which is not trusted (trusted: {trusted})")]
+    UntrustedKey { key_id: String, trusted: String },
+    #[error("the package's signature is not valid: {0}; the manifest was changed after signing, or the signature is damaged")]
+    BadSignature(String),
+    #[error("key: {0}")]
+    Key(String),
 }
 
 /// Refuses anything at `path` but a regular file, without following a symlink and before
@@ -122,6 +132,18 @@ fn file_kind(t: &std::fs::FileType) -> &'static str {
     }
 }
 
+/// A signature file's text: UTF-8 within [`signature::MAX_SIGNATURE_BYTES`].
+fn signature_text(bytes: Vec<u8>) -> Result<String, PackageError> {
+    if bytes.len() as u64 > signature::MAX_SIGNATURE_BYTES {
+        return Err(PackageError::BadSignature(format!(
+            "{SIGNATURE_FILE} is over {} bytes",
+            signature::MAX_SIGNATURE_BYTES
+        )));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| PackageError::BadSignature(format!("{SIGNATURE_FILE} is not text")))
+}
+
 /// Reads at most `limit + 1` bytes of the regular file `path` (the caller compares the length
 /// with what it expected). The buffer starts at the size the file system reports, never at a
 /// size someone declared, and grows only as bytes really arrive.
@@ -154,7 +176,12 @@ fn read_regular(path: &Path, limit: u64, stat_len: u64) -> Result<Vec<u8>, Packa
 #[derive(Clone, PartialEq)]
 pub struct Package {
     manifest: Manifest,
+    /// `manifest.json` exactly as read (or as written for a new package): what a signature
+    /// covers, and what is written back.
+    manifest_bytes: Vec<u8>,
     files: BTreeMap<String, Vec<u8>>,
+    /// The minisign signature of `manifest_bytes` ([`SIGNATURE_FILE`]), if the package has one.
+    signature: Option<String>,
 }
 
 impl std::fmt::Debug for Package {
@@ -167,6 +194,7 @@ impl std::fmt::Debug for Package {
         f.debug_struct("Package")
             .field("manifest", &self.manifest)
             .field("files", &sizes)
+            .field("signed", &self.signature.is_some())
             .finish()
     }
 }
@@ -198,8 +226,10 @@ impl Package {
         }
         manifest.validate()?;
         Ok(Package {
+            manifest_bytes: manifest.to_json(),
             manifest,
             files: map,
+            signature: None,
         })
     }
 
@@ -260,7 +290,17 @@ impl Package {
             let bytes = read_regular(&path, entry.size, meta.len())?;
             files.insert(name.clone(), bytes);
         }
-        Self::verified(manifest, files)
+        let signature_path = dir.join(SIGNATURE_FILE);
+        let signature = match regular_file(&signature_path, SIGNATURE_FILE) {
+            Err(PackageError::Missing { .. }) => None,
+            Err(e) => return Err(e),
+            Ok(meta) => Some(signature_text(read_regular(
+                &signature_path,
+                signature::MAX_SIGNATURE_BYTES,
+                meta.len(),
+            )?)?),
+        };
+        Self::verified(manifest, manifest_bytes, files, signature)
     }
 
     /// Reads a package from the bytes of a tar archive (what `write_tar` produces) and verifies it.
@@ -296,6 +336,8 @@ impl Package {
             }
             let limit = if name == MANIFEST_FILE {
                 MAX_MANIFEST_BYTES
+            } else if name == SIGNATURE_FILE {
+                signature::MAX_SIGNATURE_BYTES
             } else if let Some(m) = &manifest {
                 match m.files.get(&name) {
                     Some(e) => e.size,
@@ -343,6 +385,10 @@ impl Package {
                     name: MANIFEST_FILE.into(),
                 })?;
         let manifest = Manifest::from_json(&manifest_bytes)?;
+        let signature = entries
+            .remove(SIGNATURE_FILE)
+            .map(signature_text)
+            .transpose()?;
         let files = manifest
             .files
             .keys()
@@ -353,12 +399,14 @@ impl Package {
                     .ok_or_else(|| PackageError::Missing { name: name.clone() })
             })
             .collect::<Result<_, _>>()?;
-        Self::verified(manifest, files)
+        Self::verified(manifest, manifest_bytes, files, signature)
     }
 
     fn verified(
         manifest: Manifest,
+        manifest_bytes: Vec<u8>,
         files: BTreeMap<String, Vec<u8>>,
+        signature: Option<String>,
     ) -> Result<Self, PackageError> {
         for (name, entry) in &manifest.files {
             let bytes = files
@@ -380,7 +428,40 @@ impl Package {
                 });
             }
         }
-        Ok(Package { manifest, files })
+        Ok(Package {
+            manifest,
+            manifest_bytes,
+            files,
+            signature,
+        })
+    }
+
+    /// `manifest.json`'s bytes, exactly as the package holds them (what a signature covers).
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
+    }
+
+    /// The package's minisign signature file, if it is signed.
+    pub fn signature(&self) -> Option<&str> {
+        self.signature.as_deref()
+    }
+
+    /// Signs the manifest with `key` (replacing any earlier signature); `trusted_comment` is
+    /// signed along and shown by `autoglm inspect` and `minisign -V`.
+    pub fn sign(&mut self, key: &SigningKey, trusted_comment: &str) -> Result<(), PackageError> {
+        self.signature = Some(key.sign(&self.manifest_bytes, trusted_comment)?);
+        Ok(())
+    }
+
+    /// Checks the signature against `trusted`: `Ok(None)` when no key is trusted (digests
+    /// only), the signer when one of the keys signed this manifest, else an error (unsigned,
+    /// signed by another key, or a signature that does not match the manifest).
+    pub fn verify(&self, trusted: &TrustedKeys) -> Result<Option<Signer>, PackageError> {
+        if trusted.is_empty() {
+            return Ok(None);
+        }
+        let signature = self.signature.as_deref().ok_or(PackageError::Unsigned)?;
+        trusted.verify(&self.manifest_bytes, signature).map(Some)
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -425,7 +506,10 @@ impl Package {
         for (name, bytes) in &self.files {
             write(tmp.path.join(name), bytes)?;
         }
-        write(tmp.path.join(MANIFEST_FILE), &self.manifest.to_json())?;
+        write(tmp.path.join(MANIFEST_FILE), &self.manifest_bytes)?;
+        if let Some(signature) = &self.signature {
+            write(tmp.path.join(SIGNATURE_FILE), signature.as_bytes())?;
+        }
         let old = if std::fs::symlink_metadata(dir).is_ok() {
             // A name of our own for the old package; reserved by creating it, then replaced.
             let old = TempPath::create(dir, "old", true)?;
@@ -468,8 +552,13 @@ impl Package {
     /// The package as one deterministic tar archive (sorted names, zero mtimes and ids).
     pub fn to_tar(&self) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
-        let manifest = self.manifest.to_json();
-        let all = std::iter::once((MANIFEST_FILE, manifest.as_slice())).chain(self.files());
+        let signature = self
+            .signature
+            .as_ref()
+            .map(|s| (SIGNATURE_FILE, s.as_bytes()));
+        let all = std::iter::once((MANIFEST_FILE, self.manifest_bytes.as_slice()))
+            .chain(signature)
+            .chain(self.files());
         for (name, bytes) in all {
             let mut header = tar::Header::new_ustar();
             header.set_size(bytes.len() as u64);
@@ -700,6 +789,7 @@ fn check_file_name(name: &str) -> Result<(), PackageError> {
     let ok = !name.is_empty()
         && name.len() <= 100
         && name != MANIFEST_FILE
+        && name != SIGNATURE_FILE
         && !name.starts_with('.')
         && name
             .chars()
