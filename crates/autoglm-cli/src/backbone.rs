@@ -32,7 +32,7 @@ impl BackboneArgs {
         let options = self.backend.load_options(
             self.threads.max(1),
             autoglm_runtime::LoadOptions::default().max_batch,
-        );
+        )?;
         let embedder = Embedder::open(&self.model, &options, self.cache.as_deref())
             .with_context(|| format!("cannot load embedding package {}", self.model.display()))?;
         if self.backend.chosen() {

@@ -53,12 +53,17 @@ pub enum Source<'a> {
 impl Runner {
     /// Loads the package into the component (`Source`) within the limits of `args`.
     #[cfg(feature = "wasm")]
-    pub fn wasm(args: &EngineArgs, source: Source<'_>) -> Result<Self> {
+    pub fn wasm(
+        args: &EngineArgs,
+        source: Source<'_>,
+        trust: autoglm_runtime::TrustedKeys,
+    ) -> Result<Self> {
         use anyhow::Context;
         use autoglm_wasm::{find_component, Host, HostOptions, Limits, WasmModel};
         let component = find_component(args.component.as_deref())?;
         let options = HostOptions {
             fuel: args.wasm_fuel.is_some(),
+            trust,
             ..HostOptions::default()
         };
         let host = Host::new(&component, &options)?;
@@ -77,7 +82,7 @@ impl Runner {
     }
 
     #[cfg(not(feature = "wasm"))]
-    pub fn wasm(_: &EngineArgs, _: Source<'_>) -> Result<Self> {
+    pub fn wasm(_: &EngineArgs, _: Source<'_>, _: autoglm_runtime::TrustedKeys) -> Result<Self> {
         anyhow::bail!(
             "this autoglm was built without the wasm engine; rebuild with \
              `cargo build --release -p autoglm-cli --features wasm`"

@@ -12,6 +12,30 @@ pub struct InspectArgs {
     package: PathBuf,
     #[arg(long)]
     json: bool,
+    /// Check the signature against these minisign public keys (as for `classify --trust`).
+    #[arg(
+        long = "trust",
+        value_name = "PUBKEY_FILE",
+        env = "AUTOGLM_TRUST",
+        value_delimiter = ','
+    )]
+    trust: Vec<PathBuf>,
+}
+
+/// What `inspect` says of the signature: checked against `--trust` keys when given (a bad or
+/// untrusted signature is an error), else what is there and that nothing was verified.
+fn signature_line(package: &Package, trust: &[PathBuf]) -> Result<String> {
+    let keys = autoglm_package::TrustedKeys::from_files(trust)?;
+    if let Some(signer) = package.verify(&keys)? {
+        return Ok(format!(
+            "valid, by trusted key {} ({})",
+            signer.key_id, signer.trusted_comment
+        ));
+    }
+    Ok(match package.signature() {
+        Some(_) => "present, not checked: no trusted key (--trust); digests only".into(),
+        None => "none; no trusted key (--trust) configured: digests only".into(),
+    })
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
@@ -31,7 +55,12 @@ pub fn run(a: InspectArgs) -> Result<()> {
                 )
             })
             .collect();
-        let out = json!({"manifest": serde_json::to_value(m)?, "files": files, "ops": ops});
+        let out = json!({
+            "manifest": serde_json::to_value(m)?,
+            "files": files,
+            "ops": ops,
+            "signature": signature_line(&package, &a.trust)?,
+        });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
@@ -62,6 +91,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         );
     }
     println!("exporter    {}", m.provenance.exporter);
+    println!("signature   {}", signature_line(&package, &a.trust)?);
     println!("files (sha256 verified):");
     for (name, entry) in &m.files {
         println!("  {name:<16} {:>12} bytes  {}", entry.size, entry.sha256);

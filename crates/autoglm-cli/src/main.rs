@@ -14,6 +14,7 @@ mod model;
 mod multitask;
 mod rank;
 mod serve;
+mod sign;
 
 /// glibc's malloc returns the multi-megabyte activations of each inference to the system and
 /// page-faults them back in on the next one (measured: up to a quarter of the run time at 512
@@ -55,6 +56,10 @@ enum Command {
     Multitask(multitask::MultitaskArgs),
     /// Rank adapted source packages for a target data set by transferability (MMD).
     Rank(rank::RankArgs),
+    /// Make a minisign key pair for signing packages.
+    Keygen(sign::KeygenArgs),
+    /// Sign a package (its manifest) with a secret key.
+    Sign(sign::SignArgs),
 }
 
 fn main() {
@@ -76,5 +81,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Adapt(a) => adapt::run(*a),
         Command::Multitask(a) => multitask::run(a),
         Command::Rank(a) => rank::run(a),
+        Command::Keygen(a) => sign::keygen(a),
+        Command::Sign(a) => sign::sign(a),
     }
 }

@@ -4,7 +4,7 @@
 use crate::{engine, input};
 use anyhow::{bail, Context, Result};
 use autoglm_package::Package;
-use autoglm_runtime::{BackendKind, Device, LoadOptions, Model};
+use autoglm_runtime::{BackendKind, Device, LoadOptions, Model, TrustedKeys};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,17 +21,33 @@ pub struct BackendArgs {
     /// The ONNX Runtime shared library for `--backend ort` (tools/fetch-onnxruntime.sh).
     #[arg(long, env = "ORT_DYLIB_PATH")]
     pub ort_lib: Option<PathBuf>,
+    /// Load only packages signed by this minisign public key (`autoglm keygen`, or
+    /// `minisign -G`); repeat for several (key rotation), or list them comma-separated in
+    /// AUTOGLM_TRUST. Without it, packages are checked by their sha256 digests only.
+    #[arg(
+        long = "trust",
+        value_name = "PUBKEY_FILE",
+        env = "AUTOGLM_TRUST",
+        value_delimiter = ','
+    )]
+    pub trust: Vec<PathBuf>,
 }
 
 impl BackendArgs {
-    pub fn load_options(&self, threads: usize, max_batch: usize) -> LoadOptions {
-        LoadOptions {
+    pub fn load_options(&self, threads: usize, max_batch: usize) -> Result<LoadOptions> {
+        Ok(LoadOptions {
             threads,
             max_batch,
             backend: self.backend,
             device: self.device,
             ort_library: self.ort_lib.clone(),
-        }
+            trust: self.trusted_keys()?,
+        })
+    }
+
+    /// The keys of `--trust` (none: digests only).
+    pub fn trusted_keys(&self) -> Result<TrustedKeys> {
+        Ok(TrustedKeys::from_files(&self.trust)?)
     }
 
     /// Whether the user chose a provider (then the one that really runs is printed).
@@ -57,7 +73,7 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Model> {
-        let options = self.backend.load_options(self.threads, self.batch_size);
+        let options = self.backend.load_options(self.threads, self.batch_size)?;
         let model = match &self.model {
             Some(path) => Model::load_with(path, &options)
                 .with_context(|| format!("cannot load package {}", path.display()))?,
@@ -83,7 +99,7 @@ impl ModelArgs {
                     Some(path) => engine::Source::Path(path),
                     None => engine::Source::Bytes(default_package_bytes()?),
                 };
-                engine::Runner::wasm(engine, source)
+                engine::Runner::wasm(engine, source, self.backend.trusted_keys()?)
             }
         }
     }

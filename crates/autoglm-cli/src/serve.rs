@@ -102,7 +102,8 @@ impl ServeArgs {
             models,
             load: self
                 .backend
-                .load_options(self.threads.max(1), self.max_batch.max(1)),
+                .load_options(self.threads.max(1), self.max_batch.max(1))
+                .map_err(|e| ServeError::Config(format!("{e:#}")))?,
             batch: BatchConfig {
                 max_batch: self.max_batch.max(1),
                 max_wait: Duration::from_millis(self.batch_wait_ms),

@@ -26,7 +26,9 @@ pub mod scores;
 pub mod tokenize;
 pub mod tract;
 
-pub use autoglm_package::{Attention, Manifest, ModelKind, Package, Quantization, TaskSlice};
+pub use autoglm_package::{
+    Attention, Manifest, ModelKind, Package, Quantization, Signer, TaskSlice, TrustedKeys,
+};
 pub use backend::{Backend, BackendKind, Device, GraphFacts};
 pub use error::{Result, RuntimeError};
 pub use scores::{argmax, softmax, Prediction, Real};
@@ -60,6 +62,9 @@ pub struct LoadOptions {
     /// The ONNX Runtime shared library (default: `ORT_DYLIB_PATH`, else `libonnxruntime.so` on
     /// the loader's path). One library per process: the first one loaded stays.
     pub ort_library: Option<PathBuf>,
+    /// Keys a package must be signed by (see `autoglm_package::signature`); empty: no
+    /// signature is required and the digests alone are checked.
+    pub trust: TrustedKeys,
 }
 
 impl LoadOptions {
@@ -89,6 +94,7 @@ impl Default for LoadOptions {
             backend: BackendKind::Tract,
             device: Device::Cpu,
             ort_library: None,
+            trust: TrustedKeys::none(),
         }
     }
 }
@@ -110,6 +116,7 @@ pub struct Model {
     backend: Box<dyn Backend>,
     max_batch: usize,
     pad_id: i64,
+    signer: Option<Signer>,
 }
 
 impl Model {
@@ -125,19 +132,23 @@ impl Model {
     /// Builds a model from a verified package, on the backend and device `options` name.
     pub fn from_package(mut package: Package, options: &LoadOptions) -> Result<Self> {
         options.check()?;
+        // Before any of the package's content is parsed.
+        package.verify(&options.trust)?;
         let graph = package.take_file(&package.manifest().graph.file.clone())?;
         let backend = open_backend(&graph, package.manifest().graph.sequence_multiple, options)?;
         Self::with_backend(package, backend, options)
     }
 
     /// Builds a model from a verified package and a backend that already holds its graph, after
-    /// checking the manifest against the graph (see [`check_graph`]).
+    /// checking its signature against `options.trust` (when keys are trusted) and the manifest
+    /// against the graph (see [`check_graph`]).
     pub fn with_backend(
         package: Package,
         backend: Box<dyn Backend>,
         options: &LoadOptions,
     ) -> Result<Self> {
         options.check()?;
+        let signer = package.verify(&options.trust)?;
         let manifest = package.manifest().clone();
         if manifest.graph.inputs.len() != 3 {
             return Err(RuntimeError::Unsupported(format!(
@@ -155,6 +166,7 @@ impl Model {
             backend,
             max_batch: options.max_batch.max(1),
             pad_id,
+            signer,
         };
         if facts.output_width.is_none() {
             // The backend cannot tell statically: one text of two tokens tells for sure.
@@ -167,6 +179,12 @@ impl Model {
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Who signed the package, when it was verified against trusted keys (`None`: no key was
+    /// trusted, so only the digests were checked).
+    pub fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
     }
 
     pub fn labels(&self) -> &[String] {

@@ -20,6 +20,7 @@ pub struct Host {
     pub(crate) engine: Engine,
     pub(crate) pre: bindings::EdgePre<State>,
     pub(crate) fuel: bool,
+    pub(crate) trust: autoglm_package::TrustedKeys,
     compiled: Compiled,
     compile_time: Duration,
     _ticker: Ticker,
@@ -95,6 +96,7 @@ impl Host {
             engine,
             pre,
             fuel: options.fuel,
+            trust: options.trust.clone(),
             compiled,
             compile_time,
         })

@@ -21,6 +21,23 @@ const GUEST_PACKAGE_DIR: &str = "/package";
 
 /// Where a model's package comes from (kept to load it again in a fresh instance).
 #[derive(Clone)]
+/// Checks the package's signature against `trust` on the host, before the component sees it.
+/// A directory is read (and verified) once here and handed to the component as the bytes of a
+/// `.tar`, so that what was verified is what runs, even if the directory changes meanwhile.
+fn verified(trust: &autoglm_package::TrustedKeys, source: Source) -> Result<Source> {
+    let invalid = |e: autoglm_package::PackageError| WasmError::InvalidPackage(e.to_string());
+    let package = match &source {
+        Source::Bytes(bytes) => autoglm_package::Package::from_tar(bytes),
+        Source::Dir(dir) => autoglm_package::Package::open(dir),
+    }
+    .map_err(invalid)?;
+    package.verify(trust).map_err(invalid)?;
+    Ok(match source {
+        Source::Bytes(bytes) => Source::Bytes(bytes),
+        Source::Dir(_) => Source::Bytes(package.to_tar().into()),
+    })
+}
+
 enum Source {
     Bytes(Arc<[u8]>),
     Dir(PathBuf),
@@ -73,6 +90,11 @@ impl WasmModel {
     }
 
     fn start(host: &Host, source: Source, limits: Limits) -> Result<Self> {
+        let source = if host.trust.is_empty() {
+            source
+        } else {
+            verified(&host.trust, source)?
+        };
         let mut model = WasmModel {
             engine: host.engine.clone(),
             pre: host.pre.clone(),

@@ -13,6 +13,9 @@ pub struct HostOptions {
     pub cache_dir: Option<PathBuf>,
     /// Do not read or write the cache (always compile).
     pub no_cache: bool,
+    /// Keys every package must be signed by, checked by the host before the component sees
+    /// the package; empty: no signature required (the component checks the digests).
+    pub trust: autoglm_package::TrustedKeys,
 }
 
 /// Per-model limits, enforced on every call.

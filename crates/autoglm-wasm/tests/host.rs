@@ -294,3 +294,55 @@ fn component_call_corpus_replays() {
         );
     }
 }
+
+/// With trusted keys configured, the host checks a package's signature before the component
+/// sees it: a package signed by a trusted key loads (from bytes and from a directory), an
+/// unsigned one and one signed by another key are refused as invalid packages.
+#[test]
+fn trusted_keys_gate_what_the_component_loads() {
+    use autoglm_package::signature::{generate_keypair, write_new_key_file};
+    use autoglm_package::{Package, SigningKey, TrustedKeys};
+    let _budget = budget("trusted_keys_gate_what_the_component_loads", 300);
+    let Some(path) = component() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = |name: &str| {
+        let (public, secret) = generate_keypair(None).expect("keygen");
+        let (p, s) = (
+            dir.path().join(format!("{name}.pub")),
+            dir.path().join(name),
+        );
+        write_new_key_file(&p, &public, false).expect("write");
+        write_new_key_file(&s, &secret, true).expect("write");
+        (p, SigningKey::from_file(&s, None).expect("secret key"))
+    };
+    let (owner_pub, owner) = key("owner");
+    let (_, other) = key("other");
+    let options = HostOptions {
+        cache_dir: Some(dir.path().join("cache")),
+        trust: TrustedKeys::from_files(&[owner_pub]).expect("trusted key"),
+        ..HostOptions::default()
+    };
+    let host = Host::new(&path, &options).expect("host");
+    let unsigned = Package::from_tar(&package()).expect("committed package");
+    let signed_by = |k: &SigningKey| {
+        let mut p = unsigned.clone();
+        p.sign(k, "test").expect("sign");
+        p
+    };
+    let good = signed_by(&owner);
+    let mut model =
+        WasmModel::load(&host, good.to_tar(), Limits::default()).expect("signed by the owner");
+    assert_eq!(model.classify(&["great film"]).expect("classify").len(), 1);
+    good.write(&dir.path().join("pkg")).expect("write dir");
+    WasmModel::load_path(&host, &dir.path().join("pkg"), Limits::default())
+        .expect("a signed directory");
+    for (what, p) in [
+        ("unsigned", unsigned.clone()),
+        ("other key", signed_by(&other)),
+    ] {
+        match WasmModel::load(&host, p.to_tar(), Limits::default()) {
+            Err(WasmError::InvalidPackage(m)) => assert!(m.contains("sign"), "{what}: {m}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}

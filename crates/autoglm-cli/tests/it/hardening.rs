@@ -187,3 +187,113 @@ fn input_streams_results_before_the_input_ends() {
         );
     }
 }
+
+/// `autoglm keygen`, `autoglm sign` and `--trust`, end to end on the tiny package: a signed
+/// package classifies with its key trusted; an unsigned one, one signed by another key, and
+/// one whose manifest changed after signing are refused with a message that says why;
+/// `inspect` reports the signature; keygen never overwrites a key.
+#[test]
+fn signed_packages_and_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let pkg = path("pkg");
+    let base = dir.path().join("base");
+    autoglm_export::fixture::write_base(&base);
+    autoglm_export::fixture::write_adapter(&dir.path().join("adapter"));
+    autoglm_export::export(
+        &autoglm_export::ExportOptions::new(&base).with_adapter(dir.path().join("adapter")),
+    )
+    .unwrap()
+    .write(&dir.path().join("pkg"))
+    .unwrap();
+    let ok = |args: &[&str]| {
+        let o = autoglm(args, None);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let refused = |args: &[&str], needle: &str| {
+        let o = autoglm(args, None);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    };
+    std::fs::write(path("pw"), "s3cret\n").unwrap();
+    ok(&[
+        "keygen",
+        "--public",
+        &path("a.pub"),
+        "--secret",
+        &path("a.key"),
+        "--password-file",
+        &path("pw"),
+    ]);
+    ok(&[
+        "keygen",
+        "--public",
+        &path("b.pub"),
+        "--secret",
+        &path("b.key"),
+    ]);
+    refused(
+        &[
+            "keygen",
+            "--public",
+            &path("a.pub"),
+            "--secret",
+            &path("c.key"),
+        ],
+        "already exists",
+    );
+    let classify = |trust: &str| {
+        vec![
+            "classify".to_string(),
+            "--model".into(),
+            pkg.clone(),
+            "--trust".into(),
+            trust.to_string(),
+            "the film was good".into(),
+        ]
+    };
+    let as_refs = |v: &Vec<String>| v.iter().map(String::as_str).collect::<Vec<_>>();
+
+    refused(&as_refs(&classify(&path("a.pub"))), "not signed");
+    refused(&["sign", &pkg, "--secret", &path("a.key")], "password");
+    ok(&[
+        "sign",
+        &pkg,
+        "--secret",
+        &path("a.key"),
+        "--password-file",
+        &path("pw"),
+        "--comment",
+        "release 1",
+    ]);
+    assert!(!ok(&as_refs(&classify(&path("a.pub")))).is_empty());
+    // Rotation: either key in AUTOGLM_TRUST-style comma list.
+    assert!(!ok(&as_refs(&classify(&format!(
+        "{},{}",
+        path("b.pub"),
+        path("a.pub")
+    ))))
+    .is_empty());
+    refused(&as_refs(&classify(&path("b.pub"))), "not trusted");
+    assert!(ok(&["inspect", &pkg, "--trust", &path("a.pub")]).contains("valid, by trusted key"));
+    assert!(ok(&["inspect", &pkg]).contains("present, not checked"));
+
+    // The manifest changed after signing (a label renamed; digests still match).
+    let manifest = dir.path().join("pkg/manifest.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    json["labels"][0] = serde_json::json!("renamed");
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    refused(
+        &as_refs(&classify(&path("a.pub"))),
+        "signature is not valid",
+    );
+}

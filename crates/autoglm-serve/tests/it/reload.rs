@@ -207,3 +207,53 @@ async fn a_fifo_or_huge_manifest_never_blocks_reloads() {
     assert!(failures >= 2, "{failures}");
     assert_eq!(reloads(&state, "success"), "1");
 }
+
+/// With trusted keys, a reload to an unsigned package or to one signed by another key keeps
+/// the old model serving and is counted as a failed reload; a package signed by a trusted key
+/// (a rotated one among them) is swapped in.
+#[tokio::test]
+async fn reloads_need_a_trusted_signature_when_keys_are_configured() {
+    use autoglm_package::signature::{generate_keypair, write_new_key_file};
+    use autoglm_package::{Package, SigningKey, TrustedKeys};
+    let p = Packages::new();
+    let key = |name: &str| {
+        let (public, secret) = generate_keypair(None).unwrap();
+        let (pk, sk) = (
+            p.path(&format!("{name}.pub")),
+            p.path(&format!("{name}.key")),
+        );
+        write_new_key_file(&pk, &public, false).unwrap();
+        write_new_key_file(&sk, &secret, true).unwrap();
+        (pk, SigningKey::from_file(&sk, None).unwrap())
+    };
+    let (old_pub, old_key) = key("old");
+    let (new_pub, new_key) = key("new");
+    let (_, stranger) = key("stranger");
+    let write = |from: &Path, to: &Path, signer: Option<&SigningKey>| {
+        let mut package = Package::open(from).unwrap();
+        if let Some(k) = signer {
+            package.sign(k, "test").unwrap();
+        }
+        package.write(to).unwrap();
+    };
+    let live = p.path("live");
+    let variant = p.path("variant");
+    write_variant(&p, &variant);
+    write(&p.path("cls"), &live, Some(&old_key));
+    let mut config = live_config(&live);
+    config.load.trust = TrustedKeys::from_files(&[&old_pub, &new_pub]).unwrap();
+    let state = AppState::start(&config).unwrap();
+    let before = version(&state).await;
+    let slot = state.slot(None).unwrap();
+    for (i, signer) in [None, Some(&stranger)].into_iter().enumerate() {
+        write(&variant, &live, signer);
+        let e = slot.reload("test").unwrap_err().to_string();
+        assert!(e.contains("sign"), "{e}");
+        assert_eq!(version(&state).await, before);
+        assert_eq!(reloads(&state, "failure"), (i + 1).to_string());
+    }
+    write(&variant, &live, Some(&new_key));
+    slot.reload("test").unwrap();
+    assert_ne!(version(&state).await, before);
+    assert_eq!(reloads(&state, "success"), "1");
+}
