@@ -11,6 +11,11 @@ Prints a markdown table with medians, the ours/ORT ratio (< 1 means we are faste
 With --ort-lib (BIN built with `--features ort`, LIB from tools/fetch-onnxruntime.sh) a third
 engine joins: our runtime on its ONNX Runtime backend, in process (`autoglm bench --backend ort`),
 which tells our own overhead (tokenizer-free here, so batching and copies) from the engine's.
+
+With --autoglm-b BIN2 a second build of ours joins every cell (e.g. the static musl binary
+beside the glibc one): its median, and BIN2/BIN. With --rounds R, BIN and BIN2 alternate R
+times per cell and each column is the median of their R medians (so that slow drift of the
+machine hits both alike).
 """
 import argparse
 import json
@@ -66,6 +71,9 @@ def main():
     p.add_argument("--threads", default="1,2")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--ort-lib", help="also run `autoglm bench --backend ort` with this libonnxruntime")
+    p.add_argument("--autoglm-b", help="a second autoglm binary, measured in the same cells (column B, ratio B/ours)")
+    p.add_argument("--label-b", default="B", help="column name of --autoglm-b")
+    p.add_argument("--rounds", type=int, default=1, help="alternations of --autoglm and --autoglm-b per cell")
     p.add_argument("--ort-worker", action="store_true")
     args, _ = p.parse_known_args()
     if args.ort_worker:
@@ -75,14 +83,30 @@ def main():
     print(f"model: {args.model} ({manifest['kind']}, {manifest['quantization']}, attention {manifest['attention']['type']}); "
           f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; iters {args.iters}\n")
     ort_col = " ours (ort backend) ms |" if args.ort_lib else ""
-    print(f"| seq | batch | threads | ours (tract) ms | ORT ms | ours/ORT |{ort_col} ours peak RSS MB | ORT peak RSS MB |")
-    print("|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.ort_lib else "") + "---:|---:|")
+    b_col = f" {args.label_b} ms | {args.label_b}/ours |" if args.autoglm_b else ""
+    b_rss_col = f" {args.label_b} peak RSS MB |" if args.autoglm_b else ""
+    print(f"| seq | batch | threads | ours (tract) ms |{b_col} ORT ms | ours/ORT |{ort_col} ours peak RSS MB |{b_rss_col} ORT peak RSS MB |")
+    print("|---:|---:|---:|---:|" + ("---:|---:|" if args.autoglm_b else "") + "---:|---:|"
+          + ("---:|" if args.ort_lib else "") + "---:|" + ("---:|" if args.autoglm_b else "") + "---:|")
     for seq in map(int, args.seq.split(",")):
         for batch in map(int, args.batch.split(",")):
             iters = args.iters if seq * batch < 4096 else max(3, args.iters // 3)
             for threads in map(int, args.threads.split(",")):
-                ours = run_json([args.autoglm, "bench", "--model", args.model, "--seq", str(seq), "--batch", str(batch),
-                                 "--threads", str(threads), "--iters", str(iters), "--json"])
+                def bench(binary):
+                    return run_json([binary, "bench", "--model", args.model, "--seq", str(seq), "--batch", str(batch),
+                                     "--threads", str(threads), "--iters", str(iters), "--json"])
+                runs_a, runs_b = [], []
+                for _ in range(max(1, args.rounds)):
+                    runs_a.append(bench(args.autoglm))
+                    if args.autoglm_b:
+                        runs_b.append(bench(args.autoglm_b))
+                ours = dict(runs_a[0], median_ms=statistics.median(r["median_ms"] for r in runs_a),
+                            peak_rss_mb=max(r["peak_rss_mb"] for r in runs_a))
+                b_cell = b_rss = ""
+                if args.autoglm_b:
+                    b_ms = statistics.median(r["median_ms"] for r in runs_b)
+                    b_cell = f" {b_ms:.2f} | {b_ms / ours['median_ms']:.3f} |"
+                    b_rss = f" {max(r['peak_rss_mb'] for r in runs_b):.0f} |"
                 peer = run_json([sys.executable, __file__, "--ort-worker", "--model", args.model, "--seq", str(seq),
                                  "--batch", str(batch), "--threads", str(threads), "--iters", str(iters)])
                 ratio = ours["median_ms"] / peer["median_ms"]
@@ -92,8 +116,8 @@ def main():
                                          "--threads", str(threads), "--iters", str(iters), "--json",
                                          "--backend", "ort", "--ort-lib", args.ort_lib])
                     ort_cell = f" {ours_ort['median_ms']:.2f} |"
-                print(f"| {seq} | {batch} | {threads} | {ours['median_ms']:.2f} | {peer['median_ms']:.2f} | {ratio:.2f} |{ort_cell} "
-                      f"{ours['peak_rss_mb']:.0f} | {peer['peak_rss_mb']:.0f} |", flush=True)
+                print(f"| {seq} | {batch} | {threads} | {ours['median_ms']:.2f} |{b_cell} {peer['median_ms']:.2f} | {ratio:.2f} |{ort_cell} "
+                      f"{ours['peak_rss_mb']:.0f} |{b_rss} {peer['peak_rss_mb']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
