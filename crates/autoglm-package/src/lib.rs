@@ -685,9 +685,9 @@ pub fn check_write_target(path: &Path) -> Result<(), PackageError> {
         ));
     };
     for (name, file_type) in names {
-        let listed = name
-            .to_str()
-            .is_some_and(|n| n == MANIFEST_FILE || manifest.files.contains_key(n));
+        let listed = name.to_str().is_some_and(|n| {
+            n == MANIFEST_FILE || n == SIGNATURE_FILE || manifest.files.contains_key(n)
+        });
         if !listed || !file_type.is_file() {
             return refuse(format!(
                 "the package directory also holds `{}`, which is not one of its files: nothing was changed",

@@ -19,8 +19,6 @@ use wit::{ModelInfo, ModelKind, Prediction};
 /// Where the guest sees a package directory opened with [`WasmModel::load_path`].
 const GUEST_PACKAGE_DIR: &str = "/package";
 
-/// Where a model's package comes from (kept to load it again in a fresh instance).
-#[derive(Clone)]
 /// Checks the package's signature against `trust` on the host, before the component sees it.
 /// A directory is read (and verified) once here and handed to the component as the bytes of a
 /// `.tar`, so that what was verified is what runs, even if the directory changes meanwhile.
@@ -38,6 +36,8 @@ fn verified(trust: &autoglm_package::TrustedKeys, source: Source) -> Result<Sour
     })
 }
 
+/// Where a model's package comes from (kept to load it again in a fresh instance).
+#[derive(Clone)]
 enum Source {
     Bytes(Arc<[u8]>),
     Dir(PathBuf),

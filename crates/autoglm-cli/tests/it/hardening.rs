@@ -194,6 +194,9 @@ fn input_streams_results_before_the_input_ends() {
 /// `inspect` reports the signature; keygen never overwrites a key.
 #[test]
 fn signed_packages_and_trust() {
+    fn as_refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let pkg = path("pkg");
@@ -260,7 +263,6 @@ fn signed_packages_and_trust() {
             "the film was good".into(),
         ]
     };
-    let as_refs = |v: &Vec<String>| v.iter().map(String::as_str).collect::<Vec<_>>();
 
     refused(&as_refs(&classify(&path("a.pub"))), "not signed");
     refused(&["sign", &pkg, "--secret", &path("a.key")], "password");
