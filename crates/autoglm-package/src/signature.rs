@@ -229,6 +229,8 @@ pub fn write_new_key_file(path: &Path, text: &str, secret: bool) -> Result<(), P
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(if secret { 0o600 } else { 0o644 });
     }
+    #[cfg(not(unix))]
+    let _ = secret; // no permission bits to set on this platform
     let err = |source| PackageError::Write {
         path: PathBuf::from(path),
         source,
