@@ -33,6 +33,12 @@ fn package_tar_corpus_replays() {
     replay("package_tar", autoglm_package::fuzzing::package_tar);
 }
 
+/// The directory reader, on the same seeds as the tar reader (their members become files).
+#[test]
+fn package_dir_corpus_replays() {
+    replay("package_tar", autoglm_package::fuzzing::package_dir);
+}
+
 #[test]
 fn manifest_json_corpus_replays() {
     replay("manifest_json", autoglm_package::fuzzing::manifest_json);
@@ -44,6 +50,18 @@ fn corpus_includes_valid_inputs() {
     assert!(corpus("package_tar")
         .iter()
         .any(|(_, b)| autoglm_package::Package::from_tar(b).is_ok()));
+    // The same seed also opens as a directory, so the directory round trip is exercised.
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, valid) = corpus("package_tar")
+        .into_iter()
+        .find(|(p, _)| p.ends_with("valid_fixture.tar"))
+        .unwrap();
+    let pkg = autoglm_package::Package::from_tar(&valid).unwrap();
+    pkg.write_dir(&tmp.path().join("p")).unwrap();
+    assert_eq!(
+        autoglm_package::Package::open(tmp.path().join("p")).unwrap(),
+        pkg
+    );
     assert!(corpus("manifest_json")
         .iter()
         .any(|(_, b)| autoglm_package::Manifest::from_json(b).is_ok()));
