@@ -29,6 +29,12 @@ tools/fetch-assets.sh >/dev/null
 tools/setup-cross.sh aarch64 wasm
 tools/validate-k8s.sh   # deploy/kubeedge manifests against the Kubernetes schemas (offline)
 tools/lint-containerfile.sh
+# The minisign tool (Debian's), for the test that its keys and signatures work with ours.
+if ! command -v minisign >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends minisign >/dev/null
+fi
 # The ort backend's tests load this library; under CI a missing one fails them (no skip).
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(tools/fetch-onnxruntime.sh)}
 cargo fmt --all --check
