@@ -36,7 +36,9 @@ fn main() -> TractResult<()> {
     let iters: usize = flag("--iters")
         .map(|s| s.parse().expect("iters"))
         .unwrap_or(5);
-    let concrete = args.iter().any(|a| a == "--concrete");
+    // --batch-only: only the batch dim is made concrete (the sequence stays symbolic).
+    let batch_only = args.iter().any(|a| a == "--batch-only");
+    let concrete = batch_only || args.iter().any(|a| a == "--concrete");
     let top_nodes: Option<usize> = flag("--nodes").map(|s| s.parse().expect("nodes"));
 
     let pkg = Package::open(package)?;
@@ -64,6 +66,9 @@ fn main() -> TractResult<()> {
                 None => {
                     let mut values = SymbolValues::default();
                     for (name, v) in [("batch", batch), ("sequence", seq)] {
+                        if name == "sequence" && batch_only {
+                            continue;
+                        }
                         if let Some(s) = decluttered.symbols.get(name) {
                             values = values.with(&s, v as i64);
                         }
@@ -123,6 +128,11 @@ fn main() -> TractResult<()> {
                         node.name,
                         node.outputs.first().map(|o| &o.fact)
                     );
+                    if args.iter().any(|a| a == "--info") {
+                        for line in node.op().info()? {
+                            println!("            {line}");
+                        }
+                    }
                 }
             }
             let mut rows: Vec<_> = by_op.into_iter().collect();

@@ -135,7 +135,9 @@ impl Model {
         // Before any of the package's content is parsed.
         package.verify(&options.trust)?;
         let graph = package.take_file(&package.manifest().graph.file.clone())?;
-        let backend = open_backend(&graph, package.manifest().graph.sequence_multiple, options)?;
+        let sequence_multiple = package.manifest().graph.sequence_multiple;
+        // The graph's bytes go to the backend, which frees them as soon as it has parsed them.
+        let backend = open_backend(graph, sequence_multiple, options)?;
         Self::with_backend(package, backend, options)
     }
 
@@ -406,12 +408,12 @@ pub fn check_graph(manifest: &Manifest, facts: &GraphFacts) -> Result<()> {
 /// The backend `options` ask for, holding the graph `onnx`. A choice this build or this engine
 /// cannot honour is an error, never a quiet substitution.
 pub(crate) fn open_backend(
-    onnx: &[u8],
+    onnx: Vec<u8>,
     sequence_multiple: usize,
     options: &LoadOptions,
 ) -> Result<Box<dyn Backend>> {
     match (options.backend, options.device) {
-        (BackendKind::Tract, Device::Cpu) => Ok(Box::new(TractBackend::new(
+        (BackendKind::Tract, Device::Cpu) => Ok(Box::new(TractBackend::from_owned(
             onnx,
             options.threads,
             sequence_multiple,
@@ -421,7 +423,7 @@ pub(crate) fn open_backend(
         )),
         #[cfg(feature = "ort")]
         (BackendKind::Ort, device) => Ok(Box::new(crate::ort::OrtBackend::new(
-            onnx,
+            &onnx,
             options.threads,
             device,
             options.ort_library.as_deref(),

@@ -3,6 +3,7 @@
 use crate::backend::{Backend, GraphFacts};
 use crate::batch::Batch;
 use crate::error::{Result, RuntimeError};
+use std::borrow::Cow;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::{DimLike, Factoid};
 
@@ -48,6 +49,9 @@ fn shared_executor(threads: usize) -> tract_linalg::multithread::Executor {
 /// The default backend: tract, with symbolic batch and sequence dims, optimized once at load,
 /// with our own operators patched in ([`crate::ops`]).
 ///
+/// Rows: where rows are independent and the output is one `[batch, width]` tensor, the plan is
+/// built for one row (see `per_row`), and each row runs alone, cut to its own length.
+///
 /// Threads: a batch of several texts is split into `threads` parts that run at once, each on
 /// its own single-threaded state (on 2 cores that scales close to 2x; tract's intra-op
 /// threading gained 1.1-1.7x); a single text uses tract's intra-op threads. Graphs that
@@ -64,6 +68,12 @@ pub struct TractBackend {
     rewrites: usize,
     /// Whether rows of a batch are independent, so that a batch can be split (see above).
     splittable: bool,
+    /// Whether the plan was built for one row (batch dim 1): then every row runs on its own,
+    /// trimmed of the padding that only its batch's longer rows needed. Only for graphs with
+    /// one `[batch, width]` output (a pooled embedding or logits), which padding cannot change.
+    per_row: bool,
+    /// The manifest's sequence block size (window attention): rows are cut to whole blocks.
+    sequence_multiple: usize,
 }
 
 impl std::fmt::Debug for TractBackend {
@@ -116,13 +126,19 @@ impl TractBackend {
     /// Loads ONNX bytes; `threads` > 1 gives the matrix products a thread pool of that size.
     /// `sequence_multiple` is the manifest's: the runtime always feeds sequences of whole blocks.
     pub fn new(onnx: &[u8], threads: usize, sequence_multiple: usize) -> Result<Self> {
-        Self::load(onnx, threads, sequence_multiple, true)
+        Self::load(Cow::Borrowed(onnx), threads, sequence_multiple, true)
+    }
+
+    /// [`TractBackend::new`] on bytes it owns: they are freed as soon as they are parsed, so
+    /// that the file and tract's copies of the weights are not all in memory at once.
+    pub fn from_owned(onnx: Vec<u8>, threads: usize, sequence_multiple: usize) -> Result<Self> {
+        Self::load(Cow::Owned(onnx), threads, sequence_multiple, true)
     }
 
     /// The graph exactly as tract optimizes it on its own, without our operators: the
     /// reference that tests compare the patched plan with.
     pub fn plain(onnx: &[u8], threads: usize, sequence_multiple: usize) -> Result<Self> {
-        Self::load(onnx, threads, sequence_multiple, false)
+        Self::load(Cow::Borrowed(onnx), threads, sequence_multiple, false)
     }
 
     /// How many nodes our own operators replaced.
@@ -130,14 +146,24 @@ impl TractBackend {
         self.rewrites
     }
 
-    fn load(onnx: &[u8], threads: usize, sequence_multiple: usize, patch: bool) -> Result<Self> {
+    /// Whether the plan runs one row at a time (built for a batch dim of 1).
+    pub fn per_row(&self) -> bool {
+        self.per_row
+    }
+
+    fn load(
+        onnx: Cow<'_, [u8]>,
+        threads: usize,
+        sequence_multiple: usize,
+        patch: bool,
+    ) -> Result<Self> {
         guarded("loading the graph", || {
             Self::load_unguarded(onnx, threads, sequence_multiple, patch)
         })
     }
 
     fn load_unguarded(
-        onnx: &[u8],
+        onnx: Cow<'_, [u8]>,
         threads: usize,
         sequence_multiple: usize,
         patch: bool,
@@ -146,6 +172,7 @@ impl TractBackend {
         let proto = framework
             .proto_model_for_read(&mut &onnx[..])
             .map_err(model_error)?;
+        drop(onnx);
         crate::graph_guard::check(&proto)?;
         let mut model = framework
             .model_for_proto_model(&proto)
@@ -179,6 +206,23 @@ impl TractBackend {
         } else {
             0
         };
+        // One text per run, where rows are independent: with the batch dim known to be 1, tract
+        // folds LayerNorm's scale/shift and mean into kernels it cannot use for a symbolic
+        // batch (BENCHMARKS.md, "Per-row plans": 13-17 % less time at batch 1), and a row runs
+        // at its own length instead of its batch's longest. The sequence stays symbolic: with
+        // it concrete tract's kernel cost model picks slower matmul tiles on some CPUs.
+        let output_rank = typed
+            .output_outlets()
+            .ok()
+            .and_then(|o| typed.outlet_fact(*o.first()?).ok())
+            .map(|f| f.rank());
+        let per_row = patch && splittable && output_rank == Some(2);
+        if per_row {
+            if let Some(batch) = typed.symbols.get("batch") {
+                let one = SymbolValues::default().with(&batch, 1);
+                typed = typed.set_symbols(&one.to_dim_map()).map_err(model_error)?;
+            }
+        }
         let typed = typed.into_optimized().map_err(model_error)?;
         if let Some(fact) = typed.output_outlets().ok().and_then(|o| {
             let first = *o.first()?;
@@ -197,6 +241,8 @@ impl TractBackend {
             facts,
             rewrites,
             splittable,
+            per_row,
+            sequence_multiple,
         })
     }
 }
@@ -257,13 +303,47 @@ impl Backend for TractBackend {
 }
 
 impl TractBackend {
-    /// Runs rows `rows` of `batch` on a pooled state, on the calling thread.
+    /// Runs rows `rows` of `batch` on the calling thread: one run of the plan for all of them,
+    /// or, with a per-row plan, one run per row at that row's own length.
     fn run_rows(&self, batch: &Batch, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        if !self.per_row {
+            return self.run_block(batch, rows, batch.sequence);
+        }
+        let mut all = Vec::new();
+        for row in rows {
+            let length = self.row_length(batch, row);
+            all.extend(self.run_block(batch, row..row + 1, length)?);
+        }
+        Ok(all)
+    }
+
+    /// The length a row needs: its last unmasked position, rounded up to the graph's block
+    /// size (window attention) as the batcher does. Never zero, never past the batch's.
+    fn row_length(&self, batch: &Batch, row: usize) -> usize {
+        let mask = &batch.attention_mask[row * batch.sequence..(row + 1) * batch.sequence];
+        let used = mask
+            .iter()
+            .rposition(|&m| m != 0)
+            .map_or(1, |last| last + 1);
+        let multiple = self.sequence_multiple.max(1);
+        (used.div_ceil(multiple) * multiple).clamp(1, batch.sequence)
+    }
+
+    /// Runs rows `rows` of `batch`, cut to their first `length` positions, on a pooled state.
+    fn run_block(
+        &self,
+        batch: &Batch,
+        rows: std::ops::Range<usize>,
+        length: usize,
+    ) -> Result<Vec<f32>> {
         let sequence = batch.sequence;
-        let shape = [rows.len(), sequence];
-        let span = rows.start * sequence..rows.end * sequence;
+        let shape = [rows.len(), length];
         let input = |data: &[i64]| -> Result<TValue> {
-            Ok(Tensor::from_shape(&shape, &data[span.clone()])
+            let mut values = Vec::with_capacity(rows.len() * length);
+            for row in rows.clone() {
+                values.extend_from_slice(&data[row * sequence..row * sequence + length]);
+            }
+            Ok(Tensor::from_shape(&shape, &values)
                 .map_err(model_error)?
                 .into_tvalue())
         };

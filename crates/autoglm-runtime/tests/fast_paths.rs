@@ -1,6 +1,7 @@
 //! Every fast path of the tract backend against the plain graph (tract's own optimization of
 //! the same ONNX, no operator of ours, one state, one thread): our operators patched into the
-//! plan, pooled run states, and batches split across threads. Random token ids, lengths that
+//! plan, the per-row plan (batch dim 1, each row cut to its own length), pooled run states, and
+//! batches split across threads. Random token ids, lengths that
 //! are and are not multiples of anything, padding in every batch; dense, window and int8
 //! packages of the tiny fixture model. The real model has the same test in the CLI's suite
 //! (`fast_paths::`).
@@ -59,6 +60,8 @@ fn check(name: &str, options: ExportOptions) {
     for threads in [1, 2, 3] {
         let fast = TractBackend::new(onnx, threads, multiple).expect("patched plan");
         assert!(fast.rewrites() > 0, "{name}: no attention add was replaced");
+        // int8 graphs quantize over the whole batch: they must keep the batched plan.
+        assert_eq!(fast.per_row(), name != "int8", "{name}: per-row plan");
         for round in 0..4 {
             let count = 1 + rng.next(7);
             let texts = random_texts(&mut rng, count, manifest.max_length, fixture::vocab_size());

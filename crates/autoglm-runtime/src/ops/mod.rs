@@ -6,6 +6,13 @@
 //! generic broadcasting path at ~13 ns per element: at 512 tokens the six of them took 28 % of
 //! the whole inference (BENCHMARKS.md, "Where the time goes"). [`KeyBiasAdd`] adds the bias row
 //! to every row of the scores, in place when the scores are not shared: a streaming add.
+//!
+//! **Dynamic quantization** ([`DynamicQuantize`], in `quantize.rs`): the int8 graph's
+//! `DynamicQuantizeLinear`, bit-identical to tract's and vectorized.
+
+pub mod quantize;
+
+pub use quantize::DynamicQuantize;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -91,12 +98,22 @@ fn is_key_bias(scores: &TypedFact, bias: &TypedFact) -> bool {
         && s[1..rank - 1].iter().any(|d| *d != TDim::Val(1))
 }
 
-/// Replaces every broadcast `Add` of a key bias onto attention scores by [`KeyBiasAdd`].
-/// Returns how many were replaced.
+/// Replaces every broadcast `Add` of a key bias onto attention scores by [`KeyBiasAdd`], and
+/// tract's dynamic quantization by [`DynamicQuantize`]. Returns how many nodes were replaced.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
+        if node.op().name() == quantize::TRACT_OP
+            && node.outputs.len() == 3
+            && model.node_input_facts(id)?.first().map(|f| f.datum_type) == Some(f32::datum_type())
+        {
+            let inputs = node.inputs.clone();
+            let patch = TypedModelPatch::replace_single_op(model, node, &inputs, DynamicQuantize)?;
+            patch.apply(model)?;
+            replaced += 1;
+            continue;
+        }
         let is_add = node
             .op_as::<TypedBinOp>()
             .is_some_and(|bin| bin.0.is::<Add>() && bin.1.is_none());

@@ -1,0 +1,259 @@
+//! **Dynamic quantization.** The int8 graph quantizes every matmul's activations at run time
+//! with ONNX `DynamicQuantizeLinear` (u8, one scale and zero point per tensor). tract runs it as
+//! scalar code that calls the C library's `rintf` once per element: on the int8 MiniLM it was
+//! half of the whole inference (25.5 of 49.4 ms at 128 tokens, BENCHMARKS.md "int8: where the
+//! time went"), twice the time of the int8 matrix products themselves.
+//!
+//! [`DynamicQuantize`] computes exactly the same bytes, scale and zero point (the operator's
+//! definition: `y = saturate(round_half_even(x / scale) + zero_point)`, the division kept as a
+//! division), in two passes that the compiler vectorizes: a min/max over eight lanes, then the
+//! quantization with round-half-even done by adding and subtracting 1.5·2²³ (exact for the
+//! values that can survive the saturation, which are clamped first).
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+
+/// ONNX `DynamicQuantizeLinear` (f32 → u8, scale, zero point), bit-identical to the spec and to
+/// tract's own operator on finite inputs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct DynamicQuantize;
+
+/// tract's name for the operator this one replaces.
+pub(crate) const TRACT_OP: &str = "DynamicQuantizeLinearU8";
+
+impl Op for DynamicQuantize {
+    fn name(&self) -> StaticName {
+        "AutoglmDynamicQuantize".into()
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for DynamicQuantize {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let input_ram = input.try_as_plain_ram()?;
+        let xs = input_ram.as_slice::<f32>()?;
+        let mut quantized = Tensor::zero::<u8>(input.shape())?;
+        let (scale, zero_point) = {
+            let mut ram = quantized.try_as_plain_ram_mut()?;
+            dynamic_quantize(xs, ram.as_slice_mut::<u8>()?)
+        };
+        Ok(tvec![
+            quantized.into_tvalue(),
+            tensor0(scale).into_tvalue(),
+            tensor0(zero_point).into_tvalue()
+        ])
+    }
+}
+
+impl TypedOp for DynamicQuantize {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(
+            inputs[0].datum_type == f32::datum_type(),
+            "AutoglmDynamicQuantize quantizes f32, not {:?}",
+            inputs[0].datum_type
+        );
+        Ok(tvec![
+            u8::datum_type().fact(inputs[0].shape.clone()),
+            f32::fact([0usize; 0]),
+            u8::fact([0usize; 0])
+        ])
+    }
+    as_op!();
+}
+
+const LANES: usize = 8;
+
+/// Quantizes `xs` into `ys` (same length); returns the scale and zero point.
+pub fn dynamic_quantize(xs: &[f32], ys: &mut [u8]) -> (f32, u8) {
+    let (min, max, nan) = range(xs);
+    let (scale, zero_point) = scale_and_zero_point(min, max);
+    if nan || !(scale.is_finite() && scale > 0.0) {
+        quantize_exactly(xs, scale, zero_point, ys);
+    } else {
+        quantize_fast(xs, scale, zero_point, ys);
+    }
+    (scale, zero_point)
+}
+
+/// The smallest and largest value with 0 included (the spec's range), NaN ignored, and
+/// whether there was a NaN.
+pub fn range(xs: &[f32]) -> (f32, f32, bool) {
+    let mut lo = [0f32; LANES];
+    let mut hi = [0f32; LANES];
+    let mut nan = [false; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for i in 0..LANES {
+            // `if x < lo` (not `f32::min`): a NaN compares false and is skipped, as in tract.
+            lo[i] = if chunk[i] < lo[i] { chunk[i] } else { lo[i] };
+            hi[i] = if chunk[i] > hi[i] { chunk[i] } else { hi[i] };
+            nan[i] |= chunk[i].is_nan();
+        }
+    }
+    let (mut min, mut max) = (0f32, 0f32);
+    for &x in lo.iter().chain(tail) {
+        min = if x < min { x } else { min };
+    }
+    for &x in hi.iter().chain(tail) {
+        max = if x > max { x } else { max };
+    }
+    (
+        min,
+        max,
+        nan.contains(&true) || tail.iter().any(|x| x.is_nan()),
+    )
+}
+
+/// The spec's scale and zero point for the range `[min, max]` (which includes 0).
+pub fn scale_and_zero_point(min: f32, max: f32) -> (f32, u8) {
+    let scale = (max - min) / 255.0;
+    // All zeros: 0/0 is NaN, which converts to 0, as the spec's saturation does.
+    let zero_point = (-min / scale).round_ties_even().clamp(0.0, 255.0);
+    (scale, zero_point as u8)
+}
+
+/// The definition, one value at a time: for the inputs the fast path does not take (all
+/// zeros, where the quotient is 0/0, infinities, NaN). A NaN quotient converts to 0 before
+/// the zero point is added.
+fn quantize_exactly(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8]) {
+    for (x, y) in xs.iter().zip(ys.iter_mut()) {
+        let v = (x / scale).round_ties_even();
+        let v = if v.is_nan() { 0 } else { v as i32 };
+        *y = (v + i32::from(zero_point)).clamp(0, 255) as u8;
+    }
+}
+
+/// `ys[i] = saturate(round_half_even(xs[i] / scale) + zero_point)` for a finite, positive
+/// scale and no NaN, in float arithmetic only, so that it vectorizes: adding then subtracting
+/// 1.5·2²³ rounds any |v| < 2²² to an integer, half to even (the default rounding mode);
+/// values beyond ±512 saturate to 0 or 255 whatever the zero point, so clamping them first
+/// changes no result; and an integer q in [0, 255] plus 2²³ has q as its low mantissa byte.
+fn quantize_fast(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8]) {
+    const ROUND: f32 = 12_582_912.0;
+    const TO_BITS: f32 = 8_388_608.0;
+    let zp = f32::from(zero_point);
+    for (x, y) in xs.iter().zip(ys.iter_mut()) {
+        let v = (x / scale).clamp(-512.0, 512.0);
+        let q = ((v + ROUND) - ROUND + zp).clamp(0.0, 255.0);
+        *y = (q + TO_BITS).to_bits() as u8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The operator's definition, element by element, exactly as ONNX writes it.
+    fn reference(xs: &[f32]) -> (Vec<u8>, f32, u8) {
+        let min = xs.iter().fold(0f32, |m, &x| if x < m { x } else { m });
+        let max = xs.iter().fold(0f32, |m, &x| if x > m { x } else { m });
+        let scale = (max - min) / 255.0;
+        let zero_point = (-min / scale).round_ties_even().clamp(0.0, 255.0) as u8;
+        let ys = xs
+            .iter()
+            .map(|&x| {
+                ((x / scale).round_ties_even() as i32 + i32::from(zero_point)).clamp(0, 255) as u8
+            })
+            .collect();
+        (ys, scale, zero_point)
+    }
+
+    fn run(xs: &[f32]) -> (Vec<u8>, f32, u8) {
+        let mut ys = vec![0u8; xs.len()];
+        let (scale, zero_point) = dynamic_quantize(xs, &mut ys);
+        (ys, scale, zero_point)
+    }
+
+    fn assert_same(xs: &[f32], what: &str) {
+        let (ys, scale, zp) = run(xs);
+        let (ref_ys, ref_scale, ref_zp) = reference(xs);
+        assert_eq!(scale.to_bits(), ref_scale.to_bits(), "{what}: scale");
+        assert_eq!(zp, ref_zp, "{what}: zero point");
+        assert_eq!(ys, ref_ys, "{what}: values");
+    }
+
+    /// Random lengths (tails of every size), ranges with and without negatives, values on
+    /// rounding ties, all zeros, and outliers that saturate.
+    #[test]
+    fn equals_the_definition_on_random_inputs() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..400 {
+            let len = (next() % 300) as usize;
+            let spread = [0.01f32, 1.0, 8.0, 1000.0][case % 4];
+            let offset = [0.0f32, 0.5, -0.5, 3.0, -3.0][case % 5] * spread;
+            let mut xs: Vec<f32> = (0..len)
+                .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * spread + offset)
+                .collect();
+            if case % 7 == 0 && len > 2 {
+                // Exact ties: with max - min = 255, the scale is 1 and halves stay halves.
+                xs[0] = -127.0;
+                xs[1] = 128.0;
+                for (i, x) in xs.iter_mut().enumerate().skip(2) {
+                    *x = (i % 40) as f32 - 20.5;
+                }
+            }
+            assert_same(&xs, &format!("case {case}, {len} values"));
+        }
+        assert_same(&[], "empty");
+        assert_same(&[0.0; 37], "all zeros");
+        assert_same(&[-0.0, 0.0, -0.0], "signed zeros");
+        assert_same(&[-1.0; 9], "all negative");
+        assert_same(&[2.5; 17], "all positive");
+        assert_same(&[1e30, -1e30, 0.5, 3.0], "huge range");
+        assert_same(&[f32::INFINITY, 1.0, -2.0], "infinity");
+        let (ys, _, _) = run(&[f32::NAN, 1.0, -2.0]);
+        assert_eq!(ys, reference(&[f32::NAN, 1.0, -2.0]).0, "NaN");
+    }
+
+    /// The op against tract's own `DynamicQuantizeLinearU8`, taken from a parsed ONNX graph.
+    #[test]
+    fn equals_tracts_operator() -> TractResult<()> {
+        // The tiny fixture model exported in int8: every matmul's activations go through
+        // tract's dynamic quantization.
+        let dir = tempfile::tempdir()?;
+        autoglm_export::fixture::write_base(&dir.path().join("base"));
+        let mut options = autoglm_export::ExportOptions::new(dir.path().join("base"));
+        options.quantization = autoglm_package::Quantization::Int8;
+        let package = autoglm_export::export(&options)?;
+        let onnx = package.file(&package.manifest().graph.file)?;
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut &onnx[..])?
+            .into_typed()?
+            .into_decluttered()?;
+        let node = model
+            .nodes()
+            .iter()
+            .find(|n| n.op().name() == TRACT_OP)
+            .expect("the graph has tract's dynamic quantization");
+        for (seed, len) in [(1u64, 1usize), (2, 7), (3, 64), (4, 1000)] {
+            let xs: Vec<f32> = autoglm_export::fixture::values(seed, len)
+                .into_iter()
+                .map(|v| v * 5.0 + 0.3)
+                .collect();
+            let input = || -> TractResult<TVec<TValue>> {
+                Ok(tvec![Tensor::from_shape(&[len], &xs)?.into_tvalue()])
+            };
+            let theirs = node
+                .op()
+                .eval_out_of_plan(input()?)?
+                .expect("tract's op evaluates");
+            let ours = DynamicQuantize
+                .eval_out_of_plan(input()?)?
+                .expect("evaluates");
+            for (t, o) in theirs.iter().zip(ours.iter()) {
+                assert_eq!(&**t, &**o, "seed {seed}, {len} values");
+            }
+        }
+        Ok(())
+    }
+}
