@@ -7,6 +7,11 @@
 //! the whole inference (BENCHMARKS.md, "Where the time goes"). [`KeyBiasAdd`] adds the bias row
 //! to every row of the scores, in place when the scores are not shared: a streaming add.
 //!
+//! **Residual add** ([`SameShapeAdd`]): the encoder's twelve residual adds (and the
+//! embeddings' sum) add two tensors of one shape; with symbolic dims tract takes its generic
+//! broadcasting path (~4 ns per element, 2.4 ms of 37 at 128 tokens). This one adds in place
+//! into whichever input is not shared.
+//!
 //! **Dynamic quantization** ([`DynamicQuantize`], in `quantize.rs`): the int8 graph's
 //! `DynamicQuantizeLinear`, bit-identical to tract's and vectorized.
 
@@ -84,6 +89,65 @@ impl TypedOp for KeyBiasAdd {
     as_op!();
 }
 
+/// `a + b` for two f32 tensors of the same shape, written into whichever is not shared.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct SameShapeAdd;
+
+impl Op for SameShapeAdd {
+    fn name(&self) -> StaticName {
+        "AutoglmSameShapeAdd".into()
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for SameShapeAdd {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (a, b) = args_2!(inputs);
+        ensure!(
+            a.shape() == b.shape(),
+            "AutoglmSameShapeAdd: shapes {:?} and {:?} differ",
+            a.shape(),
+            b.shape()
+        );
+        // IEEE addition commutes exactly: either operand may take the result.
+        let (a, b) = (a.into_arc_tensor(), b.into_arc_tensor());
+        let (mut sum, other) = match Arc::try_unwrap(a) {
+            Ok(a) => (a, b),
+            Err(a) => match Arc::try_unwrap(b) {
+                Ok(b) => (b, a),
+                Err(b) => ((*a).clone(), b),
+            },
+        };
+        {
+            let other_ram = other.try_as_plain_ram()?;
+            let other = other_ram.as_slice::<f32>()?;
+            let mut sum_ram = sum.try_as_plain_ram_mut()?;
+            for (s, o) in sum_ram.as_slice_mut::<f32>()?.iter_mut().zip(other) {
+                *s += *o;
+            }
+        }
+        Ok(tvec![sum.into_tvalue()])
+    }
+}
+
+impl TypedOp for SameShapeAdd {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec![inputs[0].datum_type.fact(inputs[0].shape.clone())])
+    }
+    as_op!();
+}
+
+/// Whether an add of `a` and `b` is one [`SameShapeAdd`] does: f32, one shape, not a scalar.
+fn is_same_shape(a: &TypedFact, b: &TypedFact) -> bool {
+    a.datum_type == f32::datum_type()
+        && b.datum_type == f32::datum_type()
+        && a.shape == b.shape
+        && a.rank() >= 2
+        && a.shape.iter().any(|d| *d != TDim::Val(1))
+}
+
 /// Whether `bias` broadcasts onto `scores` as a key-bias row (see [`KeyBiasAdd`]); f32 only.
 fn is_key_bias(scores: &TypedFact, bias: &TypedFact) -> bool {
     let (s, b) = (scores.shape.dims(), bias.shape.dims());
@@ -98,8 +162,9 @@ fn is_key_bias(scores: &TypedFact, bias: &TypedFact) -> bool {
         && s[1..rank - 1].iter().any(|d| *d != TDim::Val(1))
 }
 
-/// Replaces every broadcast `Add` of a key bias onto attention scores by [`KeyBiasAdd`], and
-/// tract's dynamic quantization by [`DynamicQuantize`]. Returns how many nodes were replaced.
+/// Replaces every broadcast `Add` of a key bias onto attention scores by [`KeyBiasAdd`], every
+/// other `Add` of two f32 tensors of one shape by [`SameShapeAdd`], and tract's dynamic
+/// quantization by [`DynamicQuantize`]. Returns how many nodes were replaced.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
@@ -130,7 +195,20 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         let inputs = match (first, second) {
             (true, _) => [node.inputs[0], node.inputs[1]],
             (_, true) => [node.inputs[1], node.inputs[0]],
-            _ => continue,
+            _ => {
+                let same = {
+                    let facts = model.node_input_facts(id)?;
+                    is_same_shape(facts[0], facts[1])
+                };
+                if same {
+                    let inputs = [node.inputs[0], node.inputs[1]];
+                    let patch =
+                        TypedModelPatch::replace_single_op(model, node, &inputs, SameShapeAdd)?;
+                    patch.apply(model)?;
+                    replaced += 1;
+                }
+                continue;
+            }
         };
         let patch = TypedModelPatch::replace_single_op(model, node, &inputs, KeyBiasAdd)?;
         patch.apply(model)?;
@@ -184,6 +262,47 @@ mod tests {
                 g.as_slice::<f32>()?,
                 "shape {b}x{h}x{q}x{k}"
             );
+        }
+        Ok(())
+    }
+
+    /// Against tract's `Add`, with unshared, one shared and both shared operands.
+    #[test]
+    fn same_shape_add_equals_the_add() -> TractResult<()> {
+        for (seed, shape) in [vec![1, 1, 3], vec![2, 5, 7], vec![1, 33, 384]]
+            .iter()
+            .enumerate()
+        {
+            let n: usize = shape.iter().product();
+            let a = Tensor::from_shape(shape, &values(n, seed as u64))?;
+            let b = Tensor::from_shape(shape, &values(n, 50 + seed as u64))?;
+            let expected = TypedBinOp(Box::new(Add), None)
+                .eval_out_of_plan(tvec![a.clone().into_tvalue(), b.clone().into_tvalue()])?
+                .expect("add evaluates")
+                .remove(0);
+            let (a, b) = (a.into_tvalue(), b.into_tvalue());
+            for (x, y) in [
+                (a.clone(), b.clone()),
+                (a.clone(), b.clone().into_tensor().into_tvalue()),
+            ] {
+                let keep = (x.clone(), y.clone());
+                let got = SameShapeAdd
+                    .eval_out_of_plan(tvec![x, y])?
+                    .expect("evaluates")
+                    .remove(0);
+                assert_eq!(*expected, *got, "shape {shape:?}");
+                // Shared operands are left as they were.
+                assert_eq!(*keep.0, *a);
+                assert_eq!(*keep.1, *b);
+            }
+            let got = SameShapeAdd
+                .eval_out_of_plan(tvec![
+                    a.into_tensor().into_tvalue(),
+                    b.into_tensor().into_tvalue()
+                ])?
+                .expect("evaluates")
+                .remove(0);
+            assert_eq!(*expected, *got, "shape {shape:?}, unshared");
         }
         Ok(())
     }
