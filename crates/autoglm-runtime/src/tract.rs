@@ -52,11 +52,14 @@ fn shared_executor(threads: usize) -> tract_linalg::multithread::Executor {
 /// Rows: where rows are independent and the output is one `[batch, width]` tensor, the plan is
 /// built for one row (see `per_row`), and each row runs alone, cut to its own length.
 ///
+/// int8 graphs quantize activations at run time, over the whole tensor: with a per-row plan
+/// the range is each text's own, so an answer is what the graph gives for that text alone, and
+/// never depends on which other texts share its batch (nor on the thread count). Without one
+/// (a graph whose output is not `[batch, width]`) they are never split.
+///
 /// Threads: a batch of several texts is split into `threads` parts that run at once, each on
 /// its own single-threaded state (on 2 cores that scales close to 2x; tract's intra-op
-/// threading gained 1.1-1.7x); a single text uses tract's intra-op threads. Graphs that
-/// quantize activations at run time (int8) are never split: their quantization range is taken
-/// over the whole batch, and an answer must not depend on the thread count.
+/// threading gained 1.1-1.7x); a single text uses tract's intra-op threads.
 pub struct TractBackend {
     plan: Arc<TypedSimplePlan>,
     /// Run states kept between calls, one per concurrent caller: building one costs an
@@ -66,7 +69,8 @@ pub struct TractBackend {
     threads: usize,
     facts: GraphFacts,
     rewrites: usize,
-    /// Whether rows of a batch are independent, so that a batch can be split (see above).
+    /// Whether rows of a batch are independent in the batched plan (no run-time
+    /// quantization), so that a batch can be split (see above).
     splittable: bool,
     /// Whether the plan was built for one row (batch dim 1): then every row runs on its own,
     /// trimmed of the padding that only its batch's longer rows needed. Only for graphs with
@@ -216,7 +220,7 @@ impl TractBackend {
             .ok()
             .and_then(|o| typed.outlet_fact(*o.first()?).ok())
             .map(|f| f.rank());
-        let per_row = patch && splittable && output_rank == Some(2);
+        let per_row = patch && output_rank == Some(2);
         if per_row {
             if let Some(batch) = typed.symbols.get("batch") {
                 let one = SymbolValues::default().with(&batch, 1);
@@ -262,7 +266,7 @@ impl Backend for TractBackend {
 
     fn run(&self, batch: &Batch) -> Result<Vec<f32>> {
         let rows = batch.rows.len();
-        let parts = if self.splittable {
+        let parts = if self.splittable || self.per_row {
             self.threads.min(rows)
         } else {
             1
