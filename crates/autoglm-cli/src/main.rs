@@ -10,6 +10,7 @@ mod engine;
 mod export;
 mod input;
 mod inspect;
+mod joint;
 mod model;
 mod multitask;
 mod rank;

@@ -1,6 +1,7 @@
 //! `autoglm serve`: the arguments (each with an `AUTOGLM_*` variable), logging, and the async
 //! runtime that runs `autoglm_serve` until SIGTERM or Ctrl-C.
 
+use crate::joint::JointArgs;
 use crate::model::BackendArgs;
 use anyhow::{Context, Result};
 use autoglm_serve::{
@@ -23,13 +24,9 @@ pub enum LogFormat {
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Package to serve, as PKG or NAME=PKG; repeat (or comma-separate) for several. The first
-    /// answers /v1 requests that name no model.
-    #[arg(
-        long = "model",
-        env = "AUTOGLM_MODEL",
-        value_delimiter = ',',
-        required = true
-    )]
+    /// answers /v1 requests that name no model. Without it, `MODEL_URL` (where Sedna mounts a
+    /// worker's Model) is the package.
+    #[arg(long = "model", env = "AUTOGLM_MODEL", value_delimiter = ',')]
     pub models: Vec<String>,
     /// Address to listen on.
     #[arg(long, env = "AUTOGLM_ADDR", default_value = "127.0.0.1:8080")]
@@ -89,12 +86,24 @@ pub struct ServeArgs {
     /// Log lines as text or JSON (the level comes from AUTOGLM_LOG, e.g. `info,autoglm_serve=debug`).
     #[arg(long, env = "AUTOGLM_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Joint inference (an edge worker sending hard examples to a cloud service).
+    #[command(flatten)]
+    pub joint: JointArgs,
 }
 
 impl ServeArgs {
     pub fn config(&self) -> Result<Config, ServeError> {
-        let models = self
-            .models
+        let sedna_model = std::env::var("MODEL_URL").ok().filter(|u| !u.is_empty());
+        let models =
+            match (self.models.is_empty(), sedna_model) {
+                (false, _) => self.models.clone(),
+                (true, Some(url)) => vec![url],
+                (true, None) => return Err(ServeError::Config(
+                    "no package to serve: give --model (AUTOGLM_MODEL), or MODEL_URL under Sedna"
+                        .into(),
+                )),
+            };
+        let models = models
             .iter()
             .map(|m| ModelSpec::parse(m))
             .collect::<Result<Vec<_>, _>>()?;
@@ -123,6 +132,7 @@ impl ServeArgs {
                 .as_deref()
                 .map(AuthToken::from_file)
                 .transpose()?,
+            joint: self.joint.config(|k| std::env::var(k).ok())?,
         })
     }
 

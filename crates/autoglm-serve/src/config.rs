@@ -1,7 +1,7 @@
 //! What a service is started with: the models to serve, how to load and batch them, and the
 //! limits of one request.
 
-use crate::{AuthToken, BatchConfig, ServeError};
+use crate::{AuthToken, BatchConfig, JointConfig, ServeError};
 use autoglm_runtime::LoadOptions;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -84,6 +84,8 @@ pub struct Config {
     pub limits: Limits,
     /// When set, every route but [`crate::OPEN_ROUTES`] needs this bearer token.
     pub auth: Option<AuthToken>,
+    /// An edge worker of joint inference: hard examples go to this cloud service.
+    pub joint: Option<JointConfig>,
 }
 
 impl Config {
@@ -97,6 +99,7 @@ impl Config {
             },
             limits: Limits::default(),
             auth: None,
+            joint: None,
         }
     }
 }

@@ -33,6 +33,7 @@ mod config;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod joint;
 mod lifecycle;
 mod loaded;
 pub mod metrics;
@@ -45,6 +46,9 @@ pub use auth::{AuthToken, OPEN_ROUTES};
 pub use batcher::BatchConfig;
 pub use config::{Config, Limits, ModelSpec};
 pub use error::{ApiError, ServeError};
+pub use joint::{
+    probability as joint_probability, HardExampleRule, JointConfig, LcReport, SednaEnv,
+};
 pub use lifecycle::serve;
 pub use loaded::Loaded;
 pub use models::{fingerprint, ModelSlot};

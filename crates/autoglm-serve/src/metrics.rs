@@ -183,6 +183,11 @@ impl Metrics {
         }
     }
 
+    /// Where other modules register their own metrics (before the service starts).
+    pub(crate) fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// The OpenMetrics exposition (ends with `# EOF`).
     pub fn encode(&self) -> String {
         let mut out = String::new();

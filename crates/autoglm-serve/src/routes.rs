@@ -10,6 +10,7 @@
 use crate::auth::require_token;
 use crate::batcher::{Done, Job, JobError, SubmitError};
 use crate::error::ApiError;
+use crate::joint::edge_answers;
 use crate::loaded::Loaded;
 use crate::metrics::{RouteLabel, RouteStatus};
 use crate::models::ModelSlot;
@@ -18,7 +19,7 @@ use autoglm_runtime::ModelKind;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -125,17 +126,25 @@ struct TextsRequest {
 
 async fn v1_classify(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let request: TextsRequest = parse(body)?;
     let slot = state.slot(request.model.as_deref())?;
+    // Joint inference (src/joint.rs) keeps the texts, to send the hard ones to the cloud.
+    let joint = state.joint_for(&slot);
+    let texts = joint.as_ref().map(|_| request.texts.clone());
     let done = run(&state, &slot, ModelKind::Classification, request.texts).await?;
     let labels = done.model.model.labels();
-    let results: Vec<Value> = done
+    let predictions: Vec<_> = done
         .outputs
         .iter()
-        .map(|logits| done.model.model.prediction(logits).to_json(labels))
+        .map(|logits| done.model.model.prediction(logits))
         .collect();
+    let results = match (joint, texts) {
+        (Some(joint), Some(texts)) => joint.answer(&texts, labels, &predictions, &headers).await,
+        _ => edge_answers(labels, &predictions),
+    };
     Ok(Json(json!({
         "model": slot.name,
         "model_version": done.model.version,

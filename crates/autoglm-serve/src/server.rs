@@ -86,6 +86,8 @@ pub async fn serve_on(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
+    // Joint inference's reports to Sedna's local controller, while the server runs.
+    let reporter = state.inner.joint.as_ref().and_then(|j| j.spawn_reporter());
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -111,6 +113,9 @@ pub async fn serve_on(
         }
     }
     drop(listener);
+    if let Some(r) = reporter {
+        r.abort();
+    }
     let _ = stop_tx.send(true);
     let drained = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(options.grace, drained).await.is_err() {

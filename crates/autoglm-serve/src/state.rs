@@ -1,5 +1,6 @@
 //! The running service's shared state: the loaded models, the limits, the metrics.
 
+use crate::joint::Joint;
 use crate::metrics::Metrics;
 use crate::{ApiError, AuthToken, Config, Limits, ModelSlot, ServeError};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ pub(crate) struct Inner {
     pub(crate) auth: Option<AuthToken>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) ready: AtomicBool,
+    pub(crate) joint: Option<Arc<Joint>>,
 }
 
 impl AppState {
@@ -43,7 +45,21 @@ impl AppState {
                 limits.max_texts, limits.queue_capacity
             )));
         }
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        let joint = match &config.joint {
+            None => None,
+            Some(j) => {
+                if let Some(m) = &j.model {
+                    if !config.models.iter().any(|s| &s.name == m) {
+                        return Err(ServeError::Config(format!(
+                            "joint inference: no model named `{m}` is served"
+                        )));
+                    }
+                }
+                Some(Arc::new(Joint::new(j.clone(), &mut metrics)?))
+            }
+        };
+        let metrics = Arc::new(metrics);
         let mut models = Vec::new();
         for spec in &config.models {
             let slot = ModelSlot::start(
@@ -63,6 +79,7 @@ impl AppState {
                 auth: config.auth.clone(),
                 metrics,
                 ready: AtomicBool::new(true),
+                joint,
             }),
         })
     }
@@ -83,6 +100,16 @@ impl AppState {
             Some(n) => models.iter().find(|m| m.name == n).cloned(),
         }
         .ok_or_else(|| ApiError::NotFound(format!("no model named `{}`", name.unwrap_or(""))))
+    }
+
+    /// The joint-inference link, when `slot` is the model that escalates.
+    pub(crate) fn joint_for(&self, slot: &ModelSlot) -> Option<Arc<Joint>> {
+        let joint = self.inner.joint.as_ref()?;
+        let escalating = match joint.model() {
+            Some(name) => name,
+            None => &self.inner.models.first()?.name,
+        };
+        (slot.name == escalating).then(|| joint.clone())
     }
 
     pub fn is_ready(&self) -> bool {

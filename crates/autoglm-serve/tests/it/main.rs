@@ -8,6 +8,7 @@
 mod auth;
 mod backends;
 mod fuzz;
+mod joint;
 mod limits;
 mod reload;
 mod routes;
