@@ -52,7 +52,7 @@ ls -l "$AUTOGLM_COMPONENT" >&2
 step "x86_64: every crate, both backends, the wasm engine"
 # Everything once, ort and wasm compiled in (one feature-unified build of tract).
 cargo test --release --workspace --exclude autoglm-component \
-  --features autoglm-cli/ort,autoglm-cli/wasm "$@"
+  --features autoglm-cli/ort,autoglm-cli/wasm,autoglm-cli/otel "$@"
 step "examples/ (built and tested by the stage above; run once more here, for the log)"
 "$CARGO_TARGET_DIR"/release/autoglm-example-classify models/sentiment-int8.tar "I loved this film"
 "$CARGO_TARGET_DIR"/release/autoglm-example-wasm-host models/sentiment-int8.tar "I loved this film"

@@ -5,7 +5,7 @@ use crate::joint::JointArgs;
 use crate::model::BackendArgs;
 use anyhow::{Context, Result};
 use autoglm_serve::{
-    load_tls, AppState, AuthToken, BatchConfig, Config, Limits, ModelSpec, ServeError,
+    load_tls, AppState, AuthToken, BatchConfig, Config, Limits, ModelSpec, OtelConfig, ServeError,
     ServeOptions, TlsConfig,
 };
 use clap::{value_parser, Args, ValueEnum};
@@ -133,6 +133,7 @@ impl ServeArgs {
                 .map(AuthToken::from_file)
                 .transpose()?,
             joint: self.joint.config(|k| std::env::var(k).ok())?,
+            telemetry: OtelConfig::from_env(|k| std::env::var(k).ok())?,
         })
     }
 
@@ -185,6 +186,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         },
     ));
     state.drain();
+    state.flush_telemetry();
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     served

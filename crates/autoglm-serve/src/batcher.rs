@@ -8,6 +8,7 @@
 
 use crate::loaded::Loaded;
 use crate::metrics::{Metrics, ModelLabel};
+use crate::telemetry::BatchTimes;
 use arc_swap::ArcSwap;
 use autoglm_runtime::{Encoded, RuntimeError};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +32,8 @@ pub struct BatchConfig {
 pub struct Done {
     pub model: Arc<Loaded>,
     pub outputs: Vec<Vec<f32>>,
+    /// When the batch started, finished tokenizing and finished (for the trace spans).
+    pub times: Option<BatchTimes>,
 }
 
 #[derive(Debug)]
@@ -196,6 +199,7 @@ impl Worker {
         if live.is_empty() {
             return;
         }
+        let tokenized = Instant::now();
         let tokens: usize = encoded.iter().map(Encoded::len).sum();
         let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             model.model.outputs_for(&encoded)
@@ -218,12 +222,19 @@ impl Worker {
             .inc_by(tokens as u64);
         match outputs {
             Ok(Ok(mut rows)) => {
+                let times = BatchTimes {
+                    start,
+                    tokenized,
+                    finished: Instant::now(),
+                    texts: encoded.len(),
+                };
                 // Hand rows out from the back so each job's slice moves without copying.
                 for (job, range) in live.into_iter().rev() {
                     let mine = rows.split_off(range.start);
                     let _ = job.reply.send(Ok(Done {
                         model: model.clone(),
                         outputs: mine,
+                        times: Some(times),
                     }));
                 }
             }

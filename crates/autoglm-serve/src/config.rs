@@ -1,7 +1,7 @@
 //! What a service is started with: the models to serve, how to load and batch them, and the
 //! limits of one request.
 
-use crate::{AuthToken, BatchConfig, JointConfig, ServeError};
+use crate::{AuthToken, BatchConfig, JointConfig, OtelConfig, ServeError};
 use autoglm_runtime::LoadOptions;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -86,6 +86,8 @@ pub struct Config {
     pub auth: Option<AuthToken>,
     /// An edge worker of joint inference: hard examples go to this cloud service.
     pub joint: Option<JointConfig>,
+    /// OpenTelemetry export (the `otel` feature), from the `OTEL_*` variables.
+    pub telemetry: Option<OtelConfig>,
 }
 
 impl Config {
@@ -100,6 +102,7 @@ impl Config {
             limits: Limits::default(),
             auth: None,
             joint: None,
+            telemetry: None,
         }
     }
 }

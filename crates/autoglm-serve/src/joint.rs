@@ -16,6 +16,7 @@
 
 use crate::error::ServeError;
 use crate::metrics::Metrics;
+use crate::telemetry::{in_current_context, CloudOutcome, Telemetry};
 use autoglm_runtime::Prediction;
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode, Uri};
@@ -551,10 +552,15 @@ pub(crate) struct Joint {
     inferences: AtomicU64,
     hard_examples: AtomicU64,
     period_increment: AtomicU64,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Joint {
-    pub(crate) fn new(config: JointConfig, metrics: &mut Metrics) -> Result<Self, ServeError> {
+    pub(crate) fn new(
+        config: JointConfig,
+        metrics: &mut Metrics,
+        telemetry: Option<Arc<Telemetry>>,
+    ) -> Result<Self, ServeError> {
         let endpoint = CloudEndpoint::parse(&config.cloud, "/v1/classify")
             .map_err(|e| ServeError::Config(format!("joint inference cloud: {e}")))?;
         if config.max_in_flight == 0 || config.timeout.is_zero() || config.max_response_bytes == 0 {
@@ -583,6 +589,7 @@ impl Joint {
             inferences: AtomicU64::new(0),
             hard_examples: AtomicU64::new(0),
             period_increment: AtomicU64::new(0),
+            telemetry,
             config,
         })
     }
@@ -614,6 +621,9 @@ impl Joint {
         self.hard_examples
             .fetch_add(hard.len() as u64, Ordering::Relaxed);
         self.period_increment.fetch_add(n, Ordering::Relaxed);
+        if let Some(t) = &self.telemetry {
+            t.joint_counts(n, hard.len() as u64);
+        }
         if hard.is_empty() {
             return out;
         }
@@ -623,8 +633,9 @@ impl Joint {
         let joint = self.clone();
         let labels_owned = labels.to_vec();
         let forward = forwarded_headers(headers);
-        let call =
-            tokio::spawn(async move { joint.escalate(hard_texts, &labels_owned, forward).await });
+        let call = tokio::spawn(in_current_context(async move {
+            joint.escalate(hard_texts, &labels_owned, forward).await
+        }));
         match call.await {
             Ok(Ok(cloud)) => {
                 for (i, answer) in hard.into_iter().zip(cloud) {
@@ -658,22 +669,40 @@ impl Joint {
             self.metrics.fallback(reason, n);
             Err(reason)
         };
+        // Fallbacks before any call (no span) are counted in the telemetry here.
+        let refused = |reason: Fallback| {
+            if let Some(t) = &self.telemetry {
+                t.fallback(reason.as_str(), n);
+            }
+            fail(reason)
+        };
         let admit = self.lock_breaker().admit(Instant::now());
         if admit == Admit::Refuse {
-            return fail(Fallback::CircuitOpen);
+            return refused(Fallback::CircuitOpen);
         }
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
             if admit == Admit::Trial {
                 // Not a verdict on the cloud: let the next hard example make the trial call.
                 self.lock_breaker().trial = false;
             }
-            return fail(Fallback::Saturated);
+            return refused(Fallback::Saturated);
         };
         self.update_circuit_gauge();
         let start = Instant::now();
+        // With telemetry, a `cloud call` span, whose context replaces the caller's in the
+        // forwarded trace headers.
+        let span = self.telemetry.as_ref().map(|t| t.cloud_call(n));
+        let headers = span.as_ref().map_or(headers, |s| s.headers());
         let result = tokio::time::timeout(self.config.timeout, self.call(texts, labels, headers))
             .await
             .unwrap_or(Err(Fallback::Timeout));
+        if let Some(span) = span {
+            let outcome = match &result {
+                Ok(_) => CloudOutcome::Answered,
+                Err(reason) => CloudOutcome::Fallback(reason.as_str()),
+            };
+            span.end(outcome, n);
+        }
         self.metrics
             .cloud_seconds
             .observe(start.elapsed().as_secs_f64());

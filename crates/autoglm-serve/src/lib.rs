@@ -41,6 +41,7 @@ mod models;
 mod routes;
 mod server;
 mod state;
+mod telemetry;
 
 pub use auth::{AuthToken, OPEN_ROUTES};
 pub use batcher::BatchConfig;
@@ -55,5 +56,6 @@ pub use models::{fingerprint, ModelSlot};
 pub use routes::app;
 pub use server::{load_tls, serve_on, ServeOptions};
 pub use state::AppState;
+pub use telemetry::OtelConfig;
 /// The TLS configuration [`ServeOptions::tls`] holds ([`load_tls`] reads one).
 pub use tokio_rustls::rustls::ServerConfig as TlsConfig;

@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 /// drive it with `tower::ServiceExt::oneshot`.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.inner.limits.max_body_bytes;
-    Router::new()
+    let router = Router::new()
         .route("/v1/classify", post(v1_classify))
         .route("/v1/embed", post(v1_embed))
         .route("/v2", get(v2_server))
@@ -51,8 +51,17 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         // Outside the body reading: a client without the token never gets to send a body.
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .layer(middleware::from_fn_with_state(state.clone(), track))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), track));
+    // OpenTelemetry (src/telemetry.rs): a layer only when it exports.
+    #[cfg(feature = "otel")]
+    let router = match state.inner.telemetry {
+        Some(_) => router.layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::telemetry::trace_request,
+        )),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 /// Counts and times every response by route template and status.
@@ -202,6 +211,7 @@ async fn run(
         return Ok(Done {
             model: slot.current(),
             outputs: Vec::new(),
+            times: None,
         });
     }
     let now = Instant::now();
@@ -245,6 +255,9 @@ async fn run(
         }
         Ok(Ok(Ok(done))) => done,
     };
+    if let (Some(t), Some(times)) = (&state.inner.telemetry, &done.times) {
+        t.batch_spans(now, times, &slot.name);
+    }
     // A reload between queueing and running may have brought a package of the other kind.
     check_kind(slot, &done.model, kind)?;
     Ok(done)

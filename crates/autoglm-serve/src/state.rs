@@ -2,6 +2,7 @@
 
 use crate::joint::Joint;
 use crate::metrics::Metrics;
+use crate::telemetry::Telemetry;
 use crate::{ApiError, AuthToken, Config, Limits, ModelSlot, ServeError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) ready: AtomicBool,
     pub(crate) joint: Option<Arc<Joint>>,
+    pub(crate) telemetry: Option<Arc<Telemetry>>,
 }
 
 impl AppState {
@@ -46,6 +48,10 @@ impl AppState {
             )));
         }
         let mut metrics = Metrics::new();
+        let telemetry = match &config.telemetry {
+            None => None,
+            Some(t) => Telemetry::start(t)?.map(Arc::new),
+        };
         let joint = match &config.joint {
             None => None,
             Some(j) => {
@@ -56,7 +62,11 @@ impl AppState {
                         )));
                     }
                 }
-                Some(Arc::new(Joint::new(j.clone(), &mut metrics)?))
+                Some(Arc::new(Joint::new(
+                    j.clone(),
+                    &mut metrics,
+                    telemetry.clone(),
+                )?))
             }
         };
         let metrics = Arc::new(metrics);
@@ -80,6 +90,7 @@ impl AppState {
                 metrics,
                 ready: AtomicBool::new(true),
                 joint,
+                telemetry,
             }),
         })
     }
@@ -110,6 +121,13 @@ impl AppState {
             None => &self.inner.models.first()?.name,
         };
         (slot.name == escalating).then(|| joint.clone())
+    }
+
+    /// Sends the telemetry still buffered (call at shutdown; nothing without telemetry).
+    pub fn flush_telemetry(&self) {
+        if let Some(t) = &self.inner.telemetry {
+            t.flush();
+        }
     }
 
     pub fn is_ready(&self) -> bool {

@@ -10,6 +10,8 @@ mod backends;
 mod fuzz;
 mod joint;
 mod limits;
+#[cfg(feature = "otel")]
+mod otel;
 mod reload;
 mod routes;
 mod server;
