@@ -45,6 +45,9 @@ pub struct JointArgs {
         default_value_t = 10_000
     )]
     pub escalate_breaker_cooldown_ms: u64,
+    /// File holding the cloud's bearer token (its --auth-token-file), sent with each call.
+    #[arg(long, env = "AUTOGLM_ESCALATE_TOKEN_FILE", value_name = "PATH")]
+    pub escalate_token_file: Option<std::path::PathBuf>,
 }
 
 fn parse_probability(s: &str) -> Result<f32, String> {
@@ -91,6 +94,11 @@ impl JointArgs {
         config.breaker_failures = self.escalate_breaker_failures;
         config.breaker_cooldown = Duration::from_millis(self.escalate_breaker_cooldown_ms);
         config.report = sedna.report;
+        config.cloud_token = self
+            .escalate_token_file
+            .as_deref()
+            .map(autoglm_serve::read_cloud_token_file)
+            .transpose()?;
         Ok(Some(config))
     }
 }
@@ -192,6 +200,18 @@ mod tests {
                 "cannot be used with",
             ),
             (&["--escalate-timeout-ms", "0"][..], &[][..], "0"),
+            (
+                &[
+                    "--escalate-to",
+                    "http://c",
+                    "--escalate-below",
+                    "0.5",
+                    "--escalate-token-file",
+                    "/nonexistent/token",
+                ][..],
+                &[][..],
+                "cloud token file /nonexistent/token",
+            ),
             (
                 &["--escalate-below", "0.5"][..],
                 &[("BIG_MODEL_IP", "c"), ("BIG_MODEL_PORT", "http")][..],

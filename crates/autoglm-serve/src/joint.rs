@@ -111,6 +111,40 @@ impl HardExampleRule {
     }
 }
 
+/// The cloud's bearer token from a file (one line; a trailing newline is ignored): visible
+/// ASCII, at most 4096 bytes, in a regular file that other users cannot read or write (the same
+/// rules as `--auth-token-file`, the cloud's side of it).
+pub fn read_token_file(path: &std::path::Path) -> Result<String, ServeError> {
+    let error =
+        |why: String| ServeError::Config(format!("cloud token file {}: {why}", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| error(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(error("not a regular file".into()));
+    }
+    if meta.len() > 4096 {
+        return Err(error("over 4096 bytes".into()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode();
+        if mode & 0o006 != 0 {
+            return Err(error(format!(
+                "mode {:o} lets other users read or write it; chmod o-rw",
+                mode & 0o777
+            )));
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    let token = text.trim_end_matches(['\n', '\r']);
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(error(
+            "the token is empty or holds a space, a control or a non-ASCII character".into(),
+        ));
+    }
+    Ok(token.to_owned())
+}
+
 /// A threshold given as text: a number in [0, 1].
 pub fn probability(text: &str) -> Result<f32, String> {
     let value: f32 = text.trim().parse().map_err(|_| "not a number".to_owned())?;
@@ -323,7 +357,8 @@ pub struct JointConfig {
     pub breaker_cooldown: Duration,
     /// Largest cloud answer read (bytes); a larger one is a failure.
     pub max_response_bytes: usize,
-    /// Bearer token sent to the cloud (`Authorization`), when it has one.
+    /// Bearer token sent to the cloud (`Authorization`), when it has one
+    /// ([`read_token_file`]).
     pub cloud_token: Option<String>,
     pub report: Option<LcReport>,
 }

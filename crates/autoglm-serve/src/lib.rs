@@ -48,7 +48,8 @@ pub use batcher::BatchConfig;
 pub use config::{Config, Limits, ModelSpec};
 pub use error::{ApiError, ServeError};
 pub use joint::{
-    probability as joint_probability, HardExampleRule, JointConfig, LcReport, SednaEnv,
+    probability as joint_probability, read_token_file as read_cloud_token_file, HardExampleRule,
+    JointConfig, LcReport, SednaEnv,
 };
 pub use lifecycle::serve;
 pub use loaded::Loaded;

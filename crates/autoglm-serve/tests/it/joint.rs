@@ -465,3 +465,48 @@ async fn the_local_controller_gets_sedna_reports() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_cloud_behind_a_token_answers_the_edge_that_has_it() {
+    let p = Packages::new();
+    let mut cloud = p.config();
+    cloud.auth = Some(autoglm_serve::AuthToken::new("cl0ud-s3cret").unwrap());
+    let cloud = Server::start(&cloud).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "cl0ud-s3cret\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    for (token, source) in [
+        (
+            Some(autoglm_serve::read_cloud_token_file(&file).unwrap()),
+            "cloud",
+        ),
+        (Some("wrong".to_owned()), "edge"),
+        (None, "edge"),
+    ] {
+        let mut joint = JointConfig::new(cloud.url(), HardExampleRule::Always);
+        joint.cloud_token = token.clone();
+        let edge = Server::start(&edge_config(&p, joint)).await;
+        let a = classify(&edge, &["bad"], &[]).await;
+        assert_eq!(a[0]["source"], source, "{token:?}");
+        let refused = metric(&edge, "autoglm_joint_fallbacks_total{reason=\"status\"}").await;
+        assert_eq!(
+            refused,
+            if source == "edge" { 1.0 } else { 0.0 },
+            "{token:?}"
+        );
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = autoglm_serve::read_cloud_token_file(&file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("other users"), "{e}");
+    }
+}
