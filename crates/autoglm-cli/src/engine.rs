@@ -2,7 +2,7 @@
 //! inside the WASI component (sandboxed by wasmtime, with memory and time limits).
 
 use anyhow::Result;
-use autoglm_runtime::{Model, Prediction};
+use autoglm_runtime::{Model, Prediction, TaskPrediction};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -97,19 +97,52 @@ impl Runner {
         }
     }
 
+    /// A multi-task package's task names, in order (empty for other packages).
+    pub fn tasks(&self) -> Vec<String> {
+        match self {
+            Runner::Native(m) => m.tasks().iter().map(|t| t.name.to_string()).collect(),
+            #[cfg(feature = "wasm")]
+            Runner::Wasm(m) => m.info().tasks.iter().map(|t| t.name.clone()).collect(),
+        }
+    }
+
     pub fn classify(&mut self, texts: &[&str]) -> Result<Vec<Prediction>> {
         Ok(match self {
             Runner::Native(m) => m.classify(texts)?,
             #[cfg(feature = "wasm")]
-            Runner::Wasm(m) => m
-                .classify(texts)?
-                .into_iter()
-                .map(|p| Prediction {
-                    label: p.label,
-                    index: p.index as usize,
-                    scores: p.scores,
-                })
-                .collect(),
+            Runner::Wasm(m) => m.classify(texts)?.into_iter().map(from_wit).collect(),
+        })
+    }
+
+    /// Per text, every task's prediction (only `task`'s when given), from one backbone pass.
+    pub fn classify_tasks(
+        &mut self,
+        texts: &[&str],
+        task: Option<&str>,
+    ) -> Result<Vec<Vec<TaskPrediction>>> {
+        Ok(match self {
+            Runner::Native(m) => m.classify_tasks(texts, task)?,
+            #[cfg(feature = "wasm")]
+            Runner::Wasm(m) => {
+                let per_text = m.classify_tasks(texts, task)?;
+                let tasks = &m.info().tasks;
+                per_text
+                    .into_iter()
+                    .map(|row| {
+                        row.into_iter()
+                            .map(|t| TaskPrediction {
+                                labels: tasks
+                                    .iter()
+                                    .find(|d| d.name == t.task)
+                                    .map(|d| d.labels.clone())
+                                    .unwrap_or_default(),
+                                task: t.task,
+                                prediction: from_wit(t.prediction),
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
         })
     }
 
@@ -119,5 +152,14 @@ impl Runner {
             #[cfg(feature = "wasm")]
             Runner::Wasm(m) => m.embed(texts)?,
         })
+    }
+}
+
+#[cfg(feature = "wasm")]
+fn from_wit(p: autoglm_wasm::Prediction) -> Prediction {
+    Prediction {
+        label: p.label,
+        index: p.index as usize,
+        scores: p.scores,
     }
 }

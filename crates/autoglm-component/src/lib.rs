@@ -8,6 +8,7 @@
 use autoglm_runtime::{LoadOptions, Model, ModelKind, Package, RuntimeError};
 use exports::autoglm::edge::runtime::{
     Error, Guest, GuestModel, Model as ModelHandle, ModelInfo, ModelKind as WitKind, Prediction,
+    Task, TaskPrediction,
 };
 
 wit_bindgen::generate!({
@@ -37,10 +38,19 @@ fn load_error(e: RuntimeError) -> Error {
 /// When a call fails, the request is at fault unless the model failed while running.
 fn call_error(e: RuntimeError) -> Error {
     match e {
-        RuntimeError::InvalidInput(_) | RuntimeError::Unsupported(_) => {
-            Error::InvalidInput(e.to_string())
-        }
+        RuntimeError::InvalidInput(_)
+        | RuntimeError::Unsupported(_)
+        | RuntimeError::NoTasks { .. }
+        | RuntimeError::NoSuchTask { .. } => Error::InvalidInput(e.to_string()),
         other => Error::Runtime(other.to_string()),
+    }
+}
+
+fn prediction(p: autoglm_runtime::Prediction) -> Prediction {
+    Prediction {
+        label: p.label,
+        index: count(p.index),
+        scores: p.scores,
     }
 }
 
@@ -77,6 +87,14 @@ impl GuestModel for Loaded {
                 ModelKind::Embedding => WitKind::Embedding,
             },
             labels: m.labels.clone(),
+            tasks: m
+                .task_slices()
+                .into_iter()
+                .map(|t| Task {
+                    name: t.name.to_string(),
+                    labels: t.labels.iter().map(|l| l.to_string()).collect(),
+                })
+                .collect(),
             max_length: count(m.max_length),
             hidden_size: count(m.hidden_size),
             quantization: m.quantization.to_string(),
@@ -93,12 +111,28 @@ impl GuestModel for Loaded {
 
     fn classify(&self, texts: Vec<String>) -> Result<Vec<Prediction>, Error> {
         let predictions = self.model.classify(&borrowed(&texts)).map_err(call_error)?;
-        Ok(predictions
+        Ok(predictions.into_iter().map(prediction).collect())
+    }
+
+    fn classify_tasks(
+        &self,
+        texts: Vec<String>,
+        task: Option<String>,
+    ) -> Result<Vec<Vec<TaskPrediction>>, Error> {
+        let per_text = self
+            .model
+            .classify_tasks(&borrowed(&texts), task.as_deref())
+            .map_err(call_error)?;
+        Ok(per_text
             .into_iter()
-            .map(|p| Prediction {
-                label: p.label,
-                index: count(p.index),
-                scores: p.scores,
+            .map(|tasks| {
+                tasks
+                    .into_iter()
+                    .map(|t| TaskPrediction {
+                        task: t.task,
+                        prediction: prediction(t.prediction),
+                    })
+                    .collect()
             })
             .collect())
     }

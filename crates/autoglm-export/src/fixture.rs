@@ -208,3 +208,60 @@ pub fn write_adapter(dir: &Path) {
     )
     .expect("write");
 }
+
+/// The tasks of the tiny multi-task package the tests build: `sentiment` (neg, pos: whether a
+/// text says "good") and `noun` (film, movie, none: what it is about).
+pub const TASKS: [&str; 2] = ["sentiment", "noun"];
+
+/// Training data over [`WORDS`] for `task` (one of [`TASKS`]), as JSON lines for
+/// `autoglm adapt`: 48 texts of the same few phrases, each labelled for the task.
+pub fn task_data(task: &str) -> String {
+    let fillers = [
+        "the film was",
+        "a movie",
+        "very",
+        "the films were not",
+        "!",
+        "a",
+    ];
+    let lines: Vec<String> = (0..48)
+        .map(|i| {
+            let word = ["good", "bad", "great"][i % 3];
+            let text = format!("{} {word} {}", fillers[i % 6], fillers[(i / 6) % 6]);
+            let label = match task {
+                "sentiment" if text.contains("good") => "pos",
+                "sentiment" => "neg",
+                "noun" if text.contains("film") => "film",
+                "noun" if text.contains("movie") => "movie",
+                "noun" => "none",
+                other => panic!("no fixture data for task `{other}`"),
+            };
+            serde_json::json!({"text": text, "label": label}).to_string()
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// Writes the tiny base model under `dir` (`base/`) and, with `adapter`, the tiny adapter
+/// (`adapter/`), unless they are there already; returns the export options of the tiny
+/// classification package (adapter merged) or embedding package (none).
+pub fn options(dir: &Path, adapter: bool) -> crate::ExportOptions {
+    let base = dir.join("base");
+    if !base.exists() {
+        write_base(&base);
+    }
+    let options = crate::ExportOptions::new(base);
+    if !adapter {
+        return options;
+    }
+    let adapter = dir.join("adapter");
+    if !adapter.exists() {
+        write_adapter(&adapter);
+    }
+    options.with_adapter(adapter)
+}
+
+/// The tiny classification package (adapter merged), its sources written under `dir`.
+pub fn classification_package(dir: &Path) -> autoglm_package::Package {
+    crate::export(&options(dir, true)).expect("the fixture package exports")
+}

@@ -108,6 +108,22 @@ pub struct TaskPrediction {
     pub prediction: Prediction,
 }
 
+impl TaskPrediction {
+    /// One text's task predictions as JSON, as `autoglm classify --json` prints them and
+    /// `/v1/classify` answers them: one task alone is its [`Prediction::to_json`] object;
+    /// several are an object of those by task name.
+    pub fn to_json(tasks: &[TaskPrediction]) -> serde_json::Value {
+        match tasks {
+            [t] => t.prediction.to_json(&t.labels),
+            _ => tasks
+                .iter()
+                .map(|t| (t.task.clone(), t.prediction.to_json(&t.labels)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        }
+    }
+}
+
 /// A loaded package, ready to run.
 #[derive(Debug)]
 pub struct Model {
@@ -133,12 +149,12 @@ impl Model {
     pub fn from_package(mut package: Package, options: &LoadOptions) -> Result<Self> {
         options.check()?;
         // Before any of the package's content is parsed.
-        package.verify(&options.trust)?;
+        let signer = package.verify(&options.trust)?;
         let graph = package.take_file(&package.manifest().graph.file.clone())?;
         let sequence_multiple = package.manifest().graph.sequence_multiple;
         // The graph's bytes go to the backend, which frees them as soon as it has parsed them.
         let backend = open_backend(graph, sequence_multiple, options)?;
-        Self::with_backend(package, backend, options)
+        Self::assemble(package, backend, options, signer)
     }
 
     /// Builds a model from a verified package and a backend that already holds its graph, after
@@ -151,6 +167,16 @@ impl Model {
     ) -> Result<Self> {
         options.check()?;
         let signer = package.verify(&options.trust)?;
+        Self::assemble(package, backend, options, signer)
+    }
+
+    /// The model of a package whose options are checked and signature verified (`signer`).
+    fn assemble(
+        package: Package,
+        backend: Box<dyn Backend>,
+        options: &LoadOptions,
+        signer: Option<Signer>,
+    ) -> Result<Self> {
         let manifest = package.manifest().clone();
         if manifest.graph.inputs.len() != 3 {
             return Err(RuntimeError::Unsupported(format!(
@@ -298,17 +324,24 @@ impl Model {
         let outputs = self.outputs(texts)?;
         Ok(outputs
             .iter()
-            .map(|row| {
-                chosen
-                    .iter()
-                    .map(|t| TaskPrediction {
-                        task: t.name.to_string(),
-                        labels: t.labels.iter().map(|l| l.to_string()).collect(),
-                        prediction: Prediction::from_logits(&row[t.range.clone()], &t.labels),
-                    })
-                    .collect()
-            })
+            .map(|row| Self::task_predictions(&chosen, row))
             .collect())
+    }
+
+    /// The predictions of `tasks` (from [`Model::select_tasks`]) from one row of logits:
+    /// softmax over each task's slice. A row too short for a task gives that task empty scores.
+    pub fn task_predictions(tasks: &[TaskSlice<'_>], logits: &[f32]) -> Vec<TaskPrediction> {
+        tasks
+            .iter()
+            .map(|t| TaskPrediction {
+                task: t.name.to_string(),
+                labels: t.labels.iter().map(|l| l.to_string()).collect(),
+                prediction: Prediction::from_logits(
+                    logits.get(t.range.clone()).unwrap_or_default(),
+                    &t.labels,
+                ),
+            })
+            .collect()
     }
 
     /// One pooled (and, if the package says so, normalized) vector per text.

@@ -2,7 +2,9 @@
 //!
 //! What one answer can weigh is bounded by the request limits: at most `max_texts` rows, each
 //! of the model's width (labels or dimensions), in at most one copy of each of the model's
-//! outputs (two for a classifier), plus the echoed request `id` (bounded by the body limit).
+//! outputs (two for a classifier: labels and scores; for a multi-task classifier, two per task,
+//! whose scores together are the model's width), plus the echoed request `id` (bounded by the
+//! body limit).
 //! An OIP v2 request that names an output twice, or one the model does not have, is refused:
 //! without that, 50,000 copies of `{"name": "scores"}` in a 1 MB request asked for a 126 MB
 //! answer.
@@ -15,7 +17,7 @@ use crate::loaded::Loaded;
 use crate::metrics::{RouteLabel, RouteStatus};
 use crate::models::ModelSlot;
 use crate::AppState;
-use autoglm_runtime::ModelKind;
+use autoglm_runtime::{Model, ModelKind, RuntimeError, TaskPrediction};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
@@ -133,32 +135,85 @@ struct TextsRequest {
     model: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassifyRequest {
+    texts: Vec<String>,
+    #[serde(default)]
+    model: Option<String>,
+    /// Multi-task packages: only this task (default: every task).
+    #[serde(default)]
+    task: Option<String>,
+}
+
+/// A task the request cannot have: the package has no tasks, or not that one.
+fn task_error(e: RuntimeError) -> ApiError {
+    match e {
+        RuntimeError::NoTasks { .. } | RuntimeError::NoSuchTask { .. } => {
+            ApiError::BadRequest(e.to_string())
+        }
+        other => {
+            tracing::error!(error = %other, "task selection failed");
+            ApiError::Internal
+        }
+    }
+}
+
+/// Each text's label and scores; for a multi-task package (or with `task`), per task, as
+/// [`TaskPrediction::to_json`] shapes them.
 async fn v1_classify(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let request: TextsRequest = parse(body)?;
+    let request: ClassifyRequest = parse(body)?;
     let slot = state.slot(request.model.as_deref())?;
-    // Joint inference (src/joint.rs) keeps the texts, to send the hard ones to the cloud.
-    let joint = state.joint_for(&slot);
+    let task = request.task.as_deref();
+    // A task the package does not have is refused before anything is queued.
+    let current = slot.current();
+    if task.is_some() && current.kind() == ModelKind::Classification {
+        current.model.select_tasks(task).map_err(task_error)?;
+    }
+    // Joint inference (src/joint.rs) keeps the texts, to send the hard ones to the cloud (for
+    // whole-package answers; a task's answer is the edge's).
+    let joint = if task.is_none() {
+        state.joint_for(&slot)
+    } else {
+        None
+    };
     let texts = joint.as_ref().map(|_| request.texts.clone());
     let done = run(&state, &slot, ModelKind::Classification, request.texts).await?;
-    let labels = done.model.model.labels();
-    let predictions: Vec<_> = done
-        .outputs
-        .iter()
-        .map(|logits| done.model.model.prediction(logits))
-        .collect();
-    let results = match (joint, texts) {
-        (Some(joint), Some(texts)) => joint.answer(&texts, labels, &predictions, &headers).await,
-        _ => edge_answers(labels, &predictions),
+    let model = &done.model.model;
+    let results: Vec<Value> = if task.is_none() && model.tasks().is_empty() {
+        let labels = model.labels();
+        let predictions: Vec<_> = done
+            .outputs
+            .iter()
+            .map(|logits| model.prediction(logits))
+            .collect();
+        match (joint, texts) {
+            (Some(joint), Some(texts)) => {
+                joint.answer(&texts, labels, &predictions, &headers).await
+            }
+            _ => edge_answers(labels, &predictions),
+        }
+    } else {
+        // Again on the model that ran: a reload may have brought other tasks.
+        let chosen = model.select_tasks(task).map_err(task_error)?;
+        done.outputs
+            .iter()
+            .map(|logits| TaskPrediction::to_json(&Model::task_predictions(&chosen, logits)))
+            .collect()
     };
-    Ok(Json(json!({
+    let mut answer = json!({
         "model": slot.name,
         "model_version": done.model.version,
         "results": results,
-    })))
+    });
+    if let Some(task) = task {
+        answer["task"] = json!(task);
+    }
+    Ok(Json(answer))
 }
 
 async fn v1_embed(
@@ -326,15 +381,15 @@ async fn v2_model(
 ) -> Result<Json<Value>, ApiError> {
     let slot = state.slot(Some(&name))?;
     let loaded = slot.current();
-    let outputs = match loaded.kind() {
-        ModelKind::Classification => json!([
-            {"name": "label", "datatype": "BYTES", "shape": [-1]},
-            {"name": "scores", "datatype": "FP32", "shape": [-1, loaded.width()]},
-        ]),
-        ModelKind::Embedding => json!([
-            {"name": "embedding", "datatype": "FP32", "shape": [-1, loaded.width()]},
-        ]),
-    };
+    let outputs: Vec<Value> = v2_outputs(&loaded)
+        .into_iter()
+        .map(|o| match o {
+            V2Output::Label(name) => json!({"name": name, "datatype": "BYTES", "shape": [-1]}),
+            V2Output::Scores(name, width) | V2Output::Embedding(name, width) => {
+                json!({"name": name, "datatype": "FP32", "shape": [-1, width]})
+            }
+        })
+        .collect();
     Ok(Json(json!({
         "name": slot.name,
         "versions": [loaded.version],
@@ -356,6 +411,47 @@ async fn v2_model_ready(
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     })
+}
+
+/// One OIP v2 output of a model, by name: a classifier's `label` (BYTES) and `scores` (FP32,
+/// one per label); a multi-task classifier's `TASK.label` and `TASK.scores` for each task
+/// instead (the softmax is per task); an embedder's `embedding`.
+enum V2Output {
+    Label(String),
+    Scores(String, usize),
+    Embedding(String, usize),
+}
+
+impl V2Output {
+    fn name(&self) -> &str {
+        match self {
+            V2Output::Label(n) | V2Output::Scores(n, _) | V2Output::Embedding(n, _) => n,
+        }
+    }
+}
+
+fn v2_outputs(loaded: &Loaded) -> Vec<V2Output> {
+    match loaded.kind() {
+        ModelKind::Embedding => vec![V2Output::Embedding("embedding".into(), loaded.width())],
+        ModelKind::Classification => {
+            let tasks = loaded.model.tasks();
+            if tasks.is_empty() {
+                return vec![
+                    V2Output::Label("label".into()),
+                    V2Output::Scores("scores".into(), loaded.width()),
+                ];
+            }
+            tasks
+                .iter()
+                .flat_map(|t| {
+                    [
+                        V2Output::Label(format!("{}.label", t.name)),
+                        V2Output::Scores(format!("{}.scores", t.name), t.labels.len()),
+                    ]
+                })
+                .collect()
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -416,18 +512,18 @@ async fn v2_infer(
         )));
     }
     let loaded = slot.current();
-    let available: &[&str] = match loaded.kind() {
-        ModelKind::Classification => &["label", "scores"],
-        ModelKind::Embedding => &["embedding"],
-    };
+    let available: Vec<String> = v2_outputs(&loaded)
+        .iter()
+        .map(|o| o.name().to_owned())
+        .collect();
     let wanted: Vec<String> = match &request.outputs {
-        None => available.iter().map(|s| s.to_string()).collect(),
+        None => available.clone(),
         Some(requested) => {
             // Each output at most once, so at most `available.len()` of them: what bounds the
             // answer's size (see the module documentation).
             let mut wanted: Vec<String> = Vec::with_capacity(available.len());
             for r in requested {
-                if !available.contains(&r.name.as_str()) {
+                if !available.contains(&r.name) {
                     return Err(ApiError::BadRequest(format!(
                         "model `{}` has no output `{}`; it has {available:?}",
                         slot.name,
@@ -447,29 +543,47 @@ async fn v2_infer(
     };
     let n = texts.len();
     let done = run(&state, &slot, loaded.kind(), texts).await?;
-    let width = done.model.width();
+    // The outputs of the model that ran (a reload may have changed them since `available`).
+    let ran = v2_outputs(&done.model);
+    let model = &done.model.model;
+    // A classifier's predictions, over all labels or over one task's (`TASK.label`).
+    let predictions = |name: &str| -> Result<Vec<autoglm_runtime::Prediction>, ApiError> {
+        let task = name.rsplit_once('.').map(|(task, _)| task);
+        Ok(match task {
+            None => done.outputs.iter().map(|l| model.prediction(l)).collect(),
+            Some(task) => {
+                let chosen = model.select_tasks(Some(task)).map_err(task_error)?;
+                done.outputs
+                    .iter()
+                    .filter_map(|l| Model::task_predictions(&chosen, l).pop())
+                    .map(|t| t.prediction)
+                    .collect()
+            }
+        })
+    };
     let mut outputs = Vec::new();
     for name in &wanted {
-        outputs.push(match name.as_str() {
-            "label" => {
-                let labels: Vec<String> = done
-                    .outputs
-                    .iter()
-                    .map(|l| done.model.model.prediction(l).label)
-                    .collect();
-                json!({"name": "label", "datatype": "BYTES", "shape": [n], "data": labels})
+        let Some(output) = ran.iter().find(|o| o.name() == name) else {
+            return Err(ApiError::BadRequest(format!(
+                "model `{}` has no output `{name}` since it was reloaded",
+                slot.name
+            )));
+        };
+        outputs.push(match output {
+            V2Output::Label(name) => {
+                let labels: Vec<String> = predictions(name)?.into_iter().map(|p| p.label).collect();
+                json!({"name": name, "datatype": "BYTES", "shape": [n], "data": labels})
             }
-            "scores" => {
-                let scores: Vec<f32> = done
-                    .outputs
-                    .iter()
-                    .flat_map(|l| done.model.model.prediction(l).scores)
+            V2Output::Scores(name, width) => {
+                let scores: Vec<f32> = predictions(name)?
+                    .into_iter()
+                    .flat_map(|p| p.scores)
                     .collect();
-                json!({"name": "scores", "datatype": "FP32", "shape": [n, width], "data": scores})
+                json!({"name": name, "datatype": "FP32", "shape": [n, width], "data": scores})
             }
-            _ => {
+            V2Output::Embedding(name, width) => {
                 let flat: Vec<f32> = done.outputs.iter().flatten().copied().collect();
-                json!({"name": "embedding", "datatype": "FP32", "shape": [n, width], "data": flat})
+                json!({"name": name, "datatype": "FP32", "shape": [n, width], "data": flat})
             }
         });
     }

@@ -6,6 +6,7 @@
 //! * [`present`]: the rule for a test's prerequisite: there, the test runs; missing, it skips
 //!   outside CI and fails under CI. [`assets`] (the fetched models and data) and [`component`]
 //!   (the built WASI component) follow it.
+//! * [`max_abs_diff`]: how far apart two outputs are, the measure of every numeric comparison.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -119,6 +120,16 @@ pub fn component() -> Option<PathBuf> {
     present(built, || {
         "AUTOGLM_COMPONENT must name the output of tools/build-component.sh".into()
     })
+}
+
+/// Largest absolute difference of two equally long vectors (panics on a length mismatch: two
+/// outputs of different widths are a failed comparison, not a small difference).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ mod options;
 mod store;
 mod ticker;
 
-pub use bindings::wit::{ModelInfo, ModelKind, Prediction};
+pub use bindings::wit::{ModelInfo, ModelKind, Prediction, Task, TaskPrediction};
 pub use cache::{default_cache_dir, Compiled};
 pub use error::{Result, WasmError};
 pub use host::{find_component, Host, COMPONENT_FILE};

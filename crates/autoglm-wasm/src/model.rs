@@ -14,7 +14,7 @@ use std::sync::Arc;
 use wasmtime::component::{ResourceAny, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
-use wit::{ModelInfo, ModelKind, Prediction};
+use wit::{ModelInfo, ModelKind, Prediction, TaskPrediction};
 
 /// Where the guest sees a package directory opened with [`WasmModel::load_path`].
 const GUEST_PACKAGE_DIR: &str = "/package";
@@ -105,12 +105,7 @@ impl WasmModel {
             info: empty_info(),
         };
         // The first call starts the instance and loads the package.
-        model.info = model.call(|edge, store, m| {
-            edge.autoglm_edge_runtime()
-                .model()
-                .call_info(store, m)
-                .map(Ok)
-        })?;
+        model.info = model.call(|guest, store, m| guest.call_info(store, m).map(Ok))?;
         Ok(model)
     }
 
@@ -179,12 +174,13 @@ impl WasmModel {
         }
     }
 
-    /// Runs one call within the limits, in the live instance or (none yet, or the last one
-    /// trapped) a fresh one with the package loaded; a trap drops the instance.
+    /// Runs one call of the guest's `model` resource within the limits, in the live instance or
+    /// (none yet, or the last one trapped) a fresh one with the package loaded; a trap drops
+    /// the instance.
     fn call<T>(
         &mut self,
         f: impl FnOnce(
-            &bindings::Edge,
+            wit::GuestModel<'_>,
             &mut Store<State>,
             ResourceAny,
         ) -> wasmtime::Result<std::result::Result<T, wit::Error>>,
@@ -194,7 +190,8 @@ impl WasmModel {
             None => self.instantiate()?,
         };
         self.arm(&mut instance.store);
-        match in_guest(|| f(&instance.edge, &mut instance.store, instance.model)) {
+        let guest = instance.edge.autoglm_edge_runtime().model();
+        match in_guest(|| f(guest, &mut instance.store, instance.model)) {
             Ok(answer) => {
                 self.instance = Some(instance);
                 Ok(answer?)
@@ -224,31 +221,50 @@ impl WasmModel {
         }
     }
 
+    /// One call that takes the texts, as [`WasmModel::call`].
+    fn call_texts<T>(
+        &mut self,
+        texts: &[&str],
+        f: impl FnOnce(
+            wit::GuestModel<'_>,
+            &mut Store<State>,
+            ResourceAny,
+            &[String],
+        ) -> wasmtime::Result<std::result::Result<T, wit::Error>>,
+    ) -> Result<T> {
+        let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+        self.call(|guest, store, m| f(guest, store, m, &texts))
+    }
+
     pub fn classify(&mut self, texts: &[&str]) -> Result<Vec<Prediction>> {
-        let texts = owned(texts);
-        self.call(|edge, store, m| {
-            edge.autoglm_edge_runtime()
-                .model()
-                .call_classify(store, m, &texts)
+        self.call_texts(texts, |guest, store, m, texts| {
+            guest.call_classify(store, m, texts)
+        })
+    }
+
+    /// Classifies each text for every task of a multi-task package (only `task` when given),
+    /// from one backbone pass; the tasks of each text in [`ModelInfo::tasks`] order. A package
+    /// without tasks, or a task it does not have: [`WasmError::InvalidInput`].
+    pub fn classify_tasks(
+        &mut self,
+        texts: &[&str],
+        task: Option<&str>,
+    ) -> Result<Vec<Vec<TaskPrediction>>> {
+        self.call_texts(texts, |guest, store, m, texts| {
+            guest.call_classify_tasks(store, m, texts, task)
         })
     }
 
     pub fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let texts = owned(texts);
-        self.call(|edge, store, m| {
-            edge.autoglm_edge_runtime()
-                .model()
-                .call_embed(store, m, &texts)
+        self.call_texts(texts, |guest, store, m, texts| {
+            guest.call_embed(store, m, texts)
         })
     }
 
     /// The graph's raw output per text (logits or vector).
     pub fn outputs(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let texts = owned(texts);
-        self.call(|edge, store, m| {
-            edge.autoglm_edge_runtime()
-                .model()
-                .call_outputs(store, m, &texts)
+        self.call_texts(texts, |guest, store, m, texts| {
+            guest.call_outputs(store, m, texts)
         })
     }
 }
@@ -263,14 +279,11 @@ fn in_guest<R>(f: impl FnOnce() -> R) -> R {
     answer
 }
 
-fn owned(texts: &[&str]) -> Vec<String> {
-    texts.iter().map(|t| t.to_string()).collect()
-}
-
 fn empty_info() -> ModelInfo {
     ModelInfo {
         kind: ModelKind::Embedding,
         labels: Vec::new(),
+        tasks: Vec::new(),
         max_length: 0,
         hidden_size: 0,
         quantization: String::new(),

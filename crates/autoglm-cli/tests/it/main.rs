@@ -8,6 +8,7 @@ mod edge_options;
 mod export;
 mod fidelity;
 mod hardening;
+mod multitask;
 mod support;
 #[cfg(feature = "wasm")]
 mod wasm;

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-pub use autoglm_testkit::workspace;
+pub use autoglm_testkit::{max_abs_diff, workspace};
 
 /// The assets folder (`AUTOGLM_ASSETS`, else `.cache/assets` in the workspace) with the base
 /// model in it; missing: a skip, or a failure under CI.
@@ -198,11 +198,57 @@ pub fn sentiment_model() -> Option<&'static Model> {
     sentiment_model_on(BackendKind::Tract)
 }
 
-/// Largest absolute difference of two equally long vectors.
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+/// A multi-task package made as a user makes one, once per test run, on the tiny fixture
+/// checkpoint (no downloaded assets): `autoglm export` of the base, `autoglm adapt` of two
+/// heads, `sentiment` (neg, pos) and `noun` (film, movie, none), and `autoglm multitask`.
+pub fn multitask_package() -> PathBuf {
+    static PKG: OnceLock<PathBuf> = OnceLock::new();
+    PKG.get_or_init(|| {
+        let dir = temp_root().join("multitask");
+        let base = dir.join("base");
+        autoglm_export::fixture::write_base(&base);
+        let path = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_owned();
+        let run = |args: &[&str]| {
+            let out = crate::cli::autoglm(args, None);
+            assert!(
+                out.status.success(),
+                "autoglm {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&["export", "--base", &path("base"), "--out", &path("emb")]);
+        for task in autoglm_export::fixture::TASKS {
+            let train = path(&format!("{task}.jsonl"));
+            std::fs::write(&train, autoglm_export::fixture::task_data(task))
+                .expect("write training data");
+            run(&[
+                "adapt",
+                "--model",
+                &path("emb"),
+                "--train",
+                &train,
+                "--out",
+                &path(task),
+                "--task",
+                task,
+                "--epochs",
+                "40",
+                "--lr",
+                "0.05",
+                "--quiet",
+            ]);
+        }
+        let (sentiment, noun) = (path("sentiment"), path("noun"));
+        run(&[
+            "multitask",
+            "--model",
+            &path("emb"),
+            "--out",
+            &path("multi"),
+            &format!("sentiment={sentiment}"),
+            &format!("noun={noun}"),
+        ]);
+        dir.join("multi")
+    })
+    .clone()
 }

@@ -3,11 +3,12 @@
 //! (`load` from tar bytes, `open` on a preopened directory), and `autoglm --engine wasm`.
 
 use crate::cli::{autoglm, stdout};
+use crate::multitask::{assert_task, classify_json, TEXTS};
 use crate::support::*;
 use autoglm_package::Package;
 use autoglm_runtime::Model;
 use autoglm_testkit::{budget, component};
-use autoglm_wasm::{Host, HostOptions, Limits, WasmModel};
+use autoglm_wasm::{Host, HostOptions, Limits, WasmError, WasmModel};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -143,6 +144,93 @@ fn cli_engine_wasm_equals_native() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("invalid package") && err.contains("sha256"),
+        "{err}"
+    );
+}
+
+#[test]
+fn multitask_packages_classify_per_task_through_the_component() {
+    let _budget = budget(
+        "wasm::multitask_packages_classify_per_task_through_the_component",
+        300,
+    );
+    let Some(host) = host() else { return };
+    let pkg = multitask_package();
+    let direct = Model::load(&pkg)
+        .expect("native")
+        .classify_tasks(&TEXTS, None)
+        .expect("native run");
+    // The host API: the tasks in `info`, every task or one, from the component.
+    let mut wasm = WasmModel::load_path(host, &pkg, Limits::default()).expect("open");
+    let tasks: Vec<(&str, Vec<&str>)> = wasm
+        .info()
+        .tasks
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_str(),
+                t.labels.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tasks,
+        [
+            ("sentiment", vec!["neg", "pos"]),
+            ("noun", vec!["film", "movie", "none"])
+        ]
+    );
+    let got = wasm.classify_tasks(&TEXTS, None).expect("wasm run");
+    assert_eq!(got.len(), TEXTS.len());
+    for (g, d) in got.iter().zip(&direct) {
+        assert_eq!(g.len(), 2);
+        for (g, d) in g.iter().zip(d) {
+            assert_eq!(g.task, d.task);
+            assert_eq!(g.prediction.label, d.prediction.label);
+            assert_eq!(g.prediction.index as usize, d.prediction.index);
+            assert!(max_abs_diff(&g.prediction.scores, &d.prediction.scores) <= TOLERANCE);
+        }
+    }
+    let noun = wasm.classify_tasks(&TEXTS, Some("noun")).expect("one task");
+    assert!(noun.iter().all(|t| t.len() == 1 && t[0].task == "noun"));
+    // A task the package does not have; tasks of a single-task package: invalid input.
+    match wasm.classify_tasks(&TEXTS, Some("nope")) {
+        Err(WasmError::InvalidInput(m)) => {
+            assert!(m.contains("no such task (tasks: sentiment, noun)"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let int8 = workspace().join("models/sentiment-int8.tar");
+    let mut single = WasmModel::load_path(host, &int8, Limits::default()).expect("load int8");
+    assert!(single.info().tasks.is_empty());
+    match single.classify_tasks(&TEXTS, None) {
+        Err(WasmError::InvalidInput(m)) => assert!(m.contains("not a multi-task package"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+
+    // `autoglm classify --engine wasm`, every task and `--task`, as natively.
+    for (line, tasks) in classify_json(&["--engine", "wasm"]).iter().zip(&direct) {
+        for t in tasks {
+            assert_task(&line[&t.task], t, TOLERANCE);
+        }
+    }
+    for (line, tasks) in classify_json(&["--engine", "wasm", "--task", "noun"])
+        .iter()
+        .zip(&direct)
+    {
+        assert_task(line, &tasks[1], TOLERANCE);
+    }
+    let p = pkg.to_str().expect("utf-8");
+    let out = autoglm(
+        &[
+            "classify", "--engine", "wasm", "--model", p, "--task", "nope", "good",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--task nope: no such task (tasks: sentiment, noun)"),
         "{err}"
     );
 }

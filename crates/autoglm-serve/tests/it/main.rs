@@ -15,8 +15,9 @@ mod otel;
 mod reload;
 mod routes;
 mod server;
+mod tasks;
 
-use autoglm_export::{export, fixture, ExportOptions};
+use autoglm_export::{export, fixture};
 use autoglm_serve::{app, AppState, Config, ModelSpec};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -34,15 +35,10 @@ pub struct Packages {
 impl Packages {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("base");
-        let adapter = dir.path().join("adapter");
-        fixture::write_base(&base);
-        fixture::write_adapter(&adapter);
-        export(&ExportOptions::new(&base).with_adapter(&adapter))
-            .unwrap()
+        fixture::classification_package(dir.path())
             .write(&dir.path().join("cls"))
             .unwrap();
-        export(&ExportOptions::new(&base))
+        export(&fixture::options(dir.path(), false))
             .unwrap()
             .write(&dir.path().join("emb"))
             .unwrap();
