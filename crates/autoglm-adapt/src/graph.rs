@@ -3,15 +3,14 @@
 //! (for `--init-from` and multi-task packages).
 //!
 //! Head tensors are named `adapt.<task>.l<i>.weight|bias`; that naming is the contract that
-//! lets a head be found again in a package.
+//! lets a head be found again in a package. The graph is extended with the exporter's builder
+//! ([`autoglm_export::onnx::Graph`]), the workspace's one.
 
 use crate::head::{Dense, Head, HeadSpec};
 use crate::{AdaptError, Result};
+use autoglm_export::onnx::{Attr, Graph};
 use prost::Message;
-use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, ModelProto, NodeProto,
-    TensorProto, ValueInfoProto,
-};
+use tract_onnx::pb::{tensor_proto::DataType, ModelProto, TensorProto};
 
 pub const LOGITS: &str = "logits";
 
@@ -27,47 +26,6 @@ pub fn check_task_name(name: &str) -> Result<()> {
                 autoglm_package::MAX_TASK_NAME_BYTES
             ),
         })
-    }
-}
-
-struct Builder<'a> {
-    graph: &'a mut tract_onnx::pb::GraphProto,
-    counter: usize,
-}
-
-impl Builder<'_> {
-    fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
-        self.counter += 1;
-        let out = format!("adapt.{}_{}", op, self.counter);
-        self.graph.node.push(NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![out.clone()],
-            name: out.clone(),
-            op_type: op.into(),
-            attribute: attrs,
-            ..Default::default()
-        });
-        out
-    }
-
-    fn tensor(&mut self, name: String, dims: &[usize], data: &[f32]) -> String {
-        self.graph.initializer.push(TensorProto {
-            name: name.clone(),
-            dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: DataType::Float as i32,
-            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ..Default::default()
-        });
-        name
-    }
-}
-
-fn int_attr(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Int as i32,
-        i: v,
-        ..Default::default()
     }
 }
 
@@ -87,46 +45,43 @@ pub fn append_heads(
     let mut model = decode(onnx)?;
     let graph = model
         .graph
-        .as_mut()
+        .take()
         .ok_or_else(|| AdaptError::Graph("no graph".into()))?;
-    let pos = graph
-        .output
-        .iter()
-        .position(|o| o.name == embedding_output)
-        .ok_or_else(|| {
-            AdaptError::Graph(format!(
-                "no output `{embedding_output}` to attach the head to"
-            ))
-        })?;
-    let old: ValueInfoProto = graph.output.remove(pos);
-    let mut b = Builder { graph, counter: 0 };
+    let mut b = Graph::from_proto(graph);
+    b.set_scope("adapt");
+    let old = b.remove_output(embedding_output).ok_or_else(|| {
+        AdaptError::Graph(format!(
+            "no output `{embedding_output}` to attach the head to"
+        ))
+    })?;
     let mut task_outputs = Vec::new();
     let mut total = 0;
     for (task, head) in heads {
         check_task_name(task)?;
         let mut x = embedding_output.to_string();
         for (i, (layer, (w, bias))) in head.layers.iter().zip(head.f32_layers()).enumerate() {
-            let w = b.tensor(
-                format!("adapt.{task}.l{i}.weight"),
+            let w = b.named_f32_tensor(
+                &format!("adapt.{task}.l{i}.weight"),
                 &[layer.inputs, layer.outputs],
                 &w,
             );
-            let bias = b.tensor(format!("adapt.{task}.l{i}.bias"), &[layer.outputs], &bias);
-            let mm = b.node("MatMul", &[&x, &w], vec![]);
-            x = b.node("Add", &[&mm, &bias], vec![]);
+            let bias =
+                b.named_f32_tensor(&format!("adapt.{task}.l{i}.bias"), &[layer.outputs], &bias);
+            let mm = b.node("MatMul", &[&x, &w], &[]);
+            x = b.node("Add", &[&mm, &bias], &[]);
             if i + 1 < head.layers.len() {
                 x = match head.spec {
                     HeadSpec::Mlp {
                         activation: crate::activation::Activation::Gelu,
                         ..
                     } => gelu(&mut b, task, i, &x),
-                    _ => b.node("Tanh", &[&x], vec![]),
+                    _ => b.node("Tanh", &[&x], &[]),
                 };
             }
         }
         total += head.classes();
         if heads.len() > 1 {
-            x = b.node("LogSoftmax", &[&x], vec![int_attr("axis", -1)]);
+            x = b.node("LogSoftmax", &[&x], &[("axis", Attr::Int(-1))]);
         }
         task_outputs.push(x);
     }
@@ -134,15 +89,8 @@ pub fn append_heads(
         task_outputs.remove(0)
     } else {
         let refs: Vec<&str> = task_outputs.iter().map(String::as_str).collect();
-        b.node("Concat", &refs, vec![int_attr("axis", -1)])
+        b.node("Concat", &refs, &[("axis", Attr::Int(-1))])
     };
-    b.graph.node.push(NodeProto {
-        input: vec![logits],
-        output: vec![LOGITS.into()],
-        name: LOGITS.into(),
-        op_type: "Identity".into(),
-        ..Default::default()
-    });
     // Same element type and batch dimension as the embedding output; the width is the labels'.
     let mut out = old;
     out.name = LOGITS.into();
@@ -154,24 +102,25 @@ pub fn append_heads(
                 Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(total as i64));
         }
     }
-    b.graph.output.push(out);
+    b.output_as(&logits, out);
+    model.graph = Some(b.into_proto());
     Ok(model.encode_to_vec())
 }
 
 /// Exact GELU with opset-17 ops: `0.5 · x · (1 + erf(x / √2))`.
-fn gelu(b: &mut Builder, task: &str, i: usize, x: &str) -> String {
-    let sqrt2 = b.tensor(
-        format!("adapt.{task}.l{i}.sqrt2"),
+fn gelu(b: &mut Graph, task: &str, i: usize, x: &str) -> String {
+    let sqrt2 = b.named_f32_tensor(
+        &format!("adapt.{task}.l{i}.sqrt2"),
         &[],
         &[std::f32::consts::SQRT_2],
     );
-    let one = b.tensor(format!("adapt.{task}.l{i}.one"), &[], &[1.0]);
-    let half = b.tensor(format!("adapt.{task}.l{i}.half"), &[], &[0.5]);
-    let d = b.node("Div", &[x, &sqrt2], vec![]);
-    let e = b.node("Erf", &[&d], vec![]);
-    let p = b.node("Add", &[&e, &one], vec![]);
-    let m = b.node("Mul", &[x, &p], vec![]);
-    b.node("Mul", &[&m, &half], vec![])
+    let one = b.named_f32_tensor(&format!("adapt.{task}.l{i}.one"), &[], &[1.0]);
+    let half = b.named_f32_tensor(&format!("adapt.{task}.l{i}.half"), &[], &[0.5]);
+    let d = b.node("Div", &[x, &sqrt2], &[]);
+    let e = b.node("Erf", &[&d], &[]);
+    let p = b.node("Add", &[&e, &one], &[]);
+    let m = b.node("Mul", &[x, &p], &[]);
+    b.node("Mul", &[&m, &half], &[])
 }
 
 fn f32_data(t: &TensorProto) -> Result<Vec<f64>> {

@@ -1,5 +1,7 @@
-//! A small ONNX graph builder over the prost types that `tract-onnx` generates from `onnx.proto`.
-//! Node and tensor names are assigned in build order, so the same build gives the same bytes.
+//! The workspace's one ONNX graph builder, over the prost types that `tract-onnx` generates from
+//! `onnx.proto`: the exporter builds whole graphs with it, and autoglm-adapt appends heads to an
+//! exported graph ([`Graph::from_proto`]). Node and tensor names are assigned in build order, so
+//! the same build gives the same bytes.
 
 use prost::Message;
 use tract_onnx::pb::{
@@ -20,13 +22,10 @@ pub enum Attr {
     Ints(Vec<i64>),
 }
 
-/// A graph under construction.
+/// A graph under construction: a new one, or an existing one being extended.
 #[derive(Debug, Default)]
 pub struct Graph {
-    nodes: Vec<NodeProto>,
-    initializers: Vec<TensorProto>,
-    inputs: Vec<ValueInfoProto>,
-    outputs: Vec<ValueInfoProto>,
+    proto: GraphProto,
     counter: usize,
     /// Name prefix for the nodes being added (e.g. `layer3.attention`).
     scope: String,
@@ -57,6 +56,20 @@ fn value_info(name: &str, elem: DataType, dims: &[&str]) -> ValueInfoProto {
 }
 
 impl Graph {
+    /// Extends an existing graph: what is added comes after its nodes and initializers, and
+    /// everything else in it is kept.
+    pub fn from_proto(proto: GraphProto) -> Self {
+        Graph {
+            proto,
+            ..Graph::default()
+        }
+    }
+
+    /// The graph as built, to put back into its `ModelProto`.
+    pub fn into_proto(self) -> GraphProto {
+        self.proto
+    }
+
     pub fn set_scope(&mut self, scope: impl Into<String>) {
         self.scope = scope.into();
     }
@@ -72,14 +85,25 @@ impl Graph {
 
     /// Declares a graph input; dims are numbers or symbolic names.
     pub fn input(&mut self, name: &str, elem: DataType, dims: &[&str]) -> String {
-        self.inputs.push(value_info(name, elem, dims));
+        self.proto.input.push(value_info(name, elem, dims));
         name.into()
     }
 
     /// Declares `value` as a graph output called `name`.
     pub fn output(&mut self, value: &str, name: &str, elem: DataType, dims: &[&str]) {
-        self.node_named("Identity", &[value], &[], name);
-        self.outputs.push(value_info(name, elem, dims));
+        self.output_as(value, value_info(name, elem, dims));
+    }
+
+    /// Declares `value` as the graph output that `info` describes (its name, type and shape).
+    pub fn output_as(&mut self, value: &str, info: ValueInfoProto) {
+        self.node_named("Identity", &[value], &[], &info.name.clone());
+        self.proto.output.push(info);
+    }
+
+    /// Takes the graph output called `name` out of the outputs (its producer stays), if any.
+    pub fn remove_output(&mut self, name: &str) -> Option<ValueInfoProto> {
+        let pos = self.proto.output.iter().position(|o| o.name == name)?;
+        Some(self.proto.output.remove(pos))
     }
 
     /// A float initializer, stored as little-endian raw data.
@@ -103,9 +127,26 @@ impl Graph {
         self.f32_tensor(what, &[], &[v])
     }
 
+    /// A float initializer called exactly `name` (not numbered: a name others look up).
+    pub fn named_f32_tensor(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
+        debug_assert_eq!(dims.iter().product::<usize>(), data.len(), "{name}");
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.push_tensor(name.to_string(), DataType::Float, dims, raw)
+    }
+
     fn tensor(&mut self, what: &str, elem: DataType, dims: &[usize], raw_data: Vec<u8>) -> String {
         let name = self.fresh(what);
-        self.initializers.push(TensorProto {
+        self.push_tensor(name, elem, dims, raw_data)
+    }
+
+    fn push_tensor(
+        &mut self,
+        name: String,
+        elem: DataType,
+        dims: &[usize],
+        raw_data: Vec<u8>,
+    ) -> String {
+        self.proto.initializer.push(TensorProto {
             name: name.clone(),
             dims: dims.iter().map(|d| *d as i64).collect(),
             data_type: elem as i32,
@@ -136,7 +177,8 @@ impl Graph {
         outputs
     }
 
-    fn node_named(&mut self, op: &str, inputs: &[&str], attrs: &[(&str, Attr)], out: &str) {
+    /// Adds a node with one output called exactly `out` (the node has the same name).
+    pub fn node_named(&mut self, op: &str, inputs: &[&str], attrs: &[(&str, Attr)], out: &str) {
         self.push_node(op, inputs, attrs, vec![out.to_string()], out.to_string());
     }
 
@@ -172,7 +214,7 @@ impl Graph {
                 p
             })
             .collect();
-        self.nodes.push(NodeProto {
+        self.proto.node.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output,
             name,
@@ -194,12 +236,8 @@ impl Graph {
             producer_version: env!("CARGO_PKG_VERSION").into(),
             doc_string: doc.into(),
             graph: Some(GraphProto {
-                node: self.nodes,
                 name: "autoglm".into(),
-                initializer: self.initializers,
-                input: self.inputs,
-                output: self.outputs,
-                ..Default::default()
+                ..self.proto
             }),
             ..Default::default()
         };
