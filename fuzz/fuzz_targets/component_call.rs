@@ -3,7 +3,7 @@
 //! `AUTOGLM_COMPONENT` naming a built component (tools/build-component.sh).
 #![no_main]
 
-use autoglm_export::{export, fixture, ExportOptions};
+use autoglm_export::fixture;
 use autoglm_wasm::{fuzzing, Host, HostOptions, WasmModel};
 use std::sync::{Mutex, OnceLock};
 
@@ -14,11 +14,7 @@ fn host() -> (Host, Mutex<WasmModel>) {
         .expect("set AUTOGLM_COMPONENT to the component (tools/build-component.sh)");
     let host = Host::new(path.as_ref(), &HostOptions::default()).expect("the component compiles");
     let dir = tempfile::tempdir().expect("a temporary directory");
-    fixture::write_base(&dir.path().join("base"));
-    fixture::write_adapter(&dir.path().join("adapter"));
-    let options =
-        ExportOptions::new(dir.path().join("base")).with_adapter(dir.path().join("adapter"));
-    let tar = export(&options).expect("the fixture package exports").to_tar();
+    let tar = fixture::classification_package(dir.path()).to_tar();
     let model = WasmModel::load(&host, tar, fuzzing::limits()).expect("the fixture loads");
     (host, Mutex::new(model))
 }

@@ -15,16 +15,13 @@ fn harness() -> (Harness, tempfile::TempDir) {
     // the default hook, so that only panics that escape (a crash in the product) abort.
     let _ = std::panic::take_hook();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (base, adapter) = (dir.path().join("base"), dir.path().join("adapter"));
-    fixture::write_base(&base);
-    fixture::write_adapter(&adapter);
     let write = |options: ExportOptions, name: &str| {
         let path = dir.path().join(name);
         export(&options).expect("fixture exports").write(&path).expect("writable");
         ModelSpec::parse(&format!("{name}={}", path.display())).expect("a valid spec")
     };
-    let cls = write(ExportOptions::new(&base).with_adapter(&adapter), "cls");
-    let emb = write(ExportOptions::new(&base), "emb");
+    let cls = write(fixture::options(dir.path(), true), "cls");
+    let emb = write(fixture::options(dir.path(), false), "emb");
     let config = Config::new(vec![cls, emb]);
     (Harness::new(&config).expect("the fixture packages serve"), dir)
 }

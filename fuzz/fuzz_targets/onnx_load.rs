@@ -2,7 +2,7 @@
 //! Needs `--features runtime` (builds tract).
 #![no_main]
 
-use autoglm_export::{export, fixture, ExportOptions};
+use autoglm_export::fixture;
 use autoglm_package::Package;
 use std::sync::OnceLock;
 
@@ -14,11 +14,7 @@ fn template() -> Package {
     // the default hook, so that only panics that escape (a crash in the product) abort.
     let _ = std::panic::take_hook();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    fixture::write_base(&dir.path().join("base"));
-    fixture::write_adapter(&dir.path().join("adapter"));
-    let options =
-        ExportOptions::new(dir.path().join("base")).with_adapter(dir.path().join("adapter"));
-    export(&options).expect("the fixture package exports")
+    fixture::classification_package(dir.path())
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -8,6 +8,7 @@
 
 use autoglm_export::{export, fixture, ExportOptions};
 use autoglm_runtime::{batch, Attention, Backend, Encoded, Quantization, TractBackend};
+use autoglm_testkit::max_abs_diff;
 
 /// Deterministic pseudo-random numbers (the test needs variety, not a generator crate).
 struct Lcg(u64);
@@ -34,21 +35,12 @@ fn random_texts(rng: &mut Lcg, count: usize, max_len: usize, vocab: usize) -> Ve
         .collect()
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 fn check(name: &str, options: ExportOptions) {
     let dir = tempfile::tempdir().expect("temp dir");
-    fixture::write_base(&dir.path().join("base"));
-    fixture::write_adapter(&dir.path().join("adapter"));
+    let sources = fixture::options(dir.path(), true);
     let options = ExportOptions {
-        base: dir.path().join("base"),
-        adapter: Some(dir.path().join("adapter")),
+        base: sources.base,
+        adapter: sources.adapter,
         ..options
     };
     let package = export(&options).expect("export");

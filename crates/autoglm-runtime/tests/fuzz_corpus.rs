@@ -61,12 +61,7 @@ fn write_fuzz_seeds() {
 
     // package_tar: the tiny fixture package (classification, with the LoRA adapter merged).
     let tmp = tempfile::tempdir().unwrap();
-    fixture::write_base(&tmp.path().join("base"));
-    fixture::write_adapter(&tmp.path().join("adapter"));
-    let pkg = export(
-        &ExportOptions::new(tmp.path().join("base")).with_adapter(tmp.path().join("adapter")),
-    )
-    .unwrap();
+    let pkg = fixture::classification_package(tmp.path());
     let tar = pkg.to_tar();
     write("package_tar", "valid_fixture.tar", &tar);
     write("package_tar", "truncated_half.tar", &tar[..tar.len() / 2]);
@@ -218,12 +213,7 @@ fn write_fuzz_seeds() {
 
 /// The fixture classification package (LoRA merged) with the given export options applied.
 fn fixture_package(dir: &std::path::Path, change: impl FnOnce(&mut ExportOptions)) -> Package {
-    let (base, adapter) = (dir.join("base"), dir.join("adapter"));
-    if !base.exists() {
-        fixture::write_base(&base);
-        fixture::write_adapter(&adapter);
-    }
-    let mut options = ExportOptions::new(base).with_adapter(adapter);
+    let mut options = fixture::options(dir, true);
     change(&mut options);
     export(&options).unwrap()
 }

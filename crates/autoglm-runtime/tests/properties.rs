@@ -12,6 +12,7 @@ use autoglm_export::{export, fixture, ExportOptions};
 use autoglm_runtime::{
     batch, Attention, Backend, Encoded, LoadOptions, Model, Quantization, TextEncoder, TractBackend,
 };
+use autoglm_testkit::max_abs_diff;
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -44,22 +45,11 @@ fn encodings() -> impl Strategy<Value = Vec<Encoded>> {
     })
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// The fixture classification package's graph with `change` applied: (onnx, max_length,
 /// sequence multiple).
 fn graph(change: impl FnOnce(&mut ExportOptions)) -> (Vec<u8>, usize, usize) {
     let dir = tempfile::tempdir().unwrap();
-    fixture::write_base(&dir.path().join("base"));
-    fixture::write_adapter(&dir.path().join("adapter"));
-    let mut options =
-        ExportOptions::new(dir.path().join("base")).with_adapter(dir.path().join("adapter"));
+    let mut options = fixture::options(dir.path(), true);
     change(&mut options);
     let package = export(&options).unwrap();
     let m = package.manifest();

@@ -6,13 +6,8 @@ use autoglm_runtime::{Encoded, LoadOptions, Model, RuntimeError};
 
 fn packages() -> (tempfile::TempDir, Model, Model) {
     let dir = tempfile::tempdir().unwrap();
-    fixture::write_base(&dir.path().join("base"));
-    fixture::write_adapter(&dir.path().join("adapter"));
-    let cls = export(
-        &ExportOptions::new(dir.path().join("base")).with_adapter(dir.path().join("adapter")),
-    )
-    .unwrap();
-    let emb = export(&ExportOptions::new(dir.path().join("base"))).unwrap();
+    let cls = fixture::classification_package(dir.path());
+    let emb = export(&fixture::options(dir.path(), false)).unwrap();
     let options = LoadOptions {
         threads: 1,
         max_batch: 2,
@@ -207,13 +202,8 @@ fn mismatch(package: autoglm_package::Package, needle: &str) {
 fn a_manifest_that_contradicts_its_graph_is_refused_at_load() {
     use autoglm_runtime::ModelKind;
     let dir = tempfile::tempdir().unwrap();
-    fixture::write_base(&dir.path().join("base"));
-    fixture::write_adapter(&dir.path().join("adapter"));
-    let cls = export(
-        &ExportOptions::new(dir.path().join("base")).with_adapter(dir.path().join("adapter")),
-    )
-    .unwrap();
-    let emb = export(&ExportOptions::new(dir.path().join("base"))).unwrap();
+    let cls = fixture::classification_package(dir.path());
+    let emb = export(&fixture::options(dir.path(), false)).unwrap();
     // Label count vs the logits' width (the graph has 3).
     mismatch(
         edited(&cls, |m| m.labels = vec!["no".into(), "yes".into()]),
@@ -299,12 +289,7 @@ impl autoglm_runtime::Backend for Opaque {
 #[test]
 fn a_backend_without_graph_facts_still_gets_the_width_checked() {
     let dir = tempfile::tempdir().unwrap();
-    fixture::write_base(&dir.path().join("base"));
-    fixture::write_adapter(&dir.path().join("adapter"));
-    let cls = export(
-        &ExportOptions::new(dir.path().join("base")).with_adapter(dir.path().join("adapter")),
-    )
-    .unwrap();
+    let cls = fixture::classification_package(dir.path());
     let load = |package: autoglm_package::Package| {
         let graph = package.file("model.onnx").unwrap();
         let backend = autoglm_runtime::TractBackend::new(graph, 1, 1).unwrap();
