@@ -212,7 +212,7 @@ impl TractBackend {
         };
         // One text per run, where rows are independent: with the batch dim known to be 1, tract
         // folds LayerNorm's scale/shift and mean into kernels it cannot use for a symbolic
-        // batch (BENCHMARKS.md, "Per-row plans": 13-17 % less time at batch 1), and a row runs
+        // batch (BENCHMARKS.md, "Wave 3": 13-17 % less time at batch 1), and a row runs
         // at its own length instead of its batch's longest. The sequence stays symbolic: with
         // it concrete tract's kernel cost model picks slower matmul tiles on some CPUs.
         let output_rank = typed
