@@ -16,6 +16,7 @@
 
 use crate::error::ServeError;
 use crate::metrics::Metrics;
+use crate::routes::truncated;
 use crate::telemetry::{in_current_context, CloudOutcome, Telemetry};
 use autoglm_runtime::Prediction;
 use axum::body::Bytes;
@@ -91,7 +92,7 @@ impl HardExampleRule {
                 return Err(format!(
                     "HEM_NAME `{}`: this worker classifies texts and knows ThresholdFilter, \
                      CrossEntropyFilter, CloudOnly and EdgeOnly",
-                    truncate(other, 64)
+                    truncated(other, 64)
                 ))
             }
         };
@@ -101,11 +102,11 @@ impl HardExampleRule {
                 return Err(format!(
                     "HEM_PARAMETERS: {name} takes {}, not `{}`",
                     key.map_or("no parameter".to_owned(), |k| format!("only `{k}`")),
-                    truncate(k, 64)
+                    truncated(k, 64)
                 ));
             }
             threshold = probability(v)
-                .map_err(|e| format!("HEM_PARAMETERS: `{k}` = {}: {e}", truncate(v, 64)))?;
+                .map_err(|e| format!("HEM_PARAMETERS: `{k}` = {}: {e}", truncated(v, 64)))?;
         }
         Ok(rule(threshold))
     }
@@ -194,23 +195,12 @@ fn parse_hem_parameters(text: &str) -> Result<Vec<(String, String)>, String> {
         if out.iter().any(|(k, _)| k == key) {
             return Err(format!(
                 "HEM_PARAMETERS: `{}` is given twice",
-                truncate(key, 64)
+                truncated(key, 64)
             ));
         }
         out.push((key.to_owned(), value));
     }
     Ok(out)
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// Where and how often to report to Sedna's local controller.
@@ -255,7 +245,7 @@ impl SednaEnv {
                 .ok_or_else(|| {
                     err(format!(
                         "BIG_MODEL_PORT `{}` is not a port (1 to 65535)",
-                        truncate(&p, 32)
+                        truncated(&p, 32)
                     ))
                 })?,
         };
@@ -270,7 +260,7 @@ impl SednaEnv {
                 if !valid {
                     return Err(err(format!(
                         "BIG_MODEL_IP `{}` is not a host name or IP address",
-                        truncate(host, 64)
+                        truncated(host, 64)
                     )));
                 }
                 let host = if host.contains(':') && !host.starts_with('[') {
@@ -302,7 +292,7 @@ impl SednaEnv {
                 {
                     return Err(err(format!(
                         "WORKER_NAME `{}` is not a Kubernetes name",
-                        truncate(&worker_name, 64)
+                        truncated(&worker_name, 64)
                     )));
                 }
                 let secs = match var("LC_PERIOD") {
@@ -315,7 +305,7 @@ impl SednaEnv {
                         .ok_or_else(|| {
                             err(format!(
                                 "LC_PERIOD `{}` is not 1 to 86400 seconds",
-                                truncate(&p, 32)
+                                truncated(&p, 32)
                             ))
                         })?,
                 };
@@ -392,24 +382,24 @@ impl CloudEndpoint {
         let base = base.trim().trim_end_matches('/');
         let uri: Uri = format!("{base}{path}")
             .parse()
-            .map_err(|e| format!("`{}` is not a URL: {e}", truncate(base, 128)))?;
+            .map_err(|e| format!("`{}` is not a URL: {e}", truncated(base, 128)))?;
         match uri.scheme_str() {
             Some("http") => {}
             Some("https") => {
                 return Err(format!(
                     "`{}`: only http:// is supported (terminate TLS in the mesh or a sidecar)",
-                    truncate(base, 128)
+                    truncated(base, 128)
                 ))
             }
-            _ => return Err(format!("`{}` is not an http:// URL", truncate(base, 128))),
+            _ => return Err(format!("`{}` is not an http:// URL", truncated(base, 128))),
         }
         if uri.host().is_none_or(str::is_empty) {
-            return Err(format!("`{}` has no host", truncate(base, 128)));
+            return Err(format!("`{}` has no host", truncated(base, 128)));
         }
         if uri.query().is_some() {
             return Err(format!(
                 "`{}` has a query; give the base URL",
-                truncate(base, 128)
+                truncated(base, 128)
             ));
         }
         Ok(CloudEndpoint { uri })

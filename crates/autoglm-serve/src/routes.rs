@@ -600,7 +600,7 @@ async fn v2_infer(
 
 /// At most `max` bytes of `s` (on a character boundary), to quote client input in an error
 /// without echoing a megabyte back.
-fn truncated(s: &str, max: usize) -> String {
+pub(crate) fn truncated(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }
