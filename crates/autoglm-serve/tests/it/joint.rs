@@ -1,10 +1,9 @@
 //! Joint inference end to end on loopback: an edge server and a cloud server (both real, on
 //! ports), fake clouds that fail, lie or hang, and a fake Sedna local controller.
 
+use crate::server::Server;
 use crate::Packages;
-use autoglm_serve::{
-    serve_on, AppState, Config, HardExampleRule, JointConfig, LcReport, ServeOptions,
-};
+use autoglm_serve::{Config, HardExampleRule, JointConfig, LcReport};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -18,33 +17,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A server on 127.0.0.1:<any>; stops when dropped.
-struct Server {
-    addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Server {
-    async fn start(config: &Config) -> Server {
-        let state = AppState::start(config).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let options = ServeOptions {
-            grace: Duration::from_millis(100),
-            tls: None,
-        };
-        tokio::spawn(serve_on(state, listener, options, async move {
-            let _ = stopped.await;
-        }));
-        Server { addr, _stop: stop }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
 
 /// Any axum router on a loopback port (the fake clouds and the fake local controller).
 async fn fake(router: Router) -> SocketAddr {
@@ -123,7 +95,7 @@ const TEXTS: [&str; 6] = [
 #[tokio::test]
 async fn hard_examples_are_answered_by_the_cloud_server() {
     let p = Packages::new();
-    let cloud = Server::start(&p.config()).await;
+    let cloud = Server::plain(&p.config()).await;
     // The local answers (same package), to put the threshold between two top scores.
     let local = classify(&cloud, &TEXTS, &[]).await;
     assert!(local.iter().all(|r| r["source"] == "edge"), "{local:?}");
@@ -136,7 +108,7 @@ async fn hard_examples_are_answered_by_the_cloud_server() {
     );
     let threshold = ((tops[1] + tops[2]) / 2.0) as f32;
     let joint = JointConfig::new(cloud.url(), HardExampleRule::TopScoreBelow(threshold));
-    let edge = Server::start(&edge_config(&p, joint)).await;
+    let edge = Server::plain(&edge_config(&p, joint)).await;
     let cloud_texts_before = metric(&cloud, "autoglm_texts_total{model=\"cls\"}").await;
     let answers = classify(&edge, &TEXTS, &[]).await;
     let mut hard = 0;
@@ -184,7 +156,7 @@ async fn hard_examples_are_answered_by_the_cloud_server() {
         (HardExampleRule::Never, 0),
         (HardExampleRule::Always, TEXTS.len()),
     ] {
-        let edge = Server::start(&edge_config(&p, JointConfig::new(cloud.url(), rule))).await;
+        let edge = Server::plain(&edge_config(&p, JointConfig::new(cloud.url(), rule))).await;
         let answers = classify(&edge, &TEXTS, &[]).await;
         let n = answers.iter().filter(|a| a["source"] == "cloud").count();
         assert_eq!(n, cloud_answers, "{rule:?}");
@@ -198,7 +170,7 @@ async fn a_cloud_that_is_down_leaves_the_local_answer_and_counts_a_fallback() {
     let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", gone.local_addr().unwrap());
     drop(gone);
-    let edge = Server::start(&edge_config(
+    let edge = Server::plain(&edge_config(
         &p,
         JointConfig::new(url, HardExampleRule::Always),
     ))
@@ -269,7 +241,7 @@ async fn the_circuit_breaker_opens_after_failures_and_closes_after_a_good_trial(
     let mut joint = JointConfig::new(format!("http://{addr}"), HardExampleRule::Always);
     joint.breaker_failures = 2;
     joint.breaker_cooldown = Duration::from_millis(400);
-    let edge = Server::start(&edge_config(&p, joint)).await;
+    let edge = Server::plain(&edge_config(&p, joint)).await;
     let calls = || fake_cloud.calls.load(Ordering::SeqCst);
     for _ in 0..2 {
         let a = classify(&edge, &["bad"], &[]).await;
@@ -327,7 +299,7 @@ async fn the_trace_context_goes_to_the_cloud() {
     )
     .await;
     let joint = JointConfig::new(format!("http://{addr}"), HardExampleRule::Always);
-    let edge = Server::start(&edge_config(&p, joint)).await;
+    let edge = Server::plain(&edge_config(&p, joint)).await;
     let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let a = classify(&edge, &["bad"], &[("traceparent", parent)]).await;
     assert_eq!(a[0]["source"], "cloud");
@@ -371,7 +343,7 @@ async fn a_lying_a_huge_or_a_slow_cloud_is_a_counted_fallback() {
     joint.breaker_failures = 1000;
     joint.timeout = Duration::from_millis(300);
     joint.max_response_bytes = 16 << 10;
-    let edge = Server::start(&edge_config(&p, joint)).await;
+    let edge = Server::plain(&edge_config(&p, joint)).await;
     assert_eq!(classify(&edge, &["a"], &[]).await[0]["source"], "cloud");
     for (m, reason) in [
         ("count", "invalid"),
@@ -407,7 +379,7 @@ async fn a_lying_a_huge_or_a_slow_cloud_is_a_counted_fallback() {
 #[tokio::test]
 async fn the_local_controller_gets_sedna_reports() {
     let p = Packages::new();
-    let cloud = Server::start(&p.config()).await;
+    let cloud = Server::plain(&p.config()).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
     let lc = fake(Router::new().route(
         "/sedna/workers/{worker}/info",
@@ -430,7 +402,7 @@ async fn the_local_controller_gets_sedna_reports() {
         namespace: "fleet".into(),
         period: Duration::from_millis(200),
     });
-    let edge = Server::start(&edge_config(&p, joint)).await;
+    let edge = Server::plain(&edge_config(&p, joint)).await;
     // Nothing to report yet: a period without inference sends nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(rx.try_recv().is_err(), "reported an idle period");
@@ -471,7 +443,7 @@ async fn a_cloud_behind_a_token_answers_the_edge_that_has_it() {
     let p = Packages::new();
     let mut cloud = p.config();
     cloud.auth = Some(autoglm_serve::AuthToken::new("cl0ud-s3cret").unwrap());
-    let cloud = Server::start(&cloud).await;
+    let cloud = Server::plain(&cloud).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, "cl0ud-s3cret\n").unwrap();
@@ -490,7 +462,7 @@ async fn a_cloud_behind_a_token_answers_the_edge_that_has_it() {
     ] {
         let mut joint = JointConfig::new(cloud.url(), HardExampleRule::Always);
         joint.cloud_token = token.clone();
-        let edge = Server::start(&edge_config(&p, joint)).await;
+        let edge = Server::plain(&edge_config(&p, joint)).await;
         let a = classify(&edge, &["bad"], &[]).await;
         assert_eq!(a[0]["source"], source, "{token:?}");
         let refused = metric(&edge, "autoglm_joint_fallbacks_total{reason=\"status\"}").await;

@@ -2,10 +2,9 @@
 //! here (protobuf decoded with opentelemetry-proto's types); a request with a W3C `traceparent`
 //! gives one trace across both servers.
 
+use crate::server::Server;
 use crate::Packages;
-use autoglm_serve::{
-    serve_on, AppState, Config, HardExampleRule, JointConfig, OtelConfig, ServeOptions,
-};
+use autoglm_serve::{HardExampleRule, JointConfig, OtelConfig};
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
@@ -126,35 +125,22 @@ fn otel(addr: SocketAddr, service: &str) -> OtelConfig {
     }
 }
 
-async fn start(config: Config) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let state = AppState::start(&config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = ServeOptions {
-        grace: Duration::from_millis(100),
-        tls: None,
-    };
-    tokio::spawn(serve_on(state, listener, options, async move {
-        let _ = stopped.await;
-    }));
-    (addr, stop)
-}
-
 #[tokio::test]
 async fn spans_arrive_over_otlp_with_the_parent_from_traceparent_across_edge_and_cloud() {
     let p = Packages::new();
     let (collector, got) = receiver().await;
     let mut cloud = p.config();
     cloud.telemetry = Some(otel(collector, "cloud"));
-    let (cloud_addr, _cloud) = start(cloud).await;
+    let cloud = Server::plain(&cloud).await;
+    let cloud_addr = cloud.addr;
     let mut edge = p.config();
     edge.telemetry = Some(otel(collector, "edge"));
     edge.joint = Some(JointConfig::new(
         format!("http://{cloud_addr}"),
         HardExampleRule::Always,
     ));
-    let (edge_addr, _edge) = start(edge).await;
+    let edge = Server::plain(&edge).await;
+    let edge_addr = edge.addr;
 
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller = "00f067aa0ba902b7";
@@ -254,7 +240,8 @@ async fn without_a_traceparent_the_request_starts_a_trace() {
     let (collector, got) = receiver().await;
     let mut config = p.config();
     config.telemetry = Some(otel(collector, "solo"));
-    let (addr, _stop) = start(config).await;
+    let server = Server::plain(&config).await;
+    let addr = server.addr;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let request = hyper::Request::post(format!("http://{addr}/v1/classify"))
         .header("content-type", "application/json")

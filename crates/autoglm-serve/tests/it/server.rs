@@ -10,13 +10,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
-/// A server on 127.0.0.1:<any>; stops (and closes its connections) when dropped.
-struct Server {
-    addr: SocketAddr,
+/// A server on 127.0.0.1:<any>; stops (and closes its connections) when dropped. The other
+/// test modules start theirs with [`Server::plain`].
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Server {
+    /// Without TLS.
+    pub(crate) async fn plain(config: &Config) -> Server {
+        Server::start(config, None).await
+    }
+
+    /// `http://` and the address.
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     async fn start(config: &Config, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
         let state = AppState::start(config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
