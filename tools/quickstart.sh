@@ -11,7 +11,7 @@ if [ $# -eq 0 ]; then set -- "I loved this film" "A dull, lifeless waste of two 
 echo "== embedded default package (int8)"
 "$autoglm" classify "$@"
 echo "== exported now from all-MiniLM-L6-v2 + models/sentiment-lora (fp32)"
-tools/fetch-assets.sh >/dev/null
+tools/setup/fetch-assets.sh >/dev/null
 pkg="$root/.cache/packages/sentiment"
 "$autoglm" export --base "$AUTOGLM_ASSETS/minilm" --adapter models/sentiment-lora --out "$pkg"
 "$autoglm" classify --model "$pkg" "$@"

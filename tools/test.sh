@@ -25,10 +25,10 @@ timings() {
 }
 trap timings EXIT
 step "assets, toolchains, manifests"
-tools/fetch-assets.sh >/dev/null
-tools/setup-cross.sh aarch64 wasm
-tools/validate-k8s.sh   # deploy/kubeedge manifests against the Kubernetes schemas (offline)
-tools/lint-containerfile.sh
+tools/setup/fetch-assets.sh >/dev/null
+tools/setup/cross.sh aarch64 wasm
+tools/check/validate-k8s.sh   # deploy/kubeedge manifests against the Kubernetes schemas (offline)
+tools/check/lint-containerfile.sh
 # The minisign tool (Debian's), for the test that its keys and signatures work with ours.
 if ! command -v minisign >/dev/null; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
@@ -36,7 +36,7 @@ if ! command -v minisign >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends minisign >/dev/null
 fi
 # The ort backend's tests load this library; under CI a missing one fails them (no skip).
-export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(tools/fetch-onnxruntime.sh)}
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(tools/setup/fetch-onnxruntime.sh)}
 cargo fmt --all --check
 # ONNX Runtime and wasmtime are opt-in: the default binary must not even depend on them.
 for dep in ort wasmtime; do
@@ -46,7 +46,7 @@ for dep in ort wasmtime; do
   fi
 done
 step "the WASI component (wasm32-wasip2)"
-AUTOGLM_COMPONENT=$(tools/build-component.sh)
+AUTOGLM_COMPONENT=$(tools/build/component.sh)
 export AUTOGLM_COMPONENT
 ls -l "$AUTOGLM_COMPONENT" >&2
 step "x86_64: every crate, both backends, the wasm engine"
@@ -57,7 +57,7 @@ step "examples/ (built and tested by the stage above; run once more here, for th
 "$CARGO_TARGET_DIR"/release/autoglm-example-classify models/sentiment-int8.tar "I loved this film"
 "$CARGO_TARGET_DIR"/release/autoglm-example-wasm-host models/sentiment-int8.tar "I loved this film"
 step "the component from Node.js (jco)"
-AUTOGLM_BIN=$CARGO_TARGET_DIR/release/autoglm tools/test-js.sh
+AUTOGLM_BIN=$CARGO_TARGET_DIR/release/autoglm tools/check/test-js.sh
 step "x86_64: the build without ort"
 # The build without the feature refuses `ort` clearly. Same selection (--workspace), so every
 # dependency keeps its features and only autoglm-runtime and its dependents rebuild, not tract.
@@ -68,15 +68,15 @@ step "fuzzing (nightly, 20 s per target)"
 # cold. A run that is already past 30 min here is a cold one; it fuzzes the package readers
 # only and says so, to stay within CI's time (warm runs, the usual case, fuzz every target).
 if [ $(($(date +%s) - started)) -lt 1800 ]; then
-  tools/fuzz.sh 20
+  tools/check/fuzz.sh 20
 else
   echo "fuzz: a cold run (over 30 min so far): the package targets only; the model targets need an instrumented tract build" >&2
-  tools/fuzz.sh 20 package_tar package_dir manifest_json
+  tools/check/fuzz.sh 20 package_tar package_dir manifest_json
 fi
 step "aarch64 under qemu (Cortex-A72, Cortex-A76)"
-tools/test-aarch64.sh
+tools/check/test-aarch64.sh
 step "static binaries (musl) and the container image (podman)"
 # The release profile, not the fat-LTO dist one, for time: the aarch64 binary reuses what the
 # stage above compiled for aarch64-unknown-linux-musl; x86_64-musl is one more build of tract.
-AUTOGLM_DIST_PROFILE=release tools/dist.sh
-tools/build-image.sh
+AUTOGLM_DIST_PROFILE=release tools/build/dist.sh
+tools/build/image.sh

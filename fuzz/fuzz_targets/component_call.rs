@@ -1,6 +1,6 @@
 //! Arbitrary bytes through the WASI component's entry points (`load`, `classify`, `embed`,
 //! `outputs`) via the wasmtime host. Needs `--features wasm` (builds wasmtime and tract) and
-//! `AUTOGLM_COMPONENT` naming a built component (tools/build-component.sh).
+//! `AUTOGLM_COMPONENT` naming a built component (tools/build/component.sh).
 #![no_main]
 
 use autoglm_export::fixture;
@@ -11,7 +11,7 @@ static HOST: OnceLock<(Host, Mutex<WasmModel>)> = OnceLock::new();
 
 fn host() -> (Host, Mutex<WasmModel>) {
     let path = std::env::var_os("AUTOGLM_COMPONENT")
-        .expect("set AUTOGLM_COMPONENT to the component (tools/build-component.sh)");
+        .expect("set AUTOGLM_COMPONENT to the component (tools/build/component.sh)");
     let host = Host::new(path.as_ref(), &HostOptions::default()).expect("the component compiles");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let tar = fixture::classification_package(dir.path()).to_tar();

@@ -1,11 +1,11 @@
 // The component under Node.js (jco transpile + preview2 shim) against the native runtime.
-// tools/test-js.sh writes the native answers to $AUTOGLM_EXPECTED first.
+// tools/check/test-js.sh writes the native answers to $AUTOGLM_EXPECTED first.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { loadModel, witError } from '../classify.mjs';
 
-// The fp32 sentiment package tools/test-js.sh exports (int8 packages differ between engines by
+// The fp32 sentiment package tools/check/test-js.sh exports (int8 packages differ between engines by
 // quantization steps, not float noise: see crates/autoglm-cli/tests/it/wasm.rs).
 const pkg = process.env.AUTOGLM_PACKAGE;
 

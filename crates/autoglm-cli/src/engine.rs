@@ -21,7 +21,7 @@ pub struct EngineArgs {
     #[arg(long, value_enum, default_value = "native", env = "AUTOGLM_ENGINE")]
     pub engine: EngineKind,
     /// `--engine wasm`: the component (default: AUTOGLM_COMPONENT, else autoglm-edge.wasm next to
-    /// this binary; `tools/build-component.sh` builds and installs it).
+    /// this binary; `tools/build/component.sh` builds and installs it).
     #[arg(long)]
     pub component: Option<PathBuf>,
     /// `--engine wasm`: memory cap of the component, in MiB.

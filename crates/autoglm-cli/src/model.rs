@@ -18,7 +18,7 @@ pub struct BackendArgs {
     /// Device: `cpu`, or `cuda` (ort backend with a CUDA build of ONNX Runtime; no fallback).
     #[arg(long, default_value = "cpu", env = "AUTOGLM_DEVICE")]
     pub device: Device,
-    /// The ONNX Runtime shared library for `--backend ort` (tools/fetch-onnxruntime.sh).
+    /// The ONNX Runtime shared library for `--backend ort` (tools/setup/fetch-onnxruntime.sh).
     #[arg(long, env = "ORT_DYLIB_PATH")]
     pub ort_lib: Option<PathBuf>,
     /// Load only packages signed by this minisign public key (`autoglm keygen`, or

@@ -2,7 +2,7 @@
 //!
 //! This is glue only: loading, tokenization and inference are `autoglm-runtime`'s, compiled for
 //! `wasm32-wasip2` (tract with its SIMD128 kernels, one thread). Build it with
-//! `tools/build-component.sh`; run it with the `autoglm-wasm` host crate, `autoglm --engine wasm`,
+//! `tools/build/component.sh`; run it with the `autoglm-wasm` host crate, `autoglm --engine wasm`,
 //! or from JavaScript after `jco transpile` (see `js/`).
 
 use autoglm_runtime::{LoadOptions, Model, ModelKind, Package, RuntimeError};

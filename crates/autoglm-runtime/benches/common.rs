@@ -1,4 +1,4 @@
-//! The real all-MiniLM-L6-v2 from `tools/fetch-assets.sh` (`AUTOGLM_ASSETS`), exported on the fly.
+//! The real all-MiniLM-L6-v2 from `tools/setup/fetch-assets.sh` (`AUTOGLM_ASSETS`), exported on the fly.
 #![allow(dead_code)] // each bench uses part of it
 
 use autoglm_export::{export, ExportOptions};
@@ -14,7 +14,7 @@ pub fn embedding_package() -> Package {
     let base = assets().join("minilm");
     assert!(
         base.join("model.safetensors").exists(),
-        "{} missing: run tools/fetch-assets.sh",
+        "{} missing: run tools/setup/fetch-assets.sh",
         base.display()
     );
     export(&ExportOptions::new(base)).expect("export")

@@ -1,6 +1,6 @@
 //! Inference latency of all-MiniLM-L6-v2 on tract at 32/128/512 tokens, batch 1 and 8, one
 //! thread. The package is exported with `--max-length 512` (sentence-transformers' default is
-//! 256). The side-by-side comparison with ONNX Runtime is `tools/peer_bench.py`.
+//! 256). The side-by-side comparison with ONNX Runtime is `tools/bench/peer_bench.py`.
 
 use autoglm_export::{export, ExportOptions};
 use autoglm_runtime::{Encoded, LoadOptions, Model};

@@ -46,7 +46,7 @@ pub fn plan(encoded: &[Encoded], max_batch: usize, pad_id: i64, multiple: usize)
 }
 
 /// Token ids of exactly `len` tokens for benchmarks: `[CLS]`, a fixed pseudo-random run of
-/// BERT word pieces, `[SEP]`. `autoglm bench`, `examples/profile` and `tools/peer_bench.py` (for
+/// BERT word pieces, `[SEP]`. `autoglm bench`, `examples/profile` and `tools/bench/peer_bench.py` (for
 /// ONNX Runtime) feed the same ids.
 pub fn bench_ids(len: usize) -> Vec<i64> {
     (0..len)

@@ -5,7 +5,7 @@
 //! `load-dynamic`), from [`LoadOptions::ort_library`](crate::LoadOptions), else
 //! `ORT_DYLIB_PATH`, else `libonnxruntime.so` on the loader's search path. So a build never
 //! downloads anything, and one binary runs on a CPU-only or a CUDA build of the library.
-//! `tools/fetch-onnxruntime.sh` fetches a CPU build.
+//! `tools/setup/fetch-onnxruntime.sh` fetches a CPU build.
 
 use crate::backend::{Backend, Device};
 use crate::batch::Batch;
@@ -69,7 +69,7 @@ fn environment(requested: Option<&Path>) -> Result<(Environment, PathBuf)> {
     let builder = ort::init_from(&wanted).map_err(|e| {
         RuntimeError::Unsupported(format!(
             "cannot load the ONNX Runtime library: {e} (set ORT_DYLIB_PATH or pass the path \
-             explicitly; tools/fetch-onnxruntime.sh fetches one)"
+             explicitly; tools/setup/fetch-onnxruntime.sh fetches one)"
         ))
     })?;
     let env = builder

@@ -33,7 +33,7 @@ pub fn workspace() -> PathBuf {
 }
 
 /// `AUTOGLM_TEST_BUDGET_SCALE` (default 1): budgets are multiplied by it, for example under
-/// emulation (tools/test-aarch64.sh), where everything runs tens of times slower.
+/// emulation (tools/check/test-aarch64.sh), where everything runs tens of times slower.
 fn scale() -> f64 {
     std::env::var("AUTOGLM_TEST_BUDGET_SCALE")
         .ok()
@@ -90,7 +90,7 @@ pub fn present<T>(found: Option<T>, missing: impl FnOnce() -> String) -> Option<
     None
 }
 
-/// The assets folder of `tools/fetch-assets.sh`: `AUTOGLM_ASSETS`, else `.cache/assets` in the
+/// The assets folder of `tools/setup/fetch-assets.sh`: `AUTOGLM_ASSETS`, else `.cache/assets` in the
 /// workspace (whether or not it is there).
 pub fn assets_dir() -> PathBuf {
     std::env::var_os("AUTOGLM_ASSETS")
@@ -105,20 +105,20 @@ pub fn assets(files: &[&str]) -> Option<PathBuf> {
     let complete = files.iter().all(|f| dir.join(f).exists());
     present(complete.then(|| dir.clone()), || {
         format!(
-            "assets missing at {}: run tools/fetch-assets.sh",
+            "assets missing at {}: run tools/setup/fetch-assets.sh",
             dir.display()
         )
     })
 }
 
-/// The component (`AUTOGLM_COMPONENT`, built by tools/build-component.sh), or, by [`present`],
+/// The component (`AUTOGLM_COMPONENT`, built by tools/build/component.sh), or, by [`present`],
 /// a skip outside CI and a failure under CI.
 pub fn component() -> Option<PathBuf> {
     let built = std::env::var_os("AUTOGLM_COMPONENT")
         .map(PathBuf::from)
         .filter(|p| p.is_file());
     present(built, || {
-        "AUTOGLM_COMPONENT must name the output of tools/build-component.sh".into()
+        "AUTOGLM_COMPONENT must name the output of tools/build/component.sh".into()
     })
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine};
 
-/// The component's file name, as `tools/build-component.sh` installs it next to `autoglm`.
+/// The component's file name, as `tools/build/component.sh` installs it next to `autoglm`.
 pub const COMPONENT_FILE: &str = "autoglm-edge.wasm";
 
 /// A compiled component, ready to instantiate for any number of models.
@@ -53,7 +53,7 @@ pub fn find_component(explicit: Option<&Path>) -> Result<PathBuf> {
     } else {
         Err(WasmError::Component {
             path: candidate,
-            message: "not found; build it with tools/build-component.sh (it installs \
+            message: "not found; build it with tools/build/component.sh (it installs \
                       autoglm-edge.wasm next to the autoglm binary), or name it with \
                       --component or AUTOGLM_COMPONENT"
                 .into(),

@@ -1,5 +1,5 @@
 //! Runs the AutoGLM Edge WASI component (`wit/autoglm-edge.wit`, built by
-//! `tools/build-component.sh`) on wasmtime, inside limits the host sets.
+//! `tools/build/component.sh`) on wasmtime, inside limits the host sets.
 //!
 //! * **Memory**: a cap on the component's linear memory ([`Limits::memory`]); growing past it stops
 //!   the call with [`WasmError::MemoryLimit`].

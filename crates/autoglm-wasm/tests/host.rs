@@ -1,4 +1,4 @@
-//! The host on the real component (tools/build-component.sh; `AUTOGLM_COMPONENT` names it) and
+//! The host on the real component (tools/build/component.sh; `AUTOGLM_COMPONENT` names it) and
 //! the committed int8 sentiment package: limits stop the guest, never the host; the component's
 //! error variant comes back as the host's error; the `.cwasm` cache is written, then used.
 
@@ -171,7 +171,7 @@ fn a_missing_component_is_a_clear_error() {
     let err = autoglm_wasm::find_component(Some(Path::new("/nonexistent/x.wasm")))
         .expect_err("no such file");
     assert!(
-        err.to_string().contains("tools/build-component.sh"),
+        err.to_string().contains("tools/build/component.sh"),
         "{err}"
     );
 }

@@ -1,9 +1,9 @@
-//! A host application that embeds the WASI component (`tools/build-component.sh`) with
+//! A host application that embeds the WASI component (`tools/build/component.sh`) with
 //! wasmtime: a memory cap and a deadline per call, errors told apart, and a model that starts
 //! afresh after a call that a limit stopped. The package never runs outside the sandbox.
 //!
 //! ```sh
-//! tools/build-component.sh
+//! tools/build/component.sh
 //! cargo run --release -p autoglm-example-wasm-host -- models/sentiment-int8.tar "I loved this film"
 //! ```
 //!

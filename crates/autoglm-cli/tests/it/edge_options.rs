@@ -90,7 +90,7 @@ fn the_committed_default_package_is_reproducible() {
     let committed = std::fs::read(workspace().join("models/sentiment-int8.tar"))
         .expect("models/sentiment-int8.tar");
     let again = export(&options).expect("export").to_tar();
-    assert!(again == committed, "exporting base + committed adapter with --quantize int8 no longer gives the committed default package (run tools/make-default-package.sh)");
+    assert!(again == committed, "exporting base + committed adapter with --quantize int8 no longer gives the committed default package (run tools/build/default-package.sh)");
 }
 
 /// Texts of about `tokens` word pieces, from the sentiment test split glued together; past the

@@ -127,7 +127,7 @@ fn sentiment_accuracy_equals_pytorch(backend: BackendKind) {
     )
     .expect("parse metrics");
     let data = std::fs::read_to_string(assets.join("sentiment/test.jsonl"))
-        .expect("test split (tools/fetch-assets.sh)");
+        .expect("test split (tools/setup/fetch-assets.sh)");
     let rows: Vec<Row> = data
         .lines()
         .map(|l| serde_json::from_str(l).expect("row"))

@@ -132,7 +132,7 @@ fn input_streams_results_before_the_input_ends() {
         .write_all(b"{\"text\": \"I loved this film\"}\n{\"text\": \"A dull, lifeless waste of two hours.\"}\n")
         .unwrap();
     stdin.flush().unwrap();
-    // Generous: under emulation (tools/test-aarch64.sh) loading alone takes a while.
+    // Generous: under emulation (tools/check/test-aarch64.sh) loading alone takes a while.
     let timeout = Duration::from_secs(300);
     let mut first = Vec::new();
     for _ in 0..2 {

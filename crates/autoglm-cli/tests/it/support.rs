@@ -13,7 +13,7 @@ pub fn assets() -> Option<PathBuf> {
 }
 
 /// A command for one of this build's binaries. Cross builds run their tests under an emulator
-/// (`tools/test-aarch64.sh`): `AUTOGLM_TEST_RUNNER` (e.g. `qemu-aarch64 -L … -cpu cortex-a72`)
+/// (`tools/check/test-aarch64.sh`): `AUTOGLM_TEST_RUNNER` (e.g. `qemu-aarch64 -L … -cpu cortex-a72`)
 /// is put in front, as cargo's runner is in front of the test binary itself.
 pub fn binary_command(binary: &str) -> std::process::Command {
     let runner = std::env::var("AUTOGLM_TEST_RUNNER").unwrap_or_default();
@@ -28,7 +28,7 @@ pub fn binary_command(binary: &str) -> std::process::Command {
     }
 }
 
-/// `tests/goldens/goldens.json` (tools/make_goldens.py): transformers' ids, embeddings, logits.
+/// `tests/goldens/goldens.json` (tools/train/make_goldens.py): transformers' ids, embeddings, logits.
 #[derive(Deserialize)]
 pub struct Goldens {
     pub meta: Meta,
@@ -49,7 +49,7 @@ pub struct Golden {
     pub logits: Vec<f32>,
 }
 
-/// The goldens; under emulation (`tools/test-aarch64.sh`) `AUTOGLM_GOLDENS_MAX_TOKENS` leaves
+/// The goldens; under emulation (`tools/check/test-aarch64.sh`) `AUTOGLM_GOLDENS_MAX_TOKENS` leaves
 /// out the longer texts (the two 256-token ones cost more than all the others together there).
 pub fn goldens() -> Goldens {
     let path = workspace().join("tests/goldens/goldens.json");
@@ -112,7 +112,7 @@ pub fn sentiment_package() -> Option<PathBuf> {
 }
 
 /// The ONNX Runtime library for the ort backend: `ORT_DYLIB_PATH`, else what
-/// `tools/fetch-onnxruntime.sh` unpacked into `.cache/onnxruntime/`. Missing, it skips locally and
+/// `tools/setup/fetch-onnxruntime.sh` unpacked into `.cache/onnxruntime/`. Missing, it skips locally and
 /// fails under CI, like the assets.
 pub fn ort_library() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
@@ -131,7 +131,7 @@ pub fn ort_library() -> Option<PathBuf> {
     });
     autoglm_testkit::present(found, || {
         format!(
-            "ONNX Runtime missing: no library in {} and ORT_DYLIB_PATH unset (run tools/fetch-onnxruntime.sh)",
+            "ONNX Runtime missing: no library in {} and ORT_DYLIB_PATH unset (run tools/setup/fetch-onnxruntime.sh)",
             dir.display()
         )
     })

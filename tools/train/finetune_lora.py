@@ -6,7 +6,7 @@ max_len 64, a fixed number of steps. Writes into OUT:
   adapter_config.json, adapter_model.safetensors  (PEFT's own files)
   config.json                                     (the classifier's config: id2label/label2id)
   metrics.json                                    (PyTorch's test accuracy, evaluated at max_len 256)
-Usage: .cache/train-venv/bin/python tools/finetune_lora.py BASE_DIR SENTIMENT_DIR OUT [STEPS]
+Usage: .cache/train-venv/bin/python tools/train/finetune_lora.py BASE_DIR SENTIMENT_DIR OUT [STEPS]
 """
 import json
 import random

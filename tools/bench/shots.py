@@ -2,9 +2,9 @@
 """Accuracy vs shots: `autoglm adapt` (frozen MiniLM + linear head, pure Rust) beside
 scikit-learn's LogisticRegression on the same embeddings, sentiment and spam test splits.
 
-    nice .cache/sklearn-venv/bin/python tools/shots.py [--threads 2]
+    nice .cache/sklearn-venv/bin/python tools/bench/shots.py [--threads 2]
 
-Needs .cache/assets (tools/fetch-assets.sh; spam is local-only) and a venv with scikit-learn +
+Needs .cache/assets (tools/setup/fetch-assets.sh; spam is local-only) and a venv with scikit-learn +
 numpy. The embeddings of the training texts come from adapt's own embedding cache (`--cache`,
 read here by text sha256), those of the test texts from one `autoglm embed --json` per split; all
 shot-count heads are combined into one multi-task package, so one `autoglm classify` pass over
@@ -14,7 +14,7 @@ import argparse, hashlib, json, os, random, struct, subprocess, sys, tempfile, t
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/autoglm-edge/target"))
 BIN = os.path.join(TARGET, "release", "autoglm")
 

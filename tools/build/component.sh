@@ -5,9 +5,9 @@
 # Prints the installed path. Extra arguments go to cargo.
 #   AUTOGLM_COMPONENT_OUT=path   install elsewhere
 set -euo pipefail
-source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/../env.sh"
 cd "$root"
-tools/setup-cross.sh wasm
+tools/setup/cross.sh wasm
 cargo build -p autoglm-component --target wasm32-wasip2 --profile wasm "$@" >&2
 built=$CARGO_TARGET_DIR/wasm32-wasip2/wasm/autoglm_component.wasm
 dest=${AUTOGLM_COMPONENT_OUT:-$CARGO_TARGET_DIR/release/autoglm-edge.wasm}

@@ -2,7 +2,7 @@
 # Toolchains for the cross targets, idempotent (CI calls it on a fresh machine):
 #   aarch64  -> rustup target aarch64-unknown-linux-gnu + Debian's cross gcc/libc (linker)
 #               + qemu-user (test runner)
-#   musl     -> the static targets x86_64- and aarch64-unknown-linux-musl (tools/dist.sh, the
+#   musl     -> the static targets x86_64- and aarch64-unknown-linux-musl (tools/build/dist.sh, the
 #               aarch64 tests): rustup targets; Debian's musl-tools (musl-gcc: the C compiler
 #               for x86_64-musl), gcc-aarch64-linux-gnu (aarch64 linker and ar: Rust's musl
 #               targets link their own crt objects and libc.a, so a glibc cross linker does),
@@ -11,10 +11,10 @@
 #               aarch64, which Debian has no cross package of). .cargo/config.toml names the
 #               wrapper this writes, .cache/cross/aarch64-linux-musl-cc.
 #   wasm     -> rustup target wasm32-wasip2 (the WASI component)
-# Usage: tools/setup-cross.sh [aarch64] [musl] [wasm]   (no argument: all three)
+# Usage: tools/setup/cross.sh [aarch64] [musl] [wasm]   (no argument: all three)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/../env.sh"
 want=${*:-aarch64 musl wasm}
 sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 zig_version=0.17.1
@@ -57,7 +57,7 @@ for t in $want; do
       mkdir -p "$root/.cache/cross"
       cat > "$root/.cache/cross/aarch64-linux-musl-cc.new" <<WRAPPER
 #!/bin/sh
-# Written by tools/setup-cross.sh: zig's C compiler for aarch64-unknown-linux-musl.
+# Written by tools/setup/cross.sh: zig's C compiler for aarch64-unknown-linux-musl.
 n=\$#
 for a do
   case \$a in --target=*) ;; *) set -- "\$@" "\$a" ;; esac

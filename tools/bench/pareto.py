@@ -7,7 +7,7 @@ run), sentiment accuracy (classification packages, test split) and spam accuracy
 (a logistic-regression head on frozen embeddings; dense truncated at 512 vs windows at 2048/4096).
 Prints markdown tables.
 
-  .cache/py-venv/bin/python tools/pareto.py --autoglm BIN [--windows 128,256,512] [--lengths 128,512,2048,4096]
+  .cache/py-venv/bin/python tools/bench/pareto.py --autoglm BIN [--windows 128,256,512] [--lengths 128,512,2048,4096]
       [--spam-per-class 100] [--skip-accuracy]
 """
 import argparse
@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ASSETS = os.environ.get("AUTOGLM_ASSETS", os.path.join(ROOT, ".cache", "assets"))
 OUT = os.path.join(ROOT, ".cache", "pareto")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

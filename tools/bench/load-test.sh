@@ -10,7 +10,7 @@
 # Needs wrk (Debian package; installed here when missing and running as root) and curl.
 # Knobs: PORT (18080), DURATION seconds per phase (15), RSS_LIMIT_MB (1500), AUTOGLM_BIN.
 set -euo pipefail
-source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/../env.sh"
 cd "$root"
 port=${PORT:-18080}
 addr=127.0.0.1:$port
@@ -32,7 +32,7 @@ if [ -z "${AUTOGLM_BIN:-}" ]; then
 fi
 pkg=$work/sentiment
 if [ ! -f "$pkg/manifest.json" ]; then
-  tools/fetch-assets.sh >/dev/null
+  tools/setup/fetch-assets.sh >/dev/null
   "$AUTOGLM_BIN" export --base "$AUTOGLM_ASSETS/minilm" --adapter models/sentiment-lora --out "$pkg"
 fi
 
@@ -70,7 +70,7 @@ hup_every() { # seconds count
 }
 
 # 1. Sustainable: closed loop; every request waits for its answer.
-wrk -t2 -c16 -d"${duration}s" --timeout 15s -s tools/load-test/post.lua "$url/v1/classify" \
+wrk -t2 -c16 -d"${duration}s" --timeout 15s -s tools/bench/load-test/post.lua "$url/v1/classify" \
   >"$work/sustained.txt"
 rps=$(val rps "$work/sustained.txt")
 check "sustainable phase: only 200" only_statuses "$work/sustained.txt" 200
@@ -83,7 +83,7 @@ delay=$(awk -v r="$rps" -v c="$conns" 'BEGIN { d = int(c * 1000 / (10 * r)); pri
 offered=$(awk -v c="$conns" -v d="$delay" 'BEGIN { printf "%.0f", c * 1000 / d }')
 hup_every $((duration / 2)) 1 &
 hupper=$!
-WRK_DELAY_MS=$delay wrk -t2 -c"$conns" -d"${duration}s" --timeout 15s -s tools/load-test/post.lua \
+WRK_DELAY_MS=$delay wrk -t2 -c"$conns" -d"${duration}s" --timeout 15s -s tools/bench/load-test/post.lua \
   "$url/v1/classify" >"$work/overload.txt"
 wait "$hupper"
 check "overload phase: only 200 or 429" only_statuses "$work/overload.txt" "200|429"
@@ -95,7 +95,7 @@ settle
 hups=$((duration / 3))
 hup_every 3 "$hups" &
 hupper=$!
-wrk -t2 -c4 -d"${duration}s" --timeout 15s -s tools/load-test/post.lua "$url/v1/classify" \
+wrk -t2 -c4 -d"${duration}s" --timeout 15s -s tools/bench/load-test/post.lua "$url/v1/classify" \
   >"$work/reload.txt"
 wait "$hupper"
 check "reload phase: only 200" only_statuses "$work/reload.txt" 200

@@ -7,7 +7,7 @@ and --escalate-below T for each threshold T). Every text is one request (batch 1
 keep-alive), timed by the client; the fraction escalated is what the edge's answers say
 (`"source": "cloud"`). Cloud-only is the client asking the cloud server directly.
 
-  python3 tools/joint_bench.py --autoglm BIN --edge models/sentiment-int8.tar \
+  python3 tools/bench/joint_bench.py --autoglm BIN --edge models/sentiment-int8.tar \
       --cloud PKG_FP32 [--test .cache/assets/sentiment/test.jsonl] [--thresholds 0.6,0.7,0.8,0.9]
       [--threads 1] [--limit N] [--entropy]
 

@@ -4,7 +4,7 @@ For every text of GOLDEN_TEXTS: the token ids of the base tokenizer (truncated a
 sentence embedding of the base model (sentence-transformers recipe: mean pooling over the
 attention mask, then L2 normalization), and the logits of the fine-tuned classifier (base +
 PEFT LoRA adapter, un-merged, eval mode). Texts run one at a time (no padding).
-Usage: .cache/train-venv/bin/python tools/make_goldens.py BASE_DIR ADAPTER_DIR OUT.json
+Usage: .cache/train-venv/bin/python tools/train/make_goldens.py BASE_DIR ADAPTER_DIR OUT.json
 """
 import json
 import sys
@@ -91,7 +91,7 @@ def main(base, adapter, out):
                 }
             )
     meta = {
-        "made_by": "tools/make_goldens.py",
+        "made_by": "tools/train/make_goldens.py",
         "transformers": transformers.__version__,
         "torch": torch.__version__,
         "peft": peft.__version__,

@@ -4,7 +4,7 @@
 # Prints the library's path; use it as ORT_DYLIB_PATH or `autoglm … --ort-lib PATH`.
 # Idempotent: a library already there is reused without touching the network.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 version=${ORT_VERSION:-1.32.0}
 dir="$root/.cache/onnxruntime"
 lib="$dir/libonnxruntime.so.$version"

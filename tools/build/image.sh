@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the container image (Containerfile, FROM scratch) from the static binaries in dist/
-# (tools/dist.sh) with podman, for linux/amd64 and linux/arm64, and checks what it built
+# (tools/build/dist.sh) with podman, for linux/amd64 and linux/arm64, and checks what it built
 # without running a container (no container may run in the build sandbox; nothing here needs
 # one):
 #   1. each image's config: architecture, user 65532:65532, entrypoint, command, AUTOGLM_ADDR;
@@ -20,11 +20,11 @@
 # name deploy/kubeedge/deployment.yaml runs) and dist/autoglm-edge-VERSION.oci.tar, an OCI
 # archive of both platforms with gzip layers, for `skopeo copy`/`podman load` on nodes without a
 # registry. Prints the image sizes.
-# Usage: tools/build-image.sh           build and check (podman from Debian's packages if missing)
-#        tools/build-image.sh --name    print the image name only
+# Usage: tools/build/image.sh           build and check (podman from Debian's packages if missing)
+#        tools/build/image.sh --name    print the image name only
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/../env.sh"
 cd "$root"
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' Cargo.toml)
 [ -n "$version" ] || { echo "no [workspace.package] version in Cargo.toml" >&2; exit 1; }
@@ -32,18 +32,18 @@ image=localhost/autoglm-edge:$version
 case ${1:-} in
   --name) echo "$image"; exit 0 ;;
   "") ;;
-  *) echo "usage: tools/build-image.sh [--name]" >&2; exit 2 ;;
+  *) echo "usage: tools/build/image.sh [--name]" >&2; exit 2 ;;
 esac
 sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 if ! command -v podman >/dev/null; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends podman >/dev/null
 fi
-command -v qemu-aarch64 >/dev/null || tools/setup-cross.sh musl
+command -v qemu-aarch64 >/dev/null || tools/setup/cross.sh musl
 podman_bin=$(command -v podman)
 podman() { $sudo "$podman_bin" "$@"; }
 for a in amd64 arm64; do
-  [ -x "dist/linux-$a/autoglm" ] || { echo "dist/linux-$a/autoglm missing: run tools/dist.sh first" >&2; exit 1; }
+  [ -x "dist/linux-$a/autoglm" ] || { echo "dist/linux-$a/autoglm missing: run tools/build/dist.sh first" >&2; exit 1; }
 done
 
 work=$(mktemp -d)

@@ -3,7 +3,7 @@
 # torch (with its CUDA wheels, ~3 GB: no CPU-only torch on PyPI), transformers, peft.
 # Never used by CI: the adapter and the goldens are committed.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 venv="$root/.cache/train-venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip

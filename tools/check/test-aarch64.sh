@@ -8,7 +8,7 @@
 # (tract's A72-tuned fp32 kernels) and the A76 run takes tract's generic choice, as a real A76
 # would (tract has no A76-specific tuning).
 # The test binaries are cross-built once (release), then run twice. The target is the static
-# aarch64-unknown-linux-musl, the one tools/dist.sh ships (so the tests check the shipped libc,
+# aarch64-unknown-linux-musl, the one tools/build/dist.sh ships (so the tests check the shipped libc,
 # qemu needs no sysroot, and the container image stage after this one reuses the compiled
 # dependencies: it only links `autoglm`).
 #
@@ -18,10 +18,10 @@
 # 256-token texts alone took most of the emulated time); and the CLI end to end
 # (fp32 package, and the embedded int8 default).
 set -euo pipefail
-source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/../env.sh"
 cd "$root"
-tools/setup-cross.sh musl
-tools/fetch-assets.sh >/dev/null
+tools/setup/cross.sh musl
+tools/setup/fetch-assets.sh >/dev/null
 target=aarch64-unknown-linux-musl
 qemu="qemu-aarch64"
 build=(cargo test --release --target "$target" -p autoglm-runtime -p autoglm-cli)

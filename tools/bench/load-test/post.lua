@@ -1,4 +1,4 @@
--- wrk script for tools/load-test.sh: POST /v1/classify with one review-like text per request,
+-- wrk script for tools/bench/load-test.sh: POST /v1/classify with one review-like text per request,
 -- count answers by status in every thread, print totals and latency percentiles as key=value.
 -- WRK_DELAY_MS (optional) paces each connection: the offered rate is connections*1000/delay.
 wrk.method = "POST"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The WASI component from Node.js: jco (+ the preview2 shim) from the npm registry, `jco transpile`,
 # then `node --test js/test/` against the native runtime's answers on the same texts.
-# Needs the component (tools/build-component.sh), a native autoglm binary and the assets
-# (tools/fetch-assets.sh): the test package is the fp32 sentiment model, exported here.
+# Needs the component (tools/build/component.sh), a native autoglm binary and the assets
+# (tools/setup/fetch-assets.sh): the test package is the fp32 sentiment model, exported here.
 #   AUTOGLM_COMPONENT  the component (default: next to the release binaries)
 #   AUTOGLM_BIN        the native autoglm (default: the release build)
 set -euo pipefail
-source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/../env.sh"
 component=${AUTOGLM_COMPONENT:-$CARGO_TARGET_DIR/release/autoglm-edge.wasm}
 autoglm=${AUTOGLM_BIN:-$CARGO_TARGET_DIR/release/autoglm}
 cd "$root/js"

@@ -2,13 +2,13 @@
 # Runs every cargo-fuzz target (fuzz/, ROBUSTNESS.md) for SECONDS each (default 20) on nightly
 # Rust, from the committed seeds, with new inputs kept outside the repository. Where no nightly
 # toolchain is installed it says so and exits 0: the stable test suite replays the same seeds.
-#   tools/fuzz.sh [SECONDS] [TARGET...]
-# The component_call target needs AUTOGLM_COMPONENT (tools/build-component.sh; built here when
+#   tools/check/fuzz.sh [SECONDS] [TARGET...]
+# The component_call target needs AUTOGLM_COMPONENT (tools/build/component.sh; built here when
 # unset). The instrumented build has its own target directory beside the main one (it is a
 # different compiler and different flags); the first build compiles tract and wasmtime again.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/../env.sh"
 cd "$root"
 seconds=${1:-20}
 shift || true
@@ -22,7 +22,7 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   cargo +nightly install --locked cargo-fuzz >&2
 fi
 if [ -z "${AUTOGLM_COMPONENT:-}" ] && [[ " ${targets[*]} " == *" component_call "* ]]; then
-  AUTOGLM_COMPONENT=$(tools/build-component.sh)
+  AUTOGLM_COMPONENT=$(tools/build/component.sh)
 fi
 export AUTOGLM_COMPONENT=${AUTOGLM_COMPONENT:-}
 export CARGO_TARGET_DIR=${AUTOGLM_FUZZ_TARGET_DIR:-$(dirname "$CARGO_TARGET_DIR")/fuzz-target}

@@ -4,7 +4,7 @@ Each resource is checked against the openAPIV3Schema of its CustomResourceDefini
 deploy/kubeedge/sedna/crds/ (strict: a field the schema does not name fails, as the API server's
 strict field validation does), and each pod template in it is checked as a Kubernetes PodTemplate
 with kubernetes-validate --strict (Kubernetes' own schema). Runs in the venv of
-tools/validate-k8s.sh (jsonschema and PyYAML come with kubernetes-validate).
+tools/check/validate-k8s.sh (jsonschema and PyYAML come with kubernetes-validate).
 Usage: validate_sedna.py KUBERNETES_VERSION KUBERNETES_VALIDATE_BIN
 """
 import copy
@@ -17,7 +17,7 @@ import tempfile
 import jsonschema
 import yaml
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 SEDNA = os.path.join(ROOT, "deploy", "kubeedge", "sedna")
 
 

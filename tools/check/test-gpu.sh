@@ -2,11 +2,11 @@
 # The ort backend on an NVIDIA GPU, on a machine with no network: goldens through
 # `--backend ort --device cuda` against tract on the CPU, and latency CUDA vs CPU.
 #
-#   tools/gpu-check.sh AUTOGLM_BIN PACKAGE [CPU_ORT_LIB]
+#   tools/check/test-gpu.sh AUTOGLM_BIN PACKAGE [CPU_ORT_LIB]
 #
 # AUTOGLM_BIN: an x86_64 `autoglm` built with `--features ort` (may be .xz-compressed).
 # PACKAGE: a classification package (directory or .tar) whose texts are tests/goldens/goldens.json.
-# CPU_ORT_LIB: optional libonnxruntime.so >= 1.31 (tools/fetch-onnxruntime.sh; may be .xz), used for
+# CPU_ORT_LIB: optional libonnxruntime.so >= 1.31 (tools/setup/fetch-onnxruntime.sh; may be .xz), used for
 #   the CPU rows when the machine has no suitable library of its own.
 # ORT_CUDA_LIB: optional, a CUDA build of libonnxruntime.so (>= 1.31) to use instead of searching.
 #
@@ -15,9 +15,9 @@
 # libraries that pip packages (torch's nvidia-*) ship on LD_LIBRARY_PATH, and runs what it can.
 # Always exits 0; the last line, "RESULT: …", says what was proven or why not.
 set -uo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-bin=${1:?usage: tools/gpu-check.sh AUTOGLM_BIN PACKAGE [CPU_ORT_LIB]}
-pkg=${2:?usage: tools/gpu-check.sh AUTOGLM_BIN PACKAGE [CPU_ORT_LIB]}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+bin=${1:?usage: tools/check/test-gpu.sh AUTOGLM_BIN PACKAGE [CPU_ORT_LIB]}
+pkg=${2:?usage: tools/check/test-gpu.sh AUTOGLM_BIN PACKAGE [CPU_ORT_LIB]}
 cpu_lib=${3:-}
 py=${PYTHON:-python3}
 work=$(mktemp -d)
