@@ -3,6 +3,7 @@
 # (the committed int8 sentiment classifier: no download), then run the whole pipeline from the
 # real inputs: fetch all-MiniLM-L6-v2, export it with the committed LoRA adapter, classify again.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/env.sh"
 cd "$root"
 cargo build --release -q -p autoglm-cli

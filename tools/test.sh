@@ -5,6 +5,7 @@
 # component from Node.js, the fuzz targets for a short time (nightly), and the aarch64 subset
 # under emulation on two CPU models.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/env.sh"
 cd "$root"
 # Each stage's start is printed, and at the end a table of the stages' durations with the CPU

@@ -10,6 +10,7 @@
 # Needs wrk (Debian package; installed here when missing and running as root) and curl.
 # Knobs: PORT (18080), DURATION seconds per phase (15), RSS_LIMIT_MB (1500), AUTOGLM_BIN.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/../env.sh"
 cd "$root"
 port=${PORT:-18080}

@@ -5,6 +5,7 @@
 # Prints the installed path. Extra arguments go to cargo.
 #   AUTOGLM_COMPONENT_OUT=path   install elsewhere
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/../env.sh"
 cd "$root"
 tools/setup/cross.sh wasm

@@ -3,6 +3,7 @@
 # committed adapter. Deterministic: unchanged inputs and exporter give the same bytes
 # (checked by the test `the_committed_default_package_is_reproducible`).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/../env.sh"
 cd "$root"
 tools/setup/fetch-assets.sh >/dev/null

@@ -18,6 +18,7 @@
 # 256-token texts alone took most of the emulated time); and the CLI end to end
 # (fp32 package, and the embedded int8 default).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/../env.sh"
 cd "$root"
 tools/setup/cross.sh musl

@@ -6,6 +6,7 @@
 #   AUTOGLM_COMPONENT  the component (default: next to the release binaries)
 #   AUTOGLM_BIN        the native autoglm (default: the release build)
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/../env.sh"
 component=${AUTOGLM_COMPONENT:-$CARGO_TARGET_DIR/release/autoglm-edge.wasm}
 autoglm=${AUTOGLM_BIN:-$CARGO_TARGET_DIR/release/autoglm}

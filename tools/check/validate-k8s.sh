@@ -3,6 +3,7 @@
 # package kubernetes-validate bundles the schemas of every release. Strict: unknown fields fail.
 # The venv is made once under .cache (needs the package index only the first time).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/../env.sh"
 cd "$root"
 validate=$(pypi_tool k8s-venv kubernetes-validate==1.37.0 kubernetes-validate)
