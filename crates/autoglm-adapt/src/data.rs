@@ -1,6 +1,7 @@
 //! Labelled examples as JSON lines: `{"text": …, "label": …}`, other fields ignored.
 
 use crate::{AdaptError, Result};
+use autoglm_package::FileError;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -13,7 +14,7 @@ pub struct Example {
 
 /// Reads JSON lines; blank lines are skipped. With `need_label`, a line without one is refused.
 pub fn read_examples(path: &Path, need_label: bool) -> Result<Vec<Example>> {
-    let content = std::fs::read_to_string(path).map_err(|source| AdaptError::Read {
+    let content = std::fs::read_to_string(path).map_err(|source| FileError::Read {
         path: path.into(),
         source,
     })?;

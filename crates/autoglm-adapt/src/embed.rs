@@ -2,7 +2,7 @@
 //! a file per backbone (keyed by the graph's sha256, so a different model never reuses them).
 
 use crate::{AdaptError, Result};
-use autoglm_package::{sha256_hex, ModelKind, Package};
+use autoglm_package::{sha256_hex, FileError, ModelKind, Package};
 use autoglm_runtime::{LoadOptions, Model};
 use std::collections::HashMap;
 use std::io::Write;
@@ -60,7 +60,7 @@ impl Embedder {
             disk: None,
         };
         if let Some(dir) = cache_dir {
-            std::fs::create_dir_all(dir).map_err(|source| AdaptError::Write {
+            std::fs::create_dir_all(dir).map_err(|source| FileError::Write {
                 path: dir.into(),
                 source,
             })?;
@@ -98,10 +98,11 @@ impl Embedder {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(source) => {
-                return Err(AdaptError::Read {
+                return Err(FileError::Read {
                     path: file.into(),
                     source,
-                })
+                }
+                .into())
             }
         };
         // A run killed mid-append leaves a partial last record: ignore it, it is written again.
@@ -157,7 +158,7 @@ impl Embedder {
                     .append(true)
                     .open(file)
                     .and_then(|mut f| f.write_all(&record))
-                    .map_err(|source| AdaptError::Write {
+                    .map_err(|source| FileError::Write {
                         path: file.clone(),
                         source,
                     })?;

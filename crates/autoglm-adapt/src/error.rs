@@ -1,3 +1,4 @@
+use autoglm_package::FileError;
 use std::path::PathBuf;
 
 /// Why adaptation, packaging or ranking failed. Messages name the file, line or option at fault;
@@ -5,18 +6,10 @@ use std::path::PathBuf;
 /// (`epochs`, `init_from`…), so that a front end can say it in its own words (a flag).
 #[derive(Debug, thiserror::Error)]
 pub enum AdaptError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file that could not be read or written (the training data, the embedding cache): the
+    /// package crate's error, which names the path.
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error(
         "{path}:{line}: {reason} (expected one JSON object a line: {{\"text\": …, \"label\": …}})"
     )]

@@ -40,7 +40,7 @@ pub use options::TrainOptions;
 pub use package::TaskHead;
 pub use train::{EpochReport, TrainOutcome};
 
-use autoglm_package::{sha256_hex, Package};
+use autoglm_package::{sha256_hex, FileError, Package};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -184,7 +184,7 @@ pub fn adapt(
         counts,
         request.options.seed,
     );
-    let train_bytes = std::fs::read(&request.train).map_err(|source| AdaptError::Read {
+    let train_bytes = std::fs::read(&request.train).map_err(|source| FileError::Read {
         path: request.train.clone(),
         source,
     })?;

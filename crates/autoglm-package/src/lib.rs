@@ -45,9 +45,11 @@ pub const MAX_PACKAGE_BYTES: u64 = 4 << 30;
 /// package's labels add little).
 pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
-/// Why a package could not be read, verified or written.
+/// A file or directory that could not be read or written, with its path: the I/O error of
+/// [`PackageError`], and of the crates that read and write files beside packages
+/// (autoglm-adapt's training data and embedding cache).
 #[derive(Debug, thiserror::Error)]
-pub enum PackageError {
+pub enum FileError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -60,6 +62,13 @@ pub enum PackageError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why a package could not be read, verified or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{MANIFEST_FILE} is not a valid manifest: {0}")]
     Manifest(#[source] serde_json::Error),
     #[error("package schema version {found} is not supported (this build reads version {SCHEMA_VERSION})")]
@@ -107,10 +116,11 @@ fn regular_file(path: &Path, name: &str) -> Result<std::fs::Metadata, PackageErr
             return Err(PackageError::Missing { name: name.into() })
         }
         Err(source) => {
-            return Err(PackageError::Read {
+            return Err(FileError::Read {
                 path: path.into(),
                 source,
-            })
+            }
+            .into())
         }
     };
     if !meta.is_file() {
@@ -148,7 +158,7 @@ fn signature_text(bytes: Vec<u8>) -> Result<String, PackageError> {
 /// with what it expected). The buffer starts at the size the file system reports, never at a
 /// size someone declared, and grows only as bytes really arrive.
 fn read_regular(path: &Path, limit: u64, stat_len: u64) -> Result<Vec<u8>, PackageError> {
-    let read_err = |source| PackageError::Read {
+    let read_err = |source| FileError::Read {
         path: path.into(),
         source,
     };
@@ -240,7 +250,7 @@ impl Package {
     /// reader nor feed it endless bytes. `path` itself may be a symlink (the user named it).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, PackageError> {
         let path = path.as_ref();
-        let meta = std::fs::metadata(path).map_err(|source| PackageError::Read {
+        let meta = std::fs::metadata(path).map_err(|source| FileError::Read {
             path: path.into(),
             source,
         })?;
@@ -495,13 +505,13 @@ impl Package {
     pub fn write_dir(&self, dir: &Path) -> Result<(), PackageError> {
         check_write_target(dir)?;
         let parent = parent_of(dir);
-        std::fs::create_dir_all(parent).map_err(|source| PackageError::Write {
+        std::fs::create_dir_all(parent).map_err(|source| FileError::Write {
             path: parent.into(),
             source,
         })?;
         let tmp = TempPath::create(dir, "tmp", true)?;
         let write = |path: PathBuf, bytes: &[u8]| {
-            std::fs::write(&path, bytes).map_err(|source| PackageError::Write { path, source })
+            std::fs::write(&path, bytes).map_err(|source| FileError::Write { path, source })
         };
         for (name, bytes) in &self.files {
             write(tmp.path.join(name), bytes)?;
@@ -513,11 +523,11 @@ impl Package {
         let old = if std::fs::symlink_metadata(dir).is_ok() {
             // A name of our own for the old package; reserved by creating it, then replaced.
             let old = TempPath::create(dir, "old", true)?;
-            std::fs::remove_dir(&old.path).map_err(|source| PackageError::Write {
+            std::fs::remove_dir(&old.path).map_err(|source| FileError::Write {
                 path: old.path.clone(),
                 source,
             })?;
-            std::fs::rename(dir, &old.path).map_err(|source| PackageError::Write {
+            std::fs::rename(dir, &old.path).map_err(|source| FileError::Write {
                 path: dir.into(),
                 source,
             })?;
@@ -530,19 +540,21 @@ impl Package {
                 // Put the old package back; if even that fails, keep it where it is and say so.
                 if std::fs::rename(&old.path, dir).is_err() {
                     old.keep();
-                    return Err(PackageError::Write {
+                    return Err(FileError::Write {
                         path: dir.into(),
                         source: std::io::Error::other(format!(
                             "{source}; the previous package is kept at {}",
                             old.path.display()
                         )),
-                    });
+                    }
+                    .into());
                 }
             }
-            return Err(PackageError::Write {
+            return Err(FileError::Write {
                 path: dir.into(),
                 source,
-            });
+            }
+            .into());
         }
         tmp.into_kept();
         drop(old); // the replaced package, now removed
@@ -586,16 +598,16 @@ impl Package {
         }
         check_write_target(path)?;
         let parent = parent_of(path);
-        std::fs::create_dir_all(parent).map_err(|source| PackageError::Write {
+        std::fs::create_dir_all(parent).map_err(|source| FileError::Write {
             path: parent.into(),
             source,
         })?;
         let tmp = TempPath::create(path, "tmp", false)?;
-        std::fs::write(&tmp.path, self.to_tar()).map_err(|source| PackageError::Write {
+        std::fs::write(&tmp.path, self.to_tar()).map_err(|source| FileError::Write {
             path: tmp.path.clone(),
             source,
         })?;
-        std::fs::rename(&tmp.path, path).map_err(|source| PackageError::Write {
+        std::fs::rename(&tmp.path, path).map_err(|source| FileError::Write {
             path: path.into(),
             source,
         })?;
@@ -634,10 +646,11 @@ pub fn check_write_target(path: &Path) -> Result<(), PackageError> {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(source) => {
-            return Err(PackageError::Read {
+            return Err(FileError::Read {
                 path: path.into(),
                 source,
-            })
+            }
+            .into())
         }
     };
     let kind = file_kind(&meta.file_type());
@@ -661,7 +674,7 @@ pub fn check_write_target(path: &Path) -> Result<(), PackageError> {
     if !meta.is_dir() {
         return refuse(format!("it is {kind}, not a directory"));
     }
-    let read_err = |source| PackageError::Read {
+    let read_err = |source| FileError::Read {
         path: path.into(),
         source,
     };
@@ -752,7 +765,7 @@ impl TempPath {
             match made {
                 Ok(()) => return Ok(TempPath { path, keep: false }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1 << 20 => {}
-                Err(source) => return Err(PackageError::Write { path, source }),
+                Err(source) => return Err(FileError::Write { path, source }.into()),
             }
         }
     }

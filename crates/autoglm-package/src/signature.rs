@@ -10,7 +10,7 @@
 //! a password, are not read here: their checksum differs from what the `minisign` crate
 //! expects; sign with `autoglm keygen` keys, or with the tool itself.)
 
-use crate::PackageError;
+use crate::{FileError, PackageError};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
@@ -231,9 +231,11 @@ pub fn write_new_key_file(path: &Path, text: &str, secret: bool) -> Result<(), P
     }
     #[cfg(not(unix))]
     let _ = secret; // no permission bits to set on this platform
-    let err = |source| PackageError::Write {
-        path: PathBuf::from(path),
-        source,
+    let err = |source| {
+        PackageError::from(FileError::Write {
+            path: PathBuf::from(path),
+            source,
+        })
     };
     let mut file = options.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {

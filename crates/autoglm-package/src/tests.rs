@@ -71,7 +71,7 @@ fn truncated_and_missing_files_are_refused() {
     std::fs::remove_file(path.join(MANIFEST_FILE)).unwrap();
     assert!(matches!(
         Package::open(&path).unwrap_err(),
-        PackageError::Read { .. }
+        PackageError::File(FileError::Read { .. })
     ));
 }
 
@@ -443,7 +443,10 @@ fn a_failed_write_leaves_no_temporary_and_the_old_package() {
     let mut broken = sample();
     broken.files.insert("no/such/dir".into(), vec![1]);
     let err = broken.write(&pkg).unwrap_err();
-    assert!(matches!(err, PackageError::Write { .. }), "{err}");
+    assert!(
+        matches!(err, PackageError::File(FileError::Write { .. })),
+        "{err}"
+    );
     assert_eq!(
         Package::open(&pkg).unwrap(),
         sample(),
