@@ -205,11 +205,7 @@ async fn v1_classify(
             .map(|logits| TaskPrediction::to_json(&Model::task_predictions(&chosen, logits)))
             .collect()
     };
-    let mut answer = json!({
-        "model": slot.name,
-        "model_version": done.model.version,
-        "results": results,
-    });
+    let mut answer = v1_answer(&slot, &done, results);
     if let Some(task) = task {
         answer["task"] = json!(task);
     }
@@ -228,11 +224,17 @@ async fn v1_embed(
         .iter()
         .map(|v| json!({"embedding": v}))
         .collect();
-    Ok(Json(json!({
+    Ok(Json(v1_answer(&slot, &done, results)))
+}
+
+/// A /v1 answer: the model that ran (its name and the version of its package) and one result a
+/// text.
+fn v1_answer(slot: &ModelSlot, done: &Done, results: Vec<Value>) -> Value {
+    json!({
         "model": slot.name,
         "model_version": done.model.version,
         "results": results,
-    })))
+    })
 }
 
 /// Checks the texts against the limits, queues them, and waits for their batch.
@@ -289,12 +291,7 @@ async fn run(
             return Err(ApiError::Unavailable("the server is shutting down".into()))
         }
     }
-    state
-        .inner
-        .metrics
-        .queue_texts
-        .get_or_create(&crate::metrics::Metrics::model(&slot.name))
-        .set(slot.queued() as i64);
+    show_queue(state, slot);
     let timeout_ms = limits.request_timeout.as_millis() as u64;
     let done = match tokio::time::timeout_at(deadline.into(), answer).await {
         Err(_) => return Err(ApiError::DeadlineExceeded(timeout_ms)),
@@ -318,6 +315,17 @@ async fn run(
     Ok(done)
 }
 
+/// Sets `slot`'s queue-depth gauge to what is queued now: after queueing a request, and at each
+/// scrape (the batch worker sets it as it takes jobs).
+fn show_queue(state: &AppState, slot: &ModelSlot) {
+    state
+        .inner
+        .metrics
+        .queue_texts
+        .get_or_create(&crate::metrics::Metrics::model(&slot.name))
+        .set(slot.queued() as i64);
+}
+
 fn check_kind(slot: &ModelSlot, loaded: &Loaded, kind: ModelKind) -> Result<(), ApiError> {
     if loaded.kind() == kind {
         return Ok(());
@@ -334,12 +342,7 @@ fn check_kind(slot: &ModelSlot, loaded: &Loaded, kind: ModelKind) -> Result<(), 
 
 async fn metrics(State(state): State<AppState>) -> Response {
     for slot in &state.inner.models {
-        state
-            .inner
-            .metrics
-            .queue_texts
-            .get_or_create(&crate::metrics::Metrics::model(&slot.name))
-            .set(slot.queued() as i64);
+        show_queue(&state, slot);
     }
     (
         [(
