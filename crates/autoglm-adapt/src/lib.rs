@@ -26,6 +26,7 @@ pub mod head;
 pub mod options;
 pub mod package;
 pub mod rng;
+pub mod self_train;
 pub mod set;
 mod smote;
 pub mod summary;
@@ -36,8 +37,9 @@ pub use class_weight::ClassWeight;
 pub use embed::Embedder;
 pub use error::{AdaptError, Result};
 pub use head::{Head, HeadSpec};
-pub use options::TrainOptions;
+pub use options::{Schedule, SelfTraining, TrainOptions};
 pub use package::TaskHead;
+pub use self_train::RoundReport;
 pub use train::{EpochReport, TrainOutcome};
 
 use autoglm_package::{sha256_hex, FileError, Package};
@@ -56,6 +58,9 @@ pub struct AdaptRequest {
     pub options: TrainOptions,
     /// A package made by `adapt` whose head is the starting point (and the L2-SP anchor).
     pub init_from: Option<PathBuf>,
+    /// Unlabelled examples (JSON lines with a `text`; a `label` is ignored) for self-training
+    /// (`options.self_training`).
+    pub unlabeled: Option<PathBuf>,
 }
 
 impl AdaptRequest {
@@ -67,15 +72,21 @@ impl AdaptRequest {
             task: "task".into(),
             options: TrainOptions::default(),
             init_from: None,
+            unlabeled: None,
         }
     }
 }
 
 /// What an adaptation run reports while it works.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Progress {
-    Embedding { done: usize, total: usize },
+    Embedding {
+        done: usize,
+        total: usize,
+    },
     Epoch(EpochReport),
+    /// A self-training round ended.
+    Round(RoundReport),
 }
 
 fn to_f64(v: &[Vec<f32>]) -> Vec<Vec<f64>> {
@@ -143,12 +154,23 @@ pub fn adapt(
         }
         None => None,
     };
+    let unlabeled = match &request.unlabeled {
+        Some(path) => Some(data::read_examples(path, false)?),
+        None => None,
+    };
     let mut on_embed = |done, total| progress(Progress::Embedding { done, total });
     let texts: Vec<&str> = train.iter().map(|e| e.text.as_str()).collect();
     let x = embedder.embed(&texts, &mut on_embed)?;
     let all = set::Set {
         x: to_f64(&x),
         y: y.clone(),
+        w: Vec::new(),
+    };
+    // Resolved on the labelled data alone, once for every round of self-training.
+    let smallest = all.counts(labels.len()).into_iter().min().unwrap_or(0);
+    let options = TrainOptions {
+        schedule: request.options.resolved_schedule(smallest, valid.is_some()),
+        ..request.options.clone()
     };
     let (train_set, valid_set) = match valid {
         Some((v, yv)) => {
@@ -159,9 +181,12 @@ pub fn adapt(
                 set::Set {
                     x: to_f64(&xv),
                     y: yv,
+                    w: Vec::new(),
                 },
             )
         }
+        // Small data: every example trains; nothing is held out to pick an epoch.
+        None if options.schedule == Schedule::Fixed => (all, set::Set::default()),
         None => set::stratified_split(
             &all,
             labels.len(),
@@ -169,14 +194,38 @@ pub fn adapt(
             request.options.seed,
         ),
     };
-    let (head, outcome) = train::train(
+    let xu = match &unlabeled {
+        Some(u) => {
+            let texts: Vec<&str> = u.iter().map(|e| e.text.as_str()).collect();
+            to_f64(&embedder.embed(&texts, &mut on_embed)?)
+        }
+        None => Vec::new(),
+    };
+    let first = train::train(
         &train_set,
         &valid_set,
         labels.len(),
-        &request.options,
+        &options,
         init.as_ref(),
         &mut |r| progress(Progress::Epoch(*r)),
     )?;
+    let (head, outcome) = if unlabeled.is_some() {
+        self_train::self_train(
+            &train_set,
+            &valid_set,
+            &xu,
+            labels.len(),
+            &options,
+            init.as_ref(),
+            first,
+            &mut |s| match s {
+                self_train::Step::Epoch(r) => progress(Progress::Epoch(r)),
+                self_train::Step::Round(r) => progress(Progress::Round(r)),
+            },
+        )?
+    } else {
+        first
+    };
     let counts = data::label_counts(&train);
     let summary = summary::Summary::new(
         embedder.backbone().to_string(),

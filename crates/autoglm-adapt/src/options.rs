@@ -5,8 +5,74 @@ use crate::head::HeadSpec;
 use crate::{AdaptError, Result};
 use serde::{Deserialize, Serialize};
 
+/// How long a head trains, and what picks the model that is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// `Fixed` when there is no separate validation file and the smallest class has fewer than
+    /// `small_data` examples; `EarlyStopping` otherwise.
+    Auto,
+    /// Every example trains: full-batch AdamW on the mean cross-entropy + `l2 / n · ½‖W‖²` (the
+    /// objective of an L2 logistic regression with `C = 1 / l2`), `steps` steps with a cosine
+    /// learning-rate decay; the last step is the model. Nothing is held out, so a handful of
+    /// validation examples cannot pick a bad epoch.
+    Fixed,
+    /// Mini-batches for at most `epochs` epochs; the epoch with the lowest validation loss is
+    /// kept, and training stops after `patience` epochs without a better one.
+    EarlyStopping,
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Schedule::Auto),
+            "fixed" => Ok(Schedule::Fixed),
+            "early-stopping" => Ok(Schedule::EarlyStopping),
+            _ => Err(format!("`{s}`: expected auto, fixed or early-stopping")),
+        }
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Schedule::Auto => "auto",
+            Schedule::Fixed => "fixed",
+            Schedule::EarlyStopping => "early-stopping",
+        })
+    }
+}
+
+/// Self-training on unlabelled examples: after the head is trained on the labelled ones, each
+/// round labels the unlabelled examples with the current head, keeps the confident ones (at
+/// least `threshold` probability for the predicted class; the same number for every class, at
+/// most `per_class`, most confident first) and retrains on labelled + pseudo-labelled examples.
+/// Each round selects afresh from the newest head, so an early mistake can be dropped again.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SelfTraining {
+    pub rounds: usize,
+    pub threshold: f64,
+    pub per_class: usize,
+    /// The pseudo-labelled examples together weigh `weight ×` the labelled ones in the loss.
+    pub weight: f64,
+}
+
+impl Default for SelfTraining {
+    fn default() -> Self {
+        SelfTraining {
+            rounds: 2,
+            threshold: 0.55,
+            per_class: 500,
+            weight: 0.5,
+        }
+    }
+}
+
 /// Everything that decides a training run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TrainOptions {
     pub head: HeadSpec,
     pub seed: u64,
@@ -28,6 +94,16 @@ pub struct TrainOptions {
     pub smote: Option<usize>,
     /// L2-SP strength toward the reference head's weights (`init_from`); 0 = plain fine-tuning.
     pub l2sp: f64,
+    pub schedule: Schedule,
+    /// `Auto` trains the fixed schedule below this many examples in the smallest class.
+    pub small_data: usize,
+    /// Full-batch steps of the fixed schedule.
+    pub steps: usize,
+    /// L2 penalty of the fixed schedule, `l2 / n · ½‖W‖²` (n: the summed example weights):
+    /// 1 is scikit-learn's `LogisticRegression()` default (`C = 1`).
+    pub l2: f64,
+    /// Used when unlabelled examples are given.
+    pub self_training: SelfTraining,
 }
 
 impl Default for TrainOptions {
@@ -45,6 +121,11 @@ impl Default for TrainOptions {
             class_weight: ClassWeight::None,
             smote: None,
             l2sp: 0.0,
+            schedule: Schedule::Auto,
+            small_data: 300,
+            steps: 1000,
+            l2: 1.0,
+            self_training: SelfTraining::default(),
         }
     }
 }
@@ -57,6 +138,19 @@ impl TrainOptions {
         if self.epochs == 0 {
             return bad("epochs", "must be at least 1".into());
         }
+        if self.steps == 0 {
+            return bad("steps", "must be at least 1".into());
+        }
+        let st = &self.self_training;
+        if !(0.0..=1.0).contains(&st.threshold) {
+            return bad(
+                "self_training.threshold",
+                format!("{}: must be a probability in [0, 1]", st.threshold),
+            );
+        }
+        if st.per_class == 0 {
+            return bad("self_training.per_class", "must be at least 1".into());
+        }
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1".into());
         }
@@ -66,6 +160,8 @@ impl TrainOptions {
             ("weight_decay", self.weight_decay),
             ("clip", self.clip),
             ("l2sp", self.l2sp),
+            ("l2", self.l2),
+            ("self_training.weight", st.weight),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return bad(name, format!("{v}: must be a finite number >= 0"));
@@ -78,5 +174,17 @@ impl TrainOptions {
             return bad("smote", "needs at least 1 neighbour".into());
         }
         Ok(())
+    }
+
+    /// The schedule `Auto` resolves to for a labelled set whose smallest class has
+    /// `smallest_class` examples, with or without a separate validation set.
+    pub fn resolved_schedule(&self, smallest_class: usize, separate_valid: bool) -> Schedule {
+        match self.schedule {
+            Schedule::Auto if !separate_valid && smallest_class < self.small_data => {
+                Schedule::Fixed
+            }
+            Schedule::Auto => Schedule::EarlyStopping,
+            s => s,
+        }
     }
 }

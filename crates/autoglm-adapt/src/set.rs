@@ -7,6 +7,24 @@ use crate::rng::Rng;
 pub struct Set {
     pub x: Vec<Vec<f64>>,
     pub y: Vec<usize>,
+    /// Per-example loss weights; an example past its end (or every example, when it is empty)
+    /// weighs 1. Pseudo-labelled examples of self-training weigh less than labelled ones.
+    pub w: Vec<f64>,
+}
+
+impl Set {
+    pub fn weight(&self, i: usize) -> f64 {
+        self.w.get(i).copied().unwrap_or(1.0)
+    }
+
+    /// Examples per class.
+    pub fn counts(&self, classes: usize) -> Vec<usize> {
+        let mut counts = vec![0; classes];
+        for &y in &self.y {
+            counts[y] += 1;
+        }
+        counts
+    }
 }
 
 /// A stratified, seeded split: about `fraction` of each class (at least one example of every

@@ -2,7 +2,7 @@
 //! Rust head, multi-task packages, and (with the real assets) accuracy and source ranking.
 
 use autoglm_adapt::{
-    adapt, package, rank, Activation, AdaptError, AdaptRequest, Embedder, HeadSpec,
+    adapt, package, rank, Activation, AdaptError, AdaptRequest, Embedder, HeadSpec, Schedule,
 };
 use autoglm_export::{export, fixture, ExportOptions};
 use autoglm_runtime::{LoadOptions, Model};
@@ -394,4 +394,52 @@ fn real_ranking_puts_the_related_source_first() {
         assert_eq!(ranked[0].task, want, "{ranked:#?}");
         assert!(ranked[0].mmd2 < ranked[1].mmd2, "{ranked:#?}");
     }
+}
+
+#[test]
+fn tiny_self_training_rounds_are_recorded_in_the_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let emb_pkg = tiny(dir.path());
+    let mut e = Embedder::open(&emb_pkg, &options(), None).unwrap();
+    let train = write(&dir.path().join("t.jsonl"), &tiny_data(8));
+    // Labels in the unlabelled file are ignored; texts alone are fine too.
+    let mut lines = tiny_data(40);
+    lines.push(r#"{"text": "a film"}"#.into());
+    let unlabeled = write(&dir.path().join("u.jsonl"), &lines);
+    let mut r = request(train);
+    r.unlabeled = Some(unlabeled);
+    r.options.self_training.threshold = 0.5;
+    let t = adapt(&mut e, &r, &mut |_| {}).unwrap();
+    let o = &t.record.outcome;
+    assert_eq!(o.schedule, Some(Schedule::Fixed));
+    assert_eq!(o.train_examples, 8);
+    assert_eq!(o.self_training.len(), 2, "{:?}", o.self_training);
+    for (i, round) in o.self_training.iter().enumerate() {
+        assert_eq!(round.round, i + 1);
+        assert!(round.per_class > 0 && round.per_class <= 500);
+    }
+    let out = dir.path().join("st");
+    package::build(e.package(), &[t.clone()])
+        .unwrap()
+        .write(&out)
+        .unwrap();
+    let read = package::read_tasks(&autoglm_package::Package::open(&out).unwrap()).unwrap();
+    assert_eq!(read[0].record.outcome.self_training, o.self_training);
+
+    // A missing unlabelled file, and a threshold that is not a probability.
+    r.unlabeled = Some(dir.path().join("absent.jsonl"));
+    let err = adapt(&mut e, &r, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("absent.jsonl"), "{err}");
+    r.options.self_training.threshold = 1.5;
+    let err = adapt(&mut e, &r, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AdaptError::InvalidOption {
+                option: "self_training.threshold",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

@@ -63,8 +63,18 @@ pub fn with_flag(e: AdaptError) -> anyhow::Error {
         .option()
         .and_then(|field| Some((field, message.strip_prefix(field)?)))
     {
-        Some((field, rest)) => anyhow!("--{}{rest}", field.replace('_', "-")),
+        Some((field, rest)) => anyhow!("--{}{rest}", flag(field)),
         None => e.into(),
+    }
+}
+
+/// The flag of an option field: the field's name in kebab case, but for the self-training
+/// options, whose flags say what they set (`self_training.threshold`: `--pseudo-threshold`).
+fn flag(field: &str) -> String {
+    match field.strip_prefix("self_training.") {
+        Some("rounds") => "self-train-rounds".into(),
+        Some(rest) => format!("pseudo-{}", rest.replace('_', "-")),
+        None => field.replace('_', "-"),
     }
 }
 
@@ -79,6 +89,14 @@ mod tests {
             reason: "must be at least 1".into(),
         };
         assert_eq!(with_flag(e).to_string(), "--batch-size must be at least 1");
+        let e = AdaptError::InvalidOption {
+            option: "self_training.per_class",
+            reason: "must be at least 1".into(),
+        };
+        assert_eq!(
+            with_flag(e).to_string(),
+            "--pseudo-per-class must be at least 1"
+        );
         let e = AdaptError::Diverged {
             epoch: 3,
             loss: f64::NAN,

@@ -52,6 +52,28 @@ enum Command {
     /// Serve packages over HTTP (/v1, Open Inference Protocol v2, /metrics) with hot reload.
     Serve(serve::ServeArgs),
     /// Train a task head on a frozen embedding package: a new classification package.
+    ///
+    /// The defaults by training-set size (no --valid):
+    ///
+    /// - Small data (the smallest class has fewer than --small-data = 300 examples, e.g. 8 to 128
+    ///   shots per class): the fixed schedule. Every example trains (nothing is held out), 1000
+    ///   full-batch AdamW steps with a cosine learning-rate decay minimise the mean cross-entropy
+    ///   + l2/n * 0.5*|W|^2 (--l2 1: the objective of scikit-learn's LogisticRegression(), C = 1),
+    ///   and the last step is the head. Early stopping on a few held-out examples picks an epoch
+    ///   by noise; this cannot.
+    ///
+    /// - Larger data: 10 % of every class (--valid-fraction) is held out, mini-batches of 32
+    ///   train for at most --epochs 100 epochs with AdamW (--weight-decay 1e-4), and the epoch with
+    ///   the lowest validation loss is kept (stopping after --patience 10 epochs without one).
+    ///
+    /// - With --valid FILE: early stopping on that file, whatever the size.
+    ///
+    /// With --unlabeled FILE, --self-train-rounds 2 rounds of self-training follow: the head labels
+    /// the unlabelled texts, those at least --pseudo-threshold 0.55 probable are candidates, every
+    /// class takes the same number of them (at most --pseudo-per-class 500, most confident first),
+    /// and the head trains again on labelled + pseudo-labelled examples, the latter together
+    /// weighing --pseudo-weight 0.5 x the labelled ones. Each round is in training.json.
+    #[command(verbatim_doc_comment)]
     Adapt(Box<adapt::AdaptArgs>),
     /// Combine adapted single-task packages into one package: one backbone pass, many heads.
     Multitask(multitask::MultitaskArgs),

@@ -14,8 +14,9 @@ pub struct MultitaskArgs {
     /// Output package: a directory, or a `.tar` file.
     #[arg(long)]
     pub out: PathBuf,
-    /// Single-task packages made by `autoglm adapt`, as NAME=PKG (NAME becomes the task name).
-    #[arg(required = true, value_name = "NAME=PKG")]
+    /// Packages made by `autoglm adapt` (or by this command): NAME=PKG takes a single-task
+    /// package's head as task NAME; PKG alone takes every task of PKG under its own name.
+    #[arg(required = true, value_name = "NAME=PKG|PKG")]
     pub tasks: Vec<String>,
 }
 
@@ -24,17 +25,19 @@ pub fn run(a: MultitaskArgs) -> Result<()> {
         .with_context(|| format!("cannot load embedding package {}", a.model.display()))?;
     let mut tasks = Vec::new();
     for spec in &a.tasks {
-        let Some((name, path)) = spec.split_once('=') else {
-            bail!("`{spec}`: expected NAME=PKG");
+        let (name, path) = match spec.split_once('=') {
+            Some((name, path)) => (Some(name), path),
+            None => (None, spec.as_str()),
         };
         let pkg = Package::open(path).with_context(|| format!("cannot load package {path}"))?;
         let mut heads = package::read_tasks(&pkg).with_context(|| format!("package {path}"))?;
-        if heads.len() != 1 {
-            bail!("{path} already has several tasks; list single-task packages");
+        if let Some(name) = name {
+            if heads.len() != 1 {
+                bail!("{path} has {} tasks: NAME={path} renames a single task; give {path} alone to take them all", heads.len());
+            }
+            heads[0].record.task = name.to_string();
         }
-        let mut t = heads.remove(0);
-        t.record.task = name.to_string();
-        tasks.push(t);
+        tasks.append(&mut heads);
     }
     let pkg = package::build(&embedding, &tasks)?;
     pkg.write(&a.out)

@@ -92,3 +92,61 @@ fn classify_gives_every_task_or_the_one_asked_for() {
         "{err}"
     );
 }
+
+#[test]
+fn multitask_merges_multi_task_packages_and_refuses_to_rename_them() {
+    let multi = multitask_package();
+    let dir = multi.parent().expect("parent");
+    let (emb, p) = (dir.join("emb"), multi.to_str().expect("utf-8"));
+    let out_path = dir.join("merged");
+    let merged = out_path.to_str().expect("utf-8");
+    let run = |args: &[&str]| autoglm(args, None);
+    // PKG alone: every task of PKG, under its own name.
+    let out = run(&[
+        "multitask",
+        "--model",
+        emb.to_str().unwrap(),
+        "--out",
+        merged,
+        p,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tasks = |path: &std::path::Path| -> Vec<String> {
+        let m = Model::load(path).expect("load");
+        m.classify_tasks(&TEXTS[..1], None).expect("classify")[0]
+            .iter()
+            .map(|t| t.task.clone())
+            .collect()
+    };
+    assert_eq!(tasks(&out_path), ["sentiment", "noun"]);
+    assert_eq!(tasks(&out_path), tasks(&multi));
+    // NAME=PKG renames one task: a multi-task package has several.
+    let out = run(&[
+        "multitask",
+        "--model",
+        emb.to_str().unwrap(),
+        "--out",
+        merged,
+        &format!("x={p}"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has 2 tasks: NAME="), "{err}");
+    // The same task twice.
+    let out = run(&[
+        "multitask",
+        "--model",
+        emb.to_str().unwrap(),
+        "--out",
+        merged,
+        p,
+        p,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sentiment"), "{err}");
+}
