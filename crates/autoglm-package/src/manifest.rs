@@ -20,8 +20,9 @@ pub const MAX_HIDDEN_SIZE: usize = 65536;
 pub const MAX_LABELS: usize = 4096;
 /// Longest label name, in bytes.
 pub const MAX_LABEL_BYTES: usize = 256;
-/// Most files a package lists.
-pub const MAX_FILES: usize = 64;
+/// Most files a package lists: a multi-task package has one summary file per task, and up to
+/// one task per label, beside the graph, the tokenizer and a few more.
+pub const MAX_FILES: usize = MAX_LABELS + 16;
 /// Most graph inputs.
 pub const MAX_GRAPH_INPUTS: usize = 16;
 /// Longest tensor or file name, in bytes.

@@ -454,6 +454,43 @@ struct JointMetrics {
     reports: Family<ResultLabel, Counter>,
 }
 
+/// What goes to the cloud: the hard examples' texts, the edge model's labels (for the answer's
+/// check), and the headers forwarded from the caller (trace context).
+struct HardExamples<'a> {
+    texts: Vec<String>,
+    labels: &'a [String],
+    headers: Vec<(header::HeaderName, header::HeaderValue)>,
+}
+
+/// Name (after the `joint_` prefix) and help of each metric, in registration order.
+const JOINT_METRICS: [(&str, &str); 7] = [
+    (
+        "texts",
+        "Texts the hard-example rule judged (edge inferences)",
+    ),
+    (
+        "hard_examples",
+        "Texts judged hard examples (the hard-example rate is this over joint_texts)",
+    ),
+    ("cloud_answers", "Hard examples answered by the cloud"),
+    (
+        "fallbacks",
+        "Hard examples answered locally because the cloud could not answer, by reason",
+    ),
+    (
+        "cloud_request_duration",
+        "Time of one call to the cloud, whatever its outcome",
+    ),
+    (
+        "circuit_state",
+        "The cloud circuit breaker: 0 closed, 1 open, 2 half-open (one trial call)",
+    ),
+    (
+        "lc_reports",
+        "Reports to Sedna's local controller, by result",
+    ),
+];
+
 impl JointMetrics {
     fn register(registry: &mut Registry) -> Self {
         let m = JointMetrics {
@@ -467,42 +504,19 @@ impl JointMetrics {
             reports: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("joint");
-        r.register(
-            "texts",
-            "Texts the hard-example rule judged (edge inferences)",
-            m.texts.clone(),
-        );
-        r.register(
-            "hard_examples",
-            "Texts judged hard examples (the hard-example rate is this over joint_texts)",
-            m.hard.clone(),
-        );
-        r.register(
-            "cloud_answers",
-            "Hard examples answered by the cloud",
-            m.cloud_answers.clone(),
-        );
-        r.register(
-            "fallbacks",
-            "Hard examples answered locally because the cloud could not answer, by reason",
-            m.fallbacks.clone(),
-        );
+        let [texts, hard, cloud, fallbacks, duration, circuit, reports] = JOINT_METRICS;
+        r.register(texts.0, texts.1, m.texts.clone());
+        r.register(hard.0, hard.1, m.hard.clone());
+        r.register(cloud.0, cloud.1, m.cloud_answers.clone());
+        r.register(fallbacks.0, fallbacks.1, m.fallbacks.clone());
         r.register_with_unit(
-            "cloud_request_duration",
-            "Time of one call to the cloud, whatever its outcome",
+            duration.0,
+            duration.1,
             Unit::Seconds,
             m.cloud_seconds.clone(),
         );
-        r.register(
-            "circuit_state",
-            "The cloud circuit breaker: 0 closed, 1 open, 2 half-open (one trial call)",
-            m.circuit.clone(),
-        );
-        r.register(
-            "lc_reports",
-            "Reports to Sedna's local controller, by result",
-            m.reports.clone(),
-        );
+        r.register(circuit.0, circuit.1, m.circuit.clone());
+        r.register(reports.0, reports.1, m.reports.clone());
         m
     }
 
@@ -659,7 +673,13 @@ impl Joint {
         let labels_owned = labels.to_vec();
         let forward = forwarded_headers(headers);
         let call = tokio::spawn(in_current_context(async move {
-            joint.escalate(hard_texts, &labels_owned, forward).await
+            joint
+                .escalate(HardExamples {
+                    texts: hard_texts,
+                    labels: &labels_owned,
+                    headers: forward,
+                })
+                .await
         }));
         match call.await {
             Ok(Ok(cloud)) => {
@@ -682,13 +702,13 @@ impl Joint {
         out
     }
 
-    /// Asks the cloud about `texts`; counts the outcome.
-    async fn escalate(
-        &self,
-        texts: Vec<String>,
-        labels: &[String],
-        headers: Vec<(header::HeaderName, header::HeaderValue)>,
-    ) -> Result<Vec<Value>, Fallback> {
+    /// Asks the cloud about the hard examples; counts the outcome.
+    async fn escalate(&self, hard: HardExamples<'_>) -> Result<Vec<Value>, Fallback> {
+        let HardExamples {
+            texts,
+            labels,
+            headers,
+        } = hard;
         let n = texts.len();
         let fail = |reason: Fallback| {
             self.metrics.fallback(reason, n);

@@ -100,16 +100,14 @@ fn multitask_merges_multi_task_packages_and_refuses_to_rename_them() {
     let (emb, p) = (dir.join("emb"), multi.to_str().expect("utf-8"));
     let out_path = dir.join("merged");
     let merged = out_path.to_str().expect("utf-8");
-    let run = |args: &[&str]| autoglm(args, None);
+    let emb = emb.to_str().expect("utf-8");
+    let multitask = |inputs: &[&str]| {
+        let mut args = vec!["multitask", "--model", emb, "--out", merged];
+        args.extend(inputs);
+        autoglm(&args, None)
+    };
     // PKG alone: every task of PKG, under its own name.
-    let out = run(&[
-        "multitask",
-        "--model",
-        emb.to_str().unwrap(),
-        "--out",
-        merged,
-        p,
-    ]);
+    let out = multitask(&[p]);
     assert!(
         out.status.success(),
         "{}",
@@ -124,29 +122,14 @@ fn multitask_merges_multi_task_packages_and_refuses_to_rename_them() {
     };
     assert_eq!(tasks(&out_path), ["sentiment", "noun"]);
     assert_eq!(tasks(&out_path), tasks(&multi));
+    let refused = |inputs: &[&str], needle: &str| {
+        let out = multitask(inputs);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{inputs:?}: {err}");
+    };
     // NAME=PKG renames one task: a multi-task package has several.
-    let out = run(&[
-        "multitask",
-        "--model",
-        emb.to_str().unwrap(),
-        "--out",
-        merged,
-        &format!("x={p}"),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("has 2 tasks: NAME="), "{err}");
+    refused(&[&format!("x={p}")], "has 2 tasks: NAME=");
     // The same task twice.
-    let out = run(&[
-        "multitask",
-        "--model",
-        emb.to_str().unwrap(),
-        "--out",
-        merged,
-        p,
-        p,
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("sentiment"), "{err}");
+    refused(&[p, p], "sentiment");
 }
