@@ -135,6 +135,12 @@ pub struct Model {
     signer: Option<Signer>,
 }
 
+/// The package's tokenizer, as the manifest configures it.
+fn encoder_of(package: &Package) -> Result<TextEncoder> {
+    let m = package.manifest();
+    TextEncoder::from_bytes(package.file(&m.tokenizer)?, m.max_length)
+}
+
 impl Model {
     /// Loads and verifies the package at `path` (directory or `.tar`) with default options.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
@@ -152,9 +158,20 @@ impl Model {
         let signer = package.verify(&options.trust)?;
         let graph = package.take_file(&package.manifest().graph.file.clone())?;
         let sequence_multiple = package.manifest().graph.sequence_multiple;
-        // The graph's bytes go to the backend, which frees them as soon as it has parsed them.
-        let backend = open_backend(graph, sequence_multiple, options)?;
-        Self::assemble(package, backend, options, signer)
+        // The tokenizer is parsed on a second thread while the backend loads the graph (~15 ms
+        // of a ~185 ms load); the graph's bytes go to the backend, which frees them as soon as
+        // it has parsed them.
+        let (encoder, backend) = std::thread::scope(|s| {
+            let encoder = s.spawn(|| encoder_of(&package));
+            let backend = open_backend(graph, sequence_multiple, options);
+            let encoder = encoder.join().unwrap_or_else(|_| {
+                Err(RuntimeError::Tokenizer(
+                    "the tokenizer panicked while it was loaded".into(),
+                ))
+            });
+            (encoder, backend)
+        });
+        Self::assemble(package, backend?, encoder?, options, signer)
     }
 
     /// Builds a model from a verified package and a backend that already holds its graph, after
@@ -167,13 +184,15 @@ impl Model {
     ) -> Result<Self> {
         options.check()?;
         let signer = package.verify(&options.trust)?;
-        Self::assemble(package, backend, options, signer)
+        let encoder = encoder_of(&package)?;
+        Self::assemble(package, backend, encoder, options, signer)
     }
 
     /// The model of a package whose options are checked and signature verified (`signer`).
     fn assemble(
         package: Package,
         backend: Box<dyn Backend>,
+        encoder: TextEncoder,
         options: &LoadOptions,
         signer: Option<Signer>,
     ) -> Result<Self> {
@@ -184,8 +203,6 @@ impl Model {
                 manifest.graph.inputs
             )));
         }
-        let encoder =
-            TextEncoder::from_bytes(package.file(&manifest.tokenizer)?, manifest.max_length)?;
         let pad_id = encoder.pad_id();
         let mut facts = backend.facts();
         let model = Model {
