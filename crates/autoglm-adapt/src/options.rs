@@ -12,8 +12,9 @@ pub enum Schedule {
     /// `Fixed` when there is no separate validation file and the smallest class has fewer than
     /// `small_data` examples; `EarlyStopping` otherwise.
     Auto,
-    /// Every example trains: full-batch AdamW on the mean cross-entropy + `l2 / n · ½‖W‖²` (the
-    /// objective of an L2 logistic regression with `C = 1 / l2`), `steps` steps with a cosine
+    /// Every example trains: full-batch AdamW on the mean cross-entropy + `l2 / n · ½‖W‖²` (with
+    /// two classes `l2 / n · ½‖w₁ − w₀‖²`: the objective of an L2 logistic regression with
+    /// `C = 1 / l2`, binary or multinomial), `steps` steps with a cosine
     /// learning-rate decay; the last step is the model. Nothing is held out, so a handful of
     /// validation examples cannot pick a bad epoch.
     Fixed,
@@ -99,8 +100,8 @@ pub struct TrainOptions {
     pub small_data: usize,
     /// Full-batch steps of the fixed schedule.
     pub steps: usize,
-    /// L2 penalty of the fixed schedule, `l2 / n · ½‖W‖²` (n: the summed example weights):
-    /// 1 is scikit-learn's `LogisticRegression()` default (`C = 1`).
+    /// L2 penalty of the fixed schedule, `l2 / n · ½‖W‖²` (n: the summed example weights; two
+    /// classes: on `w₁ − w₀`): 1 is scikit-learn's `LogisticRegression()` default (`C = 1`).
     pub l2: f64,
     /// Used when unlabelled examples are given.
     pub self_training: SelfTraining,

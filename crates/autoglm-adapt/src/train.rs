@@ -134,7 +134,11 @@ pub fn train(
     let best = match schedule {
         Schedule::Fixed | Schedule::Auto => {
             let total: f64 = weights.iter().sum();
-            let l2 = options.l2 / total.max(f64::MIN_POSITIVE);
+            // Two classes: softmax's two weight columns settle at w₁ = −w₀, so twice the
+            // penalty puts `l2 / n · ½‖w₁ − w₀‖²` on the logit difference, as logistic
+            // regression's binary model does; `l2 = 1` is then `LogisticRegression()` exactly.
+            let binary = if classes == 2 { 2.0 } else { 1.0 };
+            let l2 = binary * options.l2 / total.max(f64::MIN_POSITIVE);
             for t in 1..=options.steps {
                 epochs_run = t;
                 // Cosine decay to 0: the last steps settle on the optimum instead of circling it.

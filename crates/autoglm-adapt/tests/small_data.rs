@@ -39,8 +39,10 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
-/// The gradient norm of the fixed schedule's objective, mean cross-entropy + l2/n · ½‖W‖².
+/// The gradient norm of the fixed schedule's objective, mean cross-entropy + l2/n · ½‖W‖² (with
+/// two classes, twice that: see `train`).
 fn objective_gradient_norm(head: &Head, set: &Set, l2: f64) -> f64 {
+    let l2 = if head.classes() == 2 { 2.0 * l2 } else { l2 };
     let layer = &head.layers[0];
     let mut grads = vec![Dense::zeros(layer.inputs, layer.outputs)];
     for (x, &y) in set.x.iter().zip(&set.y) {

@@ -42,7 +42,7 @@ pub struct AdaptArgs {
     /// Fixed schedule: full-batch steps (cosine learning-rate decay to 0).
     #[arg(long, default_value_t = 1000)]
     pub steps: usize,
-    /// Fixed schedule: L2 penalty l2/n * 0.5*|W|^2 (1 = LogisticRegression's C = 1).
+    /// Fixed schedule: L2 penalty l2/n * 0.5*|W|^2, two classes: on w1 - w0 (1 = LogisticRegression's C = 1).
     #[arg(long, default_value_t = 1.0)]
     pub l2: f64,
     /// Early stopping: the most epochs.

@@ -58,8 +58,8 @@ enum Command {
     /// - Small data (the smallest class has fewer than --small-data = 300 examples, e.g. 8 to 128
     ///   shots per class): the fixed schedule. Every example trains (nothing is held out), 1000
     ///   full-batch AdamW steps with a cosine learning-rate decay minimise the mean cross-entropy
-    ///   + l2/n * 0.5*|W|^2 (--l2 1: the objective of scikit-learn's LogisticRegression(), C = 1),
-    ///   and the last step is the head. Early stopping on a few held-out examples picks an epoch
+    ///   + l2/n * 0.5*|W|^2 (two classes: on the logit difference w1 - w0; --l2 1 is then the
+    ///   objective of scikit-learn's LogisticRegression(), C = 1), and the last step is the head. Early stopping on a few held-out examples picks an epoch
     ///   by noise; this cannot.
     ///
     /// - Larger data: 10 % of every class (--valid-fraction) is held out, mini-batches of 32
