@@ -158,19 +158,24 @@ impl Model {
         let signer = package.verify(&options.trust)?;
         let graph = package.take_file(&package.manifest().graph.file.clone())?;
         let sequence_multiple = package.manifest().graph.sequence_multiple;
-        // The tokenizer is parsed on a second thread while the backend loads the graph (~15 ms
-        // of a ~185 ms load); the graph's bytes go to the backend, which frees them as soon as
-        // it has parsed them.
-        let (encoder, backend) = std::thread::scope(|s| {
-            let encoder = s.spawn(|| encoder_of(&package));
+        // Natively the tokenizer is parsed on a second thread while the backend loads the
+        // graph (~15 ms of a ~185 ms load); WASI guests cannot spawn threads. The graph's
+        // bytes go to the backend, which frees them as soon as it has parsed them.
+        let (encoder, backend) = if cfg!(target_family = "wasm") {
             let backend = open_backend(graph, sequence_multiple, options);
-            let encoder = encoder.join().unwrap_or_else(|_| {
-                Err(RuntimeError::Tokenizer(
-                    "the tokenizer panicked while it was loaded".into(),
-                ))
-            });
-            (encoder, backend)
-        });
+            (encoder_of(&package), backend)
+        } else {
+            std::thread::scope(|s| {
+                let encoder = s.spawn(|| encoder_of(&package));
+                let backend = open_backend(graph, sequence_multiple, options);
+                let encoder = encoder.join().unwrap_or_else(|_| {
+                    Err(RuntimeError::Tokenizer(
+                        "the tokenizer panicked while it was loaded".into(),
+                    ))
+                });
+                (encoder, backend)
+            })
+        };
         Self::assemble(package, backend?, encoder?, options, signer)
     }
 
