@@ -1,10 +1,11 @@
 //! Our own operators' kernels on the shapes of all-MiniLM-L6-v2 at 128 tokens: dynamic
 //! quantization of a `[128, 384]` and a `[128, 1536]` activation (the int8 graph runs 24 of
-//! them per inference), and the key-bias add of `[12, 128, 128]` attention scores.
+//! them per inference), the key-bias add of `[12, 128, 128]` attention scores, and the fused
+//! attention of one layer (12 heads of 32) at 128 and 512 tokens, on one and two threads.
 //!
 //! cargo bench -p autoglm-runtime --bench ops
 
-use autoglm_runtime::ops::{add_key_bias, quantize};
+use autoglm_runtime::ops::{add_key_bias, attention, quantize};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 
@@ -38,5 +39,35 @@ fn key_bias(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, dynamic_quantize, key_bias);
+fn fused_attention(c: &mut Criterion) {
+    let mut group = c.benchmark_group("attention");
+    let two = tract_linalg::multithread::Executor::multithread(2);
+    for seq in [128usize, 512] {
+        let d = attention::Dims {
+            batch: 1,
+            seq,
+            heads: 12,
+            head_dim: 32,
+        };
+        let n = seq * 12 * 32;
+        let (q, k, v) = (activations(n), activations(n + 1), activations(n + 2));
+        let (k, v) = (&k[1..], &v[2..]);
+        let bias = vec![0f32; seq];
+        let mut out = vec![0f32; n];
+        for (threads, executor) in [
+            (1, tract_linalg::multithread::Executor::SingleThread),
+            (2, two.clone()),
+        ] {
+            group.bench_function(BenchmarkId::new(format!("12x32/{threads}t"), seq), |b| {
+                b.iter(|| {
+                    attention::attention(d, 0.177, [&q, k, v], &bias, &mut out, &executor)
+                        .expect("attention")
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, dynamic_quantize, key_bias, fused_attention);
 criterion_main!(benches);

@@ -150,6 +150,16 @@ impl TractBackend {
         self.rewrites
     }
 
+    /// How many nodes of the optimized plan run the operator `name` (e.g. `AutoglmAttention`).
+    pub fn op_count(&self, name: &str) -> usize {
+        self.plan
+            .model()
+            .nodes()
+            .iter()
+            .filter(|n| n.op().name() == name)
+            .count()
+    }
+
     /// Whether the plan runs one row at a time (built for a batch dim of 1).
     pub fn per_row(&self) -> bool {
         self.per_row
