@@ -43,10 +43,19 @@ fn main() -> TractResult<()> {
 
     let pkg = Package::open(package)?;
     let onnx = pkg.file(&pkg.manifest().graph.file)?;
-    let mut decluttered = tract_onnx::onnx()
-        .model_for_read(&mut &onnx[..])?
-        .into_typed()?
-        .into_decluttered()?;
+    let mut model = tract_onnx::onnx().model_for_read(&mut &onnx[..])?;
+    let multiple = pkg.manifest().graph.sequence_multiple;
+    if multiple > 1 {
+        // Window attention: the sequence is whole blocks, as the backend states it.
+        let sequence = TDim::from(model.symbols.sym("blocks")) * multiple as i64;
+        let batch = TDim::from(model.symbols.sym("batch"));
+        for input in 0..model.inputs.len() {
+            let fact =
+                InferenceFact::dt_shape(i64::datum_type(), [batch.clone(), sequence.clone()]);
+            model.set_input_fact(input, fact)?;
+        }
+    }
+    let mut decluttered = model.into_typed()?.into_decluttered()?;
     if !args.iter().any(|a| a == "--plain") {
         let n = autoglm_runtime::ops::rewrite(&mut decluttered)?;
         println!("our operators replaced {n} nodes (--plain: none)");
@@ -65,8 +74,12 @@ fn main() -> TractResult<()> {
                 Some(plan) => plan.clone(),
                 None => {
                     let mut values = SymbolValues::default();
-                    for (name, v) in [("batch", batch), ("sequence", seq)] {
-                        if name == "sequence" && batch_only {
+                    for (name, v) in [
+                        ("batch", batch),
+                        ("sequence", seq),
+                        ("blocks", seq / multiple.max(1)),
+                    ] {
+                        if name != "batch" && batch_only {
                             continue;
                         }
                         if let Some(s) = decluttered.symbols.get(name) {

@@ -414,7 +414,11 @@ fn matches(model: &TypedModel, id: usize) -> TractResult<Option<([OutletId; 4], 
         })
         .collect::<TractResult<Vec<bool>>>()?;
     let bf = model.outlet_fact(bias)?;
-    let bias_ok = bf.rank() == 4 && bf.shape[0] == qf.shape[0] && bf.shape[3] == qf.shape[1];
+    let bias_ok = bf.rank() == 4
+        && bf.shape[0] == qf.shape[0]
+        && bf.shape[1] == TDim::Val(1)
+        && bf.shape[2] == TDim::Val(1)
+        && bf.shape[3] == qf.shape[1];
     if qf.rank() != 4 || qf.datum_type != f32::datum_type() || !same.iter().all(|s| *s) || !bias_ok
     {
         return Ok(None);

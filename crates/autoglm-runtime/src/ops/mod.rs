@@ -31,8 +31,10 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::math::Add;
 
-/// `scores + bias` where `bias` is 1 on every axis but the first and the last, which are the
-/// scores' own: the bias row of batch item `b` is added to every row of `scores[b]`.
+/// `scores + bias` where `bias` has the scores' first axis, then 1s, then the scores' own
+/// trailing axes: the bias block of batch item `b` is added to every block of `scores[b]` (dense
+/// attention: a row of keys onto every query row of every head; window attention: the band of
+/// every query block onto every head).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct KeyBiasAdd;
 
@@ -50,13 +52,17 @@ impl EvalOp for KeyBiasAdd {
         let (scores, bias) = args_2!(inputs);
         let mut scores = scores.into_tensor();
         let shape = scores.shape().to_vec();
+        let b = bias.shape();
+        let shared = (1..shape.len())
+            .rev()
+            .take_while(|&i| b.get(i) == shape.get(i))
+            .count();
         ensure!(
-            bias.shape().len() == shape.len()
-                && bias.shape().first() == shape.first()
-                && bias.shape().last() == shape.last()
-                && bias.shape()[1..bias.shape().len() - 1]
-                    .iter()
-                    .all(|d| *d == 1),
+            b.len() == shape.len()
+                && shape.len() >= 2
+                && b[0] == shape[0]
+                && shared >= 1
+                && b[1..shape.len() - shared].iter().all(|d| *d == 1),
             "AutoglmKeyBiasAdd: bias {:?} does not broadcast as a row over scores {:?}",
             bias.shape(),
             shape
@@ -73,7 +79,8 @@ impl EvalOp for KeyBiasAdd {
     }
 }
 
-/// The kernel: `scores` is `batch` equal blocks of rows of `bias.len() / batch` values.
+/// The kernel: `scores` is `batch` equal parts, each of whole blocks of `bias.len() / batch`
+/// values; block `j` of part `b` gets bias block `b` added.
 pub fn add_key_bias(scores: &mut [f32], bias: &[f32], batch: usize) {
     if batch == 0 || scores.is_empty() {
         return;
@@ -155,18 +162,29 @@ fn is_same_shape(a: &TypedFact, b: &TypedFact) -> bool {
         && a.shape.iter().any(|d| *d != TDim::Val(1))
 }
 
-/// Whether `bias` broadcasts onto `scores` as a key-bias row (see [`KeyBiasAdd`]); f32 only.
+/// Whether `bias` broadcasts onto `scores` as [`KeyBiasAdd`] adds it; f32 only. The bias's
+/// first axis is the scores' (the batch), then comes a run of 1s where the scores have more (the
+/// heads, and for dense attention the queries), then the scores' own trailing axes: dense
+/// attention's key bias `[b, 1, 1, keys]`, window attention's band `[b, 1, blocks, block, 3·block]`
+/// over scores `[b, heads, blocks, block, 3·block]`.
 fn is_key_bias(scores: &TypedFact, bias: &TypedFact) -> bool {
     let (s, b) = (scores.shape.dims(), bias.shape.dims());
     let rank = s.len();
-    scores.datum_type == f32::datum_type()
-        && bias.datum_type == f32::datum_type()
-        && rank >= 3
-        && b.len() == rank
-        && b[0] == s[0]
-        && b[rank - 1] == s[rank - 1]
-        && b[1..rank - 1].iter().all(|d| *d == TDim::Val(1))
-        && s[1..rank - 1].iter().any(|d| *d != TDim::Val(1))
+    if scores.datum_type != f32::datum_type()
+        || bias.datum_type != f32::datum_type()
+        || rank < 3
+        || b.len() != rank
+        || b[0] != s[0]
+    {
+        return false;
+    }
+    // The trailing axes the bias shares with the scores (at least the last one).
+    let shared = (1..rank).rev().take_while(|&i| b[i] == s[i]).count();
+    let middle = 1..rank - shared;
+    shared >= 1
+        && !middle.is_empty()
+        && b[middle.clone()].iter().all(|d| *d == TDim::Val(1))
+        && s[middle].iter().any(|d| *d != TDim::Val(1))
 }
 
 /// Fuses attention ([`attention::fuse`], native only), then replaces every remaining broadcast
@@ -246,17 +264,34 @@ mod tests {
     /// padding-like biases.
     #[test]
     fn key_bias_add_equals_the_broadcast_add() -> TractResult<()> {
-        for (seed, &(b, h, q, k)) in [(1, 1, 1, 1), (2, 3, 5, 7), (3, 12, 9, 9), (1, 12, 33, 33)]
-            .iter()
-            .enumerate()
-        {
-            let scores = Tensor::from_shape(&[b, h, q, k], &values(b * h * q * k, seed as u64))?;
-            let mut bias = values(b * k, 100 + seed as u64);
-            // Padding: the last keys of the first item are masked as the exporter does.
-            for v in bias.iter_mut().take(k).skip(k / 2 + 1) {
+        // (scores, bias): dense attention's key rows, and window attention's bands (a block of
+        // queries × its three key blocks, per block, shared by the heads).
+        let cases: [(&[usize], &[usize]); 7] = [
+            (&[1, 1, 1, 1], &[1, 1, 1, 1]),
+            (&[2, 3, 5, 7], &[2, 1, 1, 7]),
+            (&[3, 12, 9, 9], &[3, 1, 1, 9]),
+            (&[1, 12, 33, 33], &[1, 1, 1, 33]),
+            (&[2, 3, 4, 5, 15], &[2, 1, 4, 5, 15]),
+            (&[1, 12, 3, 8, 25], &[1, 1, 3, 8, 25]),
+            (&[2, 2, 3, 1, 7], &[2, 1, 1, 1, 7]),
+        ];
+        for (seed, (shape, bias_shape)) in cases.iter().enumerate() {
+            let n: usize = shape.iter().product();
+            let scores = Tensor::from_shape(shape, &values(n, seed as u64))?;
+            let per_item: usize = bias_shape[1..].iter().product();
+            let mut bias = values(bias_shape.iter().product(), 100 + seed as u64);
+            // Padding: the last values of the first item are masked as the exporter does.
+            for v in bias.iter_mut().take(per_item).skip(per_item / 2 + 1) {
                 *v = -1e9;
             }
-            let bias = Tensor::from_shape(&[b, 1, 1, k], &bias)?;
+            let bias = Tensor::from_shape(bias_shape, &bias)?;
+            let facts = [
+                f32::datum_type().fact(shape.to_vec()),
+                f32::datum_type().fact(bias_shape.to_vec()),
+            ];
+            // (1,1,1,1) onto (1,1,1,1) is a same-shape add, not a broadcast.
+            assert_eq!(is_key_bias(&facts[0], &facts[1]), seed != 0, "{shape:?}");
+            assert!(!is_key_bias(&facts[1], &facts[0]) || seed == 0);
             let expected = TypedBinOp(Box::new(Add), None)
                 .eval_out_of_plan(tvec![
                     scores.clone().into_tvalue(),
@@ -270,11 +305,7 @@ mod tests {
                 .remove(0);
             assert_eq!(expected.shape(), got.shape());
             let (e, g) = (expected.try_as_plain_ram()?, got.try_as_plain_ram()?);
-            assert_eq!(
-                e.as_slice::<f32>()?,
-                g.as_slice::<f32>()?,
-                "shape {b}x{h}x{q}x{k}"
-            );
+            assert_eq!(e.as_slice::<f32>()?, g.as_slice::<f32>()?, "{shape:?}");
         }
         Ok(())
     }
