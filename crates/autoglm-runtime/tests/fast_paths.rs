@@ -53,14 +53,17 @@ fn check(name: &str, options: ExportOptions) {
         let fast = TractBackend::new(onnx, threads, multiple).expect("patched plan");
         assert!(fast.rewrites() > 0, "{name}: no attention add was replaced");
         assert!(fast.per_row(), "{name}: per-row plan");
-        // Dense attention (fp32 or int8) is fused, one operator per layer; window attention's
-        // blocked layout is not (yet): it keeps the key-bias adds.
-        let fused = fast.op_count("AutoglmAttention");
-        if name == "window" {
-            assert_eq!(fused, 0, "{name}");
+        // Attention is fused, one operator per layer: dense (fp32 or int8) or window.
+        let (dense, window) = (
+            fast.op_count("AutoglmAttention"),
+            fast.op_count("AutoglmWindowAttention"),
+        );
+        let want = if name == "window" {
+            (0, fixture::LAYERS)
         } else {
-            assert_eq!(fused, fixture::LAYERS, "{name}: attention not fused");
-        }
+            (fixture::LAYERS, 0)
+        };
+        assert_eq!((dense, window), want, "{name}: attention not fused");
         for round in 0..4 {
             let count = 1 + rng.next(7);
             let texts = random_texts(&mut rng, count, manifest.max_length, fixture::vocab_size());

@@ -117,7 +117,7 @@ impl EvalOp for Attention {
 
 /// The output buffer, shared by the heads: each writes only its own `head_dim` columns.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(super) struct OutPtr(pub(super) *mut f32);
 // SAFETY: the tasks that share it write disjoint elements (one head's columns each) of a
 // buffer that outlives them (the scope below joins every task before it returns).
 unsafe impl Send for OutPtr {}
@@ -150,37 +150,45 @@ pub fn attention(
     let tasks: Vec<(usize, usize)> = (0..d.batch)
         .flat_map(|b| (0..d.heads).map(move |h| (b, h)))
         .collect();
+    run_tasks(&tasks, executor, |(b, h)| task(b, h))
+}
+
+/// Runs `task` on every element of `tasks`: in parallel, in one contiguous share per thread,
+/// when the executor has a pool; else in order. The first error is returned.
+pub(super) fn run_tasks<T: Copy + Send + Sync>(
+    tasks: &[T],
+    executor: &tract_linalg::multithread::Executor,
+    task: impl Fn(T) -> TractResult<()> + Sync,
+) -> TractResult<()> {
     match executor {
         tract_linalg::multithread::Executor::MultiThread(pool) if tasks.len() > 1 => {
             let threads = pool.current_num_threads().max(1);
-            let results: Vec<TractResult<()>> = {
-                let results = std::sync::Mutex::new(Vec::new());
-                pool.scope(|s| {
-                    for part in tasks.chunks(tasks.len().div_ceil(threads)) {
-                        let (task, results) = (&task, &results);
-                        s.spawn(move |_| {
-                            let r = part.iter().try_for_each(|&(b, h)| task(b, h));
-                            results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
-                        });
-                    }
-                });
-                results.into_inner().unwrap_or_else(|e| e.into_inner())
-            };
+            let results = std::sync::Mutex::new(Vec::new());
+            pool.scope(|s| {
+                for part in tasks.chunks(tasks.len().div_ceil(threads)) {
+                    let (task, results) = (&task, &results);
+                    s.spawn(move |_| {
+                        let r = part.iter().try_for_each(|&t| task(t));
+                        results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                    });
+                }
+            });
+            let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
             results.into_iter().collect()
         }
-        _ => tasks.iter().try_for_each(|&(b, h)| task(b, h)),
+        _ => tasks.iter().try_for_each(|&t| task(t)),
     }
 }
 
 /// tract-linalg's vectorized row kernels (those of its own `Softmax`).
-struct Kernels {
+pub(super) struct Kernels {
     max: Box<dyn tract_linalg::reduce::Reduce<f32>>,
     exp_sum: Box<dyn tract_linalg::reduce::MapReduce<f32, f32>>,
     scale: Box<dyn tract_linalg::element_wise::ElementWise<f32, f32>>,
 }
 
 impl Kernels {
-    fn new() -> TractResult<Kernels> {
+    pub(super) fn new() -> TractResult<Kernels> {
         use tract_linalg::Func;
         Ok(Kernels {
             max: Func::ReduceMax.reduce_f32()?,
@@ -190,7 +198,7 @@ impl Kernels {
     }
 
     /// `row += bias`, then softmax in place.
-    fn softmax(&self, row: &mut [f32], bias: &[f32]) -> TractResult<()> {
+    pub(super) fn softmax(&self, row: &mut [f32], bias: &[f32]) -> TractResult<()> {
         for (s, b) in row.iter_mut().zip(bias) {
             *s += *b;
         }
@@ -288,7 +296,7 @@ unsafe fn one_head(
 }
 
 /// `len` values of `buf` (which has 16 more) starting at a 64-byte boundary.
-fn aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
+pub(super) fn aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
     let skip = buf.as_ptr().align_offset(64);
     let skip = if skip + len <= buf.len() { skip } else { 0 };
     &mut buf[skip..skip + len]
@@ -315,14 +323,14 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
     Ok(fused)
 }
 
-fn einsum_axes<'a>(model: &'a TypedModel, outlet: OutletId) -> Option<(&'a TypedNode, String)> {
+pub(super) fn einsum_axes(model: &TypedModel, outlet: OutletId) -> Option<(&TypedNode, String)> {
     let node = model.node(outlet.node);
     let op = node.op_as::<EinSum>()?;
     (op.q_params.is_none() && op.operating_dt == f32::datum_type())
         .then(|| (node, op.axes.to_string()))
 }
 
-fn is_bin<O: BinMiniOp>(node: &TypedNode) -> bool {
+pub(super) fn is_bin<O: BinMiniOp>(node: &TypedNode) -> bool {
     node.op_as::<TypedBinOp>()
         .is_some_and(|bin| bin.0.is::<O>() && bin.1.is_none())
         && node.inputs.len() == 2

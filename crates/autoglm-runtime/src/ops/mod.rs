@@ -16,15 +16,22 @@
 //! `softmax(scale · Q·Kᵀ + key_bias) · V` of each layer in one operator, heads in parallel on
 //! the backend's threads.
 //!
+//! **Fused window attention** ([`WindowAttention`], in `window.rs`; native builds): the
+//! exporter's blocked sliding-window attention with global keys, from Q, K and V to the summed
+//! context, in one operator that never copies the neighbouring key blocks.
+//!
 //! **Dynamic quantization** ([`DynamicQuantize`], in `quantize.rs`): the int8 graph's
 //! `DynamicQuantizeLinear`, bit-identical to tract's and vectorized.
 
 #[allow(unsafe_code)]
 pub mod attention;
 pub mod quantize;
+#[allow(unsafe_code)]
+pub mod window;
 
 pub use attention::Attention;
 pub use quantize::DynamicQuantize;
+pub use window::WindowAttention;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -196,7 +203,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = if cfg!(target_family = "wasm") {
         0
     } else {
-        attention::fuse(model)?
+        attention::fuse(model)? + window::fuse(model)?
     };
     for id in model.eval_order()? {
         let node = model.node(id);
