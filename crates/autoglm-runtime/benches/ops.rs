@@ -1,11 +1,12 @@
 //! Our own operators' kernels on the shapes of all-MiniLM-L6-v2 at 128 tokens: dynamic
 //! quantization of a `[128, 384]` and a `[128, 1536]` activation (the int8 graph runs 24 of
 //! them per inference), the key-bias add of `[12, 128, 128]` attention scores, and the fused
-//! attention of one layer (12 heads of 32) at 128 and 512 tokens, on one and two threads.
+//! attention of one layer (12 heads of 32) at 128 and 512 tokens, on one and two threads, and
+//! the fused window attention (window 256, one global token) of one layer at 2048 tokens.
 //!
 //! cargo bench -p autoglm-runtime --bench ops
 
-use autoglm_runtime::ops::{add_key_bias, attention, quantize};
+use autoglm_runtime::ops::{add_key_bias, attention, quantize, window};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 
@@ -69,5 +70,54 @@ fn fused_attention(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, dynamic_quantize, key_bias, fused_attention);
+fn window_attention(c: &mut Criterion) {
+    let mut group = c.benchmark_group("window_attention");
+    let two = tract_linalg::multithread::Executor::multithread(2);
+    let d = window::WindowDims {
+        batch: 1,
+        heads: 12,
+        blocks: 16,
+        block: 128,
+        head_dim: 32,
+        global: 1,
+    };
+    let n = 16 * 128 * 12 * 32;
+    let (q, k, v) = (activations(n), activations(n + 1), activations(n + 2));
+    let (k, v) = (&k[1..], &v[2..]);
+    // The band of window 256 (radius 128 around each query); out-of-range blocks and the
+    // global token (attended through its own column) masked.
+    let band: Vec<f32> = (0..16 * 128 * 384)
+        .map(|i| {
+            let (c, r, j) = (i / (128 * 384), i / 384 % 128, i % 384);
+            let in_range = (c > 0 || j > 128) && (c < 15 || j < 256);
+            let near = (j as i64 - 128 - r as i64).abs() <= 128;
+            if in_range && near {
+                0.0
+            } else {
+                -1e9
+            }
+        })
+        .collect();
+    let mut out = vec![0f32; n];
+    for (threads, executor) in [
+        (1, tract_linalg::multithread::Executor::SingleThread),
+        (2, two),
+    ] {
+        group.bench_function(BenchmarkId::new(format!("12x32/{threads}t"), 2048), |b| {
+            b.iter(|| {
+                window::window_attention(d, 0.177, [&q, k, v], [&band, &[0.0]], &mut out, &executor)
+                    .expect("window attention")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    dynamic_quantize,
+    key_bias,
+    fused_attention,
+    window_attention
+);
 criterion_main!(benches);

@@ -181,14 +181,34 @@ pub fn window_attention(
     }
     let kernels = Kernels::new()?;
     let out = OutPtr(out.as_mut_ptr());
-    let tasks: Vec<(usize, usize, usize)> = (0..d.batch)
-        .flat_map(|b| (0..d.heads).flat_map(move |h| (0..d.blocks).map(move |c| (b, h, c))))
+    let tasks: Vec<(usize, usize)> = (0..d.batch)
+        .flat_map(|b| (0..d.heads).map(move |h| (b, h)))
         .collect();
-    run_tasks(&tasks, executor, |(b, h, c)| {
-        // SAFETY: the sizes were checked above; (b, h, c) is in range; each task writes only
-        // its own query block of its own head.
-        unsafe { one_block(d, scale, qkv, bias, out, (b, h, c), &kernels) }
+    run_tasks(&tasks, executor, |(b, h)| {
+        let mut scratch = Scratch::new(d);
+        (0..d.blocks).try_for_each(|c| {
+            // SAFETY: the sizes were checked above; (b, h, c) is in range; each task writes
+            // only its own head.
+            unsafe { one_block(d, scale, qkv, bias, out, (b, h, c), &kernels, &mut scratch) }
+        })
     })
+}
+
+/// One head's working memory, reused by its blocks.
+struct Scratch {
+    scores: Vec<f32>,
+    context: Vec<f32>,
+    row_bias: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(d: WindowDims) -> Scratch {
+        Scratch {
+            scores: vec![0f32; d.block * d.width() + 16],
+            context: vec![0f32; d.block * d.head_dim + 16],
+            row_bias: vec![0f32; d.width()],
+        }
+    }
 }
 
 /// One query block `c` of head `h` of item `b`: its scores, softmax, and context rows.
@@ -196,6 +216,7 @@ pub fn window_attention(
 /// # Safety
 /// The slices and the buffer behind `out` have the sizes `window_attention` checks, the
 /// indices are in range, and no other thread writes this block of `out`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn one_block(
     d: WindowDims,
     scale: f32,
@@ -204,15 +225,14 @@ unsafe fn one_block(
     out: OutPtr,
     (b, h, c): (usize, usize, usize),
     kernels: &Kernels,
+    scratch: &mut Scratch,
 ) -> TractResult<()> {
     let (block, dh, width) = (d.block, d.head_dim, d.width());
     // The start of this head's [seq, head_dim] matrix, and of token `t` in it.
     let head = (b * d.heads + h) * d.seq() * dh;
     let token = |t: usize| head + t * dh;
-    let mut scores_buf = vec![0f32; block * width + 16];
-    let mut context_buf = vec![0f32; block * dh + 16];
-    let scores = aligned(&mut scores_buf, block * width);
-    let context = aligned(&mut context_buf, block * dh);
+    let scores = aligned(&mut scratch.scores, block * width);
+    let context = aligned(&mut scratch.context, block * dh);
     let q = unsafe { qkv[0].as_ptr().add(token(c * block)) };
     // Key blocks c-1, c, c+1 in columns [0, block), [block, 2·block), [2·block, 3·block); a
     // block outside the sequence is the graph's zero block: scores 0.
@@ -267,11 +287,11 @@ unsafe fn one_block(
     // Bias, then softmax, row by row: the band row of this block, then the global keys'.
     let band = &bias[0][(b * d.blocks + c) * block * 3 * block..][..block * 3 * block];
     let global = &bias[1][b * d.global..(b + 1) * d.global];
-    let mut row_bias = vec![0f32; width];
+    let row_bias = &mut scratch.row_bias;
     row_bias[3 * block..].copy_from_slice(global);
     for (row, band_row) in scores.chunks_mut(width).zip(band.chunks(3 * block)) {
         row_bias[..3 * block].copy_from_slice(band_row);
-        kernels.softmax(row, &row_bias)?;
+        kernels.softmax(row, row_bias)?;
     }
     // context = P[:, window j] · V(block) for the blocks in range (the centre first, which is
     // always there), + P[:, global] · V[..global].
