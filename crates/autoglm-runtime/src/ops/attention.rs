@@ -336,6 +336,60 @@ pub(super) fn is_bin<O: BinMiniOp>(node: &TypedNode) -> bool {
         && node.inputs.len() == 2
 }
 
+pub(super) fn single_use(model: &TypedModel, outlet: OutletId) -> bool {
+    model.outlet_successors(outlet).len() == 1
+}
+
+/// `einsum(axes)` at `outlet`: its two inputs.
+pub(super) fn einsum(model: &TypedModel, outlet: OutletId, axes: &str) -> Option<[OutletId; 2]> {
+    let (node, a) = einsum_axes(model, outlet)?;
+    (a == axes && outlet.slot == 0 && node.inputs.len() == 2)
+        .then(|| [node.inputs[0], node.inputs[1]])
+}
+
+/// `add(mul(einsum(axes), scale), bias)` at `outlet`, each used once: the einsum's inputs,
+/// the scale, the bias.
+pub(super) fn biased_scores(
+    model: &TypedModel,
+    outlet: OutletId,
+    axes: &str,
+) -> TractResult<Option<([OutletId; 2], f32, OutletId)>> {
+    let add = model.node(outlet.node);
+    if !is_bin::<Add>(add) || !single_use(model, outlet) {
+        return Ok(None);
+    }
+    let facts = model.node_input_facts(add.id)?;
+    let (mul_slot, bias) = match (
+        super::is_key_bias(facts[0], facts[1]),
+        super::is_key_bias(facts[1], facts[0]),
+    ) {
+        (true, _) => (0, add.inputs[1]),
+        (_, true) => (1, add.inputs[0]),
+        _ => return Ok(None),
+    };
+    let mul = model.node(add.inputs[mul_slot].node);
+    if !is_bin::<Mul>(mul) || !single_use(model, add.inputs[mul_slot]) {
+        return Ok(None);
+    }
+    let mut scale = None;
+    let mut scores = None;
+    for &input in &mul.inputs {
+        match &model.outlet_fact(input)?.konst {
+            Some(k) if k.len() == 1 && k.datum_type() == f32::datum_type() => {
+                scale = k.try_as_plain_ram()?.as_slice::<f32>()?.first().copied()
+            }
+            _ => scores = Some(input),
+        }
+    }
+    let (Some(scale), Some(scores)) = (scale, scores) else {
+        return Ok(None);
+    };
+    if !single_use(model, scores) {
+        return Ok(None);
+    }
+    Ok(einsum(model, scores, axes).map(|inputs| (inputs, scale, bias)))
+}
+
 /// Whether `id` is the softmax of a fusable attention: then its Q, K, V and bias outlets, the
 /// scale and the P·V node (whose output the fused op replaces).
 #[allow(clippy::type_complexity)]
@@ -353,10 +407,8 @@ fn matches(model: &TypedModel, id: usize) -> TractResult<Option<([OutletId; 4], 
     {
         return Ok(None);
     }
-    let single_use =
-        |node: &TypedNode| node.outputs.len() == 1 && node.outputs[0].successors.len() == 1;
     // softmax → P·V, its only successor.
-    if !single_use(softmax) {
+    if softmax.outputs.len() != 1 || !single_use(model, OutletId::new(id, 0)) {
         return Ok(None);
     }
     let succ = softmax.outputs[0].successors[0];
@@ -367,51 +419,10 @@ fn matches(model: &TypedModel, id: usize) -> TractResult<Option<([OutletId; 4], 
         return Ok(None);
     }
     let v = context.inputs[1];
-    // add(scaled scores, bias) → softmax.
-    let add = model.node(softmax.inputs[0].node);
-    if !is_bin::<Add>(add) || !single_use(add) {
-        return Ok(None);
-    }
-    let facts = model.node_input_facts(add.id)?;
-    let (mul_slot, bias) = match (
-        super::is_key_bias(facts[0], facts[1]),
-        super::is_key_bias(facts[1], facts[0]),
-    ) {
-        (true, _) => (0, add.inputs[1]),
-        (_, true) => (1, add.inputs[0]),
-        _ => return Ok(None),
-    };
-    // mul(scores, scalar) → add.
-    let mul = model.node(add.inputs[mul_slot].node);
-    if !is_bin::<Mul>(mul) || !single_use(mul) {
-        return Ok(None);
-    }
-    let mut scale = None;
-    let mut scores = None;
-    for &input in &mul.inputs {
-        match &model.outlet_fact(input)?.konst {
-            Some(k) if k.len() == 1 && k.datum_type() == f32::datum_type() => {
-                scale = Some(
-                    *k.try_as_plain_ram()?
-                        .as_slice::<f32>()?
-                        .first()
-                        .unwrap_or(&1.0),
-                )
-            }
-            _ => scores = Some(input),
-        }
-    }
-    let (Some(scale), Some(scores)) = (scale, scores) else {
+    // add(mul(Q·Kᵀ, scale), bias) → softmax.
+    let Some(([q, k], scale, bias)) = biased_scores(model, softmax.inputs[0], SCORES_AXES)? else {
         return Ok(None);
     };
-    // Q·Kᵀ → mul.
-    let Some((qk, axes)) = einsum_axes(model, scores) else {
-        return Ok(None);
-    };
-    if axes != SCORES_AXES || !single_use(qk) {
-        return Ok(None);
-    }
-    let (q, k) = (qk.inputs[0], qk.inputs[1]);
     let qf = model.outlet_fact(q)?;
     let same = [k, v]
         .iter()
@@ -435,7 +446,7 @@ fn matches(model: &TypedModel, id: usize) -> TractResult<Option<([OutletId; 4], 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// The definition, in f64, one query at a time.
@@ -474,7 +485,7 @@ mod tests {
     }
 
     /// A seeded xorshift, values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
+    pub(in crate::ops) fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         (0..n)
             .map(|_| {

@@ -15,11 +15,13 @@
 //! `unsafe` as in `attention.rs`: `sgemm` takes raw pointers and strides; every call follows
 //! the size checks it relies on.
 
-use super::attention::{aligned, einsum_axes, is_bin, run_tasks, Kernels, OutPtr};
+use super::attention::{
+    aligned, biased_scores, einsum, is_bin, run_tasks, single_use, Kernels, OutPtr,
+};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::array::{Slice, TypedConcat};
-use tract_onnx::tract_core::ops::math::{Add, Mul};
+use tract_onnx::tract_core::ops::math::Add;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
 /// Scores of a query block against its key blocks (a: batch, b: head, c: block, m/n: query/key).
@@ -367,10 +369,6 @@ fn op_at<O: Op>(model: &TypedModel, outlet: OutletId) -> Option<(&TypedNode, &O)
     node.op_as::<O>().map(|op| (node, op))
 }
 
-fn single_use(model: &TypedModel, outlet: OutletId) -> bool {
-    model.outlet_successors(outlet).len() == 1
-}
-
 /// `x` split into blocks: `[b, h, s, dh]` reshaped at axis 2 to `[b, h, blocks, block, dh]`;
 /// then `x` and `block`.
 fn unblocked(model: &TypedModel, outlet: OutletId) -> Option<(OutletId, usize)> {
@@ -441,56 +439,6 @@ fn neighbour_blocks(model: &TypedModel, outlets: [OutletId; 3]) -> Option<(Outle
     shifted(outlets[0], true)?;
     shifted(outlets[2], false)?;
     Some((x, block))
-}
-
-/// `einsum(axes)` at `outlet`: its two inputs.
-fn einsum(model: &TypedModel, outlet: OutletId, axes: &str) -> Option<[OutletId; 2]> {
-    let (node, a) = einsum_axes(model, outlet)?;
-    (a == axes && outlet.slot == 0 && node.inputs.len() == 2)
-        .then(|| [node.inputs[0], node.inputs[1]])
-}
-
-/// `add(mul(einsum(axes), scale), bias)` at `outlet`, each used once: the einsum's inputs,
-/// the scale, the bias.
-fn biased_scores(
-    model: &TypedModel,
-    outlet: OutletId,
-    axes: &str,
-) -> TractResult<Option<([OutletId; 2], f32, OutletId)>> {
-    let add = model.node(outlet.node);
-    if !is_bin::<Add>(add) || !single_use(model, outlet) {
-        return Ok(None);
-    }
-    let facts = model.node_input_facts(add.id)?;
-    let (mul_slot, bias) = match (
-        super::is_key_bias(facts[0], facts[1]),
-        super::is_key_bias(facts[1], facts[0]),
-    ) {
-        (true, _) => (0, add.inputs[1]),
-        (_, true) => (1, add.inputs[0]),
-        _ => return Ok(None),
-    };
-    let mul = model.node(add.inputs[mul_slot].node);
-    if !is_bin::<Mul>(mul) || !single_use(model, add.inputs[mul_slot]) {
-        return Ok(None);
-    }
-    let mut scale = None;
-    let mut scores = None;
-    for &input in &mul.inputs {
-        match &model.outlet_fact(input)?.konst {
-            Some(k) if k.len() == 1 && k.datum_type() == f32::datum_type() => {
-                scale = k.try_as_plain_ram()?.as_slice::<f32>()?.first().copied()
-            }
-            _ => scores = Some(input),
-        }
-    }
-    let (Some(scale), Some(scores)) = (scale, scores) else {
-        return Ok(None);
-    };
-    if !single_use(model, scores) {
-        return Ok(None);
-    }
-    Ok(einsum(model, scores, axes).map(|inputs| (inputs, scale, bias)))
 }
 
 /// Whether `id` is the softmax of one of the exporter's window attentions (with global keys).
@@ -663,6 +611,7 @@ fn matches(model: &TypedModel, id: usize) -> TractResult<Option<Found>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::attention::tests::values;
 
     /// The graph's definition in f64: each query block scores its three neighbouring key
     /// blocks (zero keys outside the sequence) and the global keys, plus the biases.
@@ -723,18 +672,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
     }
 
     #[test]
