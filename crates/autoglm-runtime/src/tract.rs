@@ -183,9 +183,11 @@ impl TractBackend {
         patch: bool,
     ) -> Result<Self> {
         let framework = tract_onnx::onnx();
-        let proto = framework
-            .proto_model_for_read(&mut &onnx[..])
-            .map_err(model_error)?;
+        // Decoded straight from the package's bytes: tract's `proto_model_for_read` first
+        // copies them into a buffer of its own, a third copy of the weights at the load's peak
+        // (peak RSS at batch 1: BENCHMARKS.md, "Wave 4").
+        let proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(&onnx[..])
+            .map_err(|e| RuntimeError::Model(format!("the graph is not an ONNX model: {e}")))?;
         drop(onnx);
         crate::graph_guard::check(&proto)?;
         let mut model = framework

@@ -84,6 +84,11 @@ fn wrong_use_is_an_error_not_a_panic() {
         cls.outputs_for(&[too_long]),
         Err(RuntimeError::InvalidInput(_))
     ));
+    // A graph that is not ONNX at all: a clear error, from the decoder.
+    let err = autoglm_runtime::TractBackend::new(b"not a protobuf at all", 1, 1)
+        .err()
+        .expect("garbage is refused");
+    assert!(err.to_string().contains("not an ONNX model"), "{err}");
 }
 
 #[test]
