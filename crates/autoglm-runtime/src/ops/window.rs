@@ -7,7 +7,7 @@
 //! (batch item, head, query block) scores its keys in place (`sgemm` on strided views of K, no
 //! neighbour copies), adds the band and global biases, applies softmax with tract-linalg's
 //! kernels and accumulates the four products into one aligned scratch block: only one block's
-//! scores are ever held, and the blocks run in parallel on the backend's threads.
+//! scores are ever held (per head), and the heads run in parallel on the backend's threads.
 //!
 //! What it computes is exactly the graph's definition, including its edge cases: a key block
 //! outside the sequence scores 0 (before its bias, which masks it) and contributes nothing.
