@@ -45,16 +45,7 @@ fn main() -> TractResult<()> {
     let onnx = pkg.file(&pkg.manifest().graph.file)?;
     let mut model = tract_onnx::onnx().model_for_read(&mut &onnx[..])?;
     let multiple = pkg.manifest().graph.sequence_multiple;
-    if multiple > 1 {
-        // Window attention: the sequence is whole blocks, as the backend states it.
-        let sequence = TDim::from(model.symbols.sym("blocks")) * multiple as i64;
-        let batch = TDim::from(model.symbols.sym("batch"));
-        for input in 0..model.inputs.len() {
-            let fact =
-                InferenceFact::dt_shape(i64::datum_type(), [batch.clone(), sequence.clone()]);
-            model.set_input_fact(input, fact)?;
-        }
-    }
+    autoglm_runtime::tract::state_whole_blocks(&mut model, multiple)?;
     let mut decluttered = model.into_typed()?.into_decluttered()?;
     if !args.iter().any(|a| a == "--plain") {
         let n = autoglm_runtime::ops::rewrite(&mut decluttered)?;

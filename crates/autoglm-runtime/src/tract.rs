@@ -46,6 +46,22 @@ fn shared_executor(threads: usize) -> tract_linalg::multithread::Executor {
         .clone()
 }
 
+/// Window attention reshapes the sequence into blocks of `multiple` tokens: saying every input
+/// is `[batch, blocks · multiple]` makes that reshape exact for tract's symbolic shapes (ONNX
+/// dims cannot state it). Nothing to say for `multiple` ≤ 1 (dense attention).
+pub fn state_whole_blocks(model: &mut InferenceModel, multiple: usize) -> TractResult<()> {
+    if multiple <= 1 {
+        return Ok(());
+    }
+    let batch = TDim::from(model.symbols.sym("batch"));
+    let sequence = TDim::from(model.symbols.sym("blocks")) * multiple as i64;
+    for input in 0..model.inputs.len() {
+        let fact = InferenceFact::dt_shape(i64::datum_type(), [batch.clone(), sequence.clone()]);
+        model.set_input_fact(input, fact)?;
+    }
+    Ok(())
+}
+
 /// The default backend: tract, with symbolic batch and sequence dims, optimized once at load,
 /// with our own operators patched in ([`crate::ops`]).
 ///
@@ -194,20 +210,7 @@ impl TractBackend {
             .model_for_proto_model(&proto)
             .map_err(model_error)?;
         drop(proto);
-        if sequence_multiple > 1 {
-            // Window attention reshapes the sequence into blocks of `sequence_multiple`: saying
-            // the sequence is `blocks · multiple` makes that reshape exact for tract's symbolic
-            // shapes (ONNX dims cannot state it).
-            let batch = model.symbols.sym("batch");
-            let sequence = TDim::from(model.symbols.sym("blocks")) * sequence_multiple as i64;
-            for input in 0..model.inputs.len() {
-                let fact = InferenceFact::dt_shape(
-                    i64::datum_type(),
-                    [TDim::from(batch.clone()), sequence.clone()],
-                );
-                model.set_input_fact(input, fact).map_err(model_error)?;
-            }
-        }
+        state_whole_blocks(&mut model, sequence_multiple).map_err(model_error)?;
         let mut facts = inference_facts(&model)?;
         let mut typed = model
             .into_typed()

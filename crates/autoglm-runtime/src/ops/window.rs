@@ -487,11 +487,10 @@ fn matches(model: &TypedModel, id: usize) -> TractResult<Option<Found>> {
     let Ok(kw_parts) = <[OutletId; 3]>::try_from(kw_node.inputs.as_slice()) else {
         return Ok(None);
     };
-    if kw_cat.axis != 3 || neighbour_blocks(model, kw_parts).map(|x| x.1) != Some(block) {
-        return Ok(None);
-    }
-    let k = neighbour_blocks(model, kw_parts).map(|x| x.0);
-    let Some(k) = k else { return Ok(None) };
+    let k = match neighbour_blocks(model, kw_parts) {
+        Some((k, b)) if kw_cat.axis == 3 && b == block => k,
+        _ => return Ok(None),
+    };
     let global = match sliced(model, kg, 2) {
         Some((from, TDim::Val(0), end)) if from == k => match end.to_usize() {
             Ok(g) if g > 0 => g,
@@ -571,6 +570,9 @@ fn matches(model: &TypedModel, id: usize) -> TractResult<Option<Found>> {
     let context = terms[0];
     // Shapes: Q, K, V one [b, h, s, dh] f32 shape; the biases what the op reads.
     let qf = model.outlet_fact(q)?;
+    if qf.rank() != 4 || qf.datum_type != f32::datum_type() {
+        return Ok(None);
+    }
     let same = [k, v].iter().all(|o| {
         model
             .outlet_fact(*o)
@@ -590,11 +592,8 @@ fn matches(model: &TypedModel, id: usize) -> TractResult<Option<Found>> {
         && gf.shape[0] == qf.shape[0]
         && (1..4).all(|i| gf.shape[i] == one)
         && gf.shape[4] == TDim::from(global);
-    let context_ok = model.outlet_fact(context)?.shape.rank() == 5;
-    if qf.rank() != 4 || qf.datum_type != f32::datum_type() || !same || !band_ok || !global_ok {
-        return Ok(None);
-    }
-    if !context_ok {
+    let context_ok = model.outlet_fact(context)?.rank() == 5;
+    if !same || !band_ok || !global_ok || !context_ok {
         return Ok(None);
     }
     Ok(Some(Found {
