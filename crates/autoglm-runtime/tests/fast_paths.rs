@@ -64,6 +64,13 @@ fn check(name: &str, options: ExportOptions) {
             (fixture::LAYERS, 0)
         };
         assert_eq!((dense, window), want, "{name}: attention not fused");
+        // int8: every linear layer of every layer (q, k, v, output, up, down) is one op.
+        let int8_linears = if name == "int8" {
+            6 * fixture::LAYERS
+        } else {
+            0
+        };
+        assert_eq!(fast.op_count("AutoglmLinearI8"), int8_linears, "{name}");
         for round in 0..4 {
             let count = 1 + rng.next(7);
             let texts = random_texts(&mut rng, count, manifest.max_length, fixture::vocab_size());

@@ -22,14 +22,23 @@
 //!
 //! **Dynamic quantization** ([`DynamicQuantize`], in `quantize.rs`): the int8 graph's
 //! `DynamicQuantizeLinear`, bit-identical to tract's and vectorized.
+//!
+//! **Int8 linear layers** ([`LinearI8`], in `qlinear.rs`, on the integer kernels of
+//! `qgemm.rs`; native builds): the product of the quantized activations by the int8 weights, its
+//! zero-point correction, rescale and bias in one pass, on the CPU's integer instructions.
 
 #[allow(unsafe_code)]
 pub mod attention;
+#[allow(unsafe_code)]
+pub mod qgemm;
+pub mod qlinear;
+#[allow(unsafe_code)]
 pub mod quantize;
 #[allow(unsafe_code)]
 pub mod window;
 
 pub use attention::Attention;
+pub use qlinear::LinearI8;
 pub use quantize::DynamicQuantize;
 pub use window::WindowAttention;
 
@@ -194,7 +203,8 @@ fn is_key_bias(scores: &TypedFact, bias: &TypedFact) -> bool {
         && s[middle].iter().any(|d| *d != TDim::Val(1))
 }
 
-/// Fuses attention ([`attention::fuse`], native only), then replaces every remaining broadcast
+/// Fuses attention ([`attention::fuse`], [`window::fuse`]) and the int8 linear layers
+/// ([`qlinear::fuse`]), native only, then replaces every remaining broadcast
 /// `Add` of a key bias onto attention scores by [`KeyBiasAdd`], every
 /// other `Add` of two f32 tensors of one shape by [`SameShapeAdd`], and tract's dynamic
 /// quantization by [`DynamicQuantize`]. Returns how many nodes were replaced.
@@ -203,7 +213,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = if cfg!(target_family = "wasm") {
         0
     } else {
-        attention::fuse(model)? + window::fuse(model)?
+        attention::fuse(model)? + window::fuse(model)? + qlinear::fuse(model)?
     };
     for id in model.eval_order()? {
         let node = model.node(id);

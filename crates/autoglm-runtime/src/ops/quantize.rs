@@ -81,6 +81,31 @@ pub fn dynamic_quantize(xs: &[f32], ys: &mut [u8]) -> (f32, u8) {
 /// The smallest and largest value with 0 included (the spec's range), NaN ignored, and
 /// whether there was a NaN.
 pub fn range(xs: &[f32]) -> (f32, f32, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { wide::range(xs) };
+    }
+    range_body(xs)
+}
+
+/// The vectorized bodies again, compiled for AVX2 (eight lanes per instruction instead of the
+/// baseline's four); the same operations, so the same results.
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn range(xs: &[f32]) -> (f32, f32, bool) {
+        super::range_body(xs)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quantize(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8]) {
+        super::quantize_body(xs, scale, zero_point, ys)
+    }
+}
+
+#[inline(always)]
+fn range_body(xs: &[f32]) -> (f32, f32, bool) {
     let mut lo = [0f32; LANES];
     let mut hi = [0f32; LANES];
     let mut nan = [false; LANES];
@@ -133,6 +158,16 @@ fn quantize_exactly(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8]) {
 /// values beyond ±512 saturate to 0 or 255 whatever the zero point, so clamping them first
 /// changes no result; and an integer q in [0, 255] plus 2²³ has q as its low mantissa byte.
 fn quantize_fast(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { wide::quantize(xs, scale, zero_point, ys) };
+    }
+    quantize_body(xs, scale, zero_point, ys)
+}
+
+#[inline(always)]
+fn quantize_body(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8]) {
     const ROUND: f32 = 12_582_912.0;
     const TO_BITS: f32 = 8_388_608.0;
     let zp = f32::from(zero_point);

@@ -1,0 +1,701 @@
+//! **Integer matrix products** for the int8 linear layers ([`super::qlinear`]): activations
+//! `u8` with one zero point, weights `i8`, sums in `i32`, then the per-column rescale and bias in
+//! f32. One kernel per instruction-set tier, chosen at run time:
+//!
+//! | tier | CPU | instruction | multiply-adds per instruction |
+//! |---|---|---|---|
+//! | `vnni` | x86_64 with AVX512-VNNI + VL, or AVX-VNNI | `vpdpbusd` (u8·s8, 4-way, into i32) | 32 |
+//! | `avx2` | x86_64 with AVX2 | `vpmaddubsw` + `vpmaddwd` | 32 per 2 |
+//! | `sdot` | aarch64 with the dot-product extension (Cortex-A76, Pi 5) | `sdot` (s8·s8, 4-way) | 16 |
+//! | `neon` | any aarch64 (Cortex-A72, Pi 4) | `smlal` (s16·s16 into i32) | 4 |
+//! | `scalar` | anything (the reference the others are tested against) | — | — |
+//!
+//! `AUTOGLM_INT8_KERNEL=<tier>` forces a tier (if the CPU has it; else the best one is used),
+//! so that every tier a test machine supports can be tested and measured on it.
+//!
+//! Weights are packed once, at load, in the layout of the chosen tier: panels of [`NR`] output
+//! columns; within a panel, for the 4-way tiers, groups of four consecutive `k` per column (one
+//! 32-bit lane holds the four weights a `vpdpbusd`/`sdot` lane multiplies), zero-padded past `k`
+//! and `n`. The zero point is not subtracted from the activations: `Σ (q − zp)·w = Σ q·w −
+//! zp·Σ w`, with the column sums `Σ w` computed at packing (`sdot`, signed × signed, uses
+//! `q − 128` and adds `(128 − zp)·Σ w`). The sums are exact, as ONNX `MatMulInteger` defines
+//! them (i32, wrapping): `vpmaddubsw` adds two u8·s8 products into an i16 with saturation, so the
+//! `avx2` tier is used only for weights within ±64, where no pair can saturate (the exporter
+//! keeps weights within ±63 for that reason); the rewrite leaves other weights to tract.
+//!
+//! `unsafe` is confined to this module (SIMD intrinsics, the one `sdot` instruction as inline
+//! assembly since its intrinsic is not stable, and raw output pointers shared by the column
+//! tasks); every kernel is tested against the scalar reference below on random shapes with
+//! tails in every dimension.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::ensure;
+
+/// Output columns per panel (and per kernel call).
+pub const NR: usize = 16;
+/// Rows of activations per kernel call.
+pub const MR: usize = 6;
+/// `k` values per 32-bit lane in the 4-way layouts.
+const KG: usize = 4;
+
+/// An instruction-set tier of the integer product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    Scalar,
+    Avx2,
+    Vnni,
+    Neon,
+    Sdot,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 5] = [Tier::Scalar, Tier::Avx2, Tier::Vnni, Tier::Neon, Tier::Sdot];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Scalar => "scalar",
+            Tier::Avx2 => "avx2",
+            Tier::Vnni => "vnni",
+            Tier::Neon => "neon",
+            Tier::Sdot => "sdot",
+        }
+    }
+
+    /// Whether this CPU runs the tier.
+    pub fn supported(self) -> bool {
+        match self {
+            Tier::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx2 => std::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Tier::Vnni => {
+                std::is_x86_feature_detected!("avx2")
+                    && ((std::is_x86_feature_detected!("avx512vnni")
+                        && std::is_x86_feature_detected!("avx512vl"))
+                        || std::is_x86_feature_detected!("avxvnni"))
+            }
+            #[cfg(target_arch = "aarch64")]
+            Tier::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(target_arch = "aarch64")]
+            Tier::Sdot => {
+                std::arch::is_aarch64_feature_detected!("neon")
+                    && std::arch::is_aarch64_feature_detected!("dotprod")
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Every tier this CPU runs, best first.
+    pub fn available() -> Vec<Tier> {
+        [Tier::Vnni, Tier::Sdot, Tier::Avx2, Tier::Neon, Tier::Scalar]
+            .into_iter()
+            .filter(|t| t.supported())
+            .collect()
+    }
+
+    /// The tier a name asks for (`AUTOGLM_INT8_KERNEL`) if this CPU runs it; else the best one.
+    pub fn select(requested: Option<&str>) -> Tier {
+        let available = Tier::available();
+        requested
+            .and_then(|name| Tier::ALL.into_iter().find(|t| t.name() == name.trim()))
+            .filter(|t| available.contains(t))
+            .unwrap_or(available[0])
+    }
+
+    /// The tier for this process: [`Tier::select`] of `AUTOGLM_INT8_KERNEL`.
+    pub fn chosen() -> Tier {
+        static CHOSEN: std::sync::OnceLock<Tier> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| Tier::select(std::env::var("AUTOGLM_INT8_KERNEL").ok().as_deref()))
+    }
+
+    /// Whether the tier computes exact sums for weights whose largest magnitude is `max_abs`.
+    pub fn exact_for(self, max_abs: u8) -> bool {
+        self != Tier::Avx2 || max_abs <= 64
+    }
+
+    /// Whether the packed layout groups four `k` per lane (all but `neon`).
+    fn grouped(self) -> bool {
+        self != Tier::Neon
+    }
+}
+
+/// Weights `[k, n]` (i8, row-major) packed for one tier, with their column sums.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedI8 {
+    pub k: usize,
+    pub n: usize,
+    pub tier: Tier,
+    /// `k` rounded up to [`KG`] in grouped layouts; `k` otherwise.
+    kp: usize,
+    data: Vec<i8>,
+    colsum: Vec<i32>,
+    /// The largest weight magnitude (128 for -128).
+    pub max_abs: u8,
+}
+
+impl PackedI8 {
+    pub fn new(w: &[i8], k: usize, n: usize, tier: Tier) -> TractResult<PackedI8> {
+        ensure!(
+            w.len() == k * n,
+            "int8 weights: {} values for [{k}, {n}]",
+            w.len()
+        );
+        let kp = if tier.grouped() {
+            k.div_ceil(KG) * KG
+        } else {
+            k
+        };
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0i8; panels * kp * NR];
+        for p in 0..panels {
+            let panel = &mut data[p * kp * NR..(p + 1) * kp * NR];
+            for kk in 0..k {
+                for c in 0..NR.min(n - p * NR) {
+                    let v = w[kk * n + p * NR + c];
+                    let at = if tier.grouped() {
+                        (kk / KG * NR + c) * KG + kk % KG
+                    } else {
+                        kk * NR + c
+                    };
+                    panel[at] = v;
+                }
+            }
+        }
+        let mut colsum = vec![0i32; n];
+        for row in w.chunks(n.max(1)) {
+            for (s, &v) in colsum.iter_mut().zip(row) {
+                *s = s.wrapping_add(i32::from(v));
+            }
+        }
+        let max_abs = w.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
+        Ok(PackedI8 {
+            k,
+            n,
+            tier,
+            kp,
+            data,
+            colsum,
+            max_abs,
+        })
+    }
+
+    fn panel(&self, p: usize) -> &[i8] {
+        &self.data[p * self.kp * NR..(p + 1) * self.kp * NR]
+    }
+}
+
+/// The output buffer, shared by the column tasks: each writes its own panel's columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the tasks that share it write disjoint elements (one panel's columns each) of a
+// buffer that outlives them (`run_tasks` joins every task before it returns).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// (A method, so that closures capture the whole `Send + Sync` struct, not its field.)
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// `out[r, c] = (Σₖ (a[r, k] − zp)·w[k, c]) as f32 · scale[c] + bias[c]` for `rows` rows of
+/// `a` (`[rows, k]` u8), exactly as ONNX `MatMulInteger` → `Cast` → `Mul` → `Add` compute it
+/// (i32 sums, then one f32 rounding per operation). Column panels run in parallel on
+/// `executor` when it has threads.
+#[allow(clippy::too_many_arguments)]
+pub fn qgemm(
+    a: &[u8],
+    rows: usize,
+    zp: u8,
+    w: &PackedI8,
+    scale: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    executor: &tract_linalg::multithread::Executor,
+) -> TractResult<()> {
+    let (k, n) = (w.k, w.n);
+    ensure!(
+        a.len() == rows * k
+            && out.len() == rows * n
+            && scale.len() == n
+            && bias.is_none_or(|b| b.len() == n),
+        "int8 product: buffer sizes do not match [{rows}, {k}] x [{k}, {n}]"
+    );
+    ensure!(
+        w.tier.supported() && w.tier.exact_for(w.max_abs),
+        "int8 product: the {} kernel cannot run these weights here",
+        w.tier.name()
+    );
+    if rows == 0 || n == 0 {
+        return Ok(());
+    }
+    // The 4-way kernels read whole groups of four: rows whose length is not a multiple of four
+    // are copied, zero-padded (the padded weights are zero too).
+    let padded;
+    let (a, lda) = if w.kp != k {
+        let mut buf = vec![0u8; rows * w.kp];
+        for (dst, src) in buf.chunks_mut(w.kp).zip(a.chunks(k.max(1))) {
+            dst[..k].copy_from_slice(src);
+        }
+        padded = buf;
+        (&padded[..], w.kp)
+    } else {
+        (a, k)
+    };
+    let out = OutPtr(out.as_mut_ptr());
+    let panels: Vec<usize> = (0..n.div_ceil(NR)).collect();
+    super::attention::run_tasks(&panels, executor, |p| {
+        let cols = NR.min(n - p * NR);
+        // The panel's column constants, zero-padded to whole vectors: the epilogue below runs
+        // on fixed-size arrays, which the compiler vectorizes.
+        let mut offset = [0i32; NR];
+        let mut scales = [0f32; NR];
+        let mut biases = [0f32; NR];
+        for c in 0..cols {
+            let col = p * NR + c;
+            offset[c] = correction(w.tier, zp, w.colsum[col]);
+            scales[c] = scale[col];
+            biases[c] = bias.map_or(0.0, |b| b[col]);
+        }
+        let mut tile = [[0i32; NR]; MR];
+        let mut ys = [0f32; NR];
+        for r0 in (0..rows).step_by(MR) {
+            let mr = MR.min(rows - r0);
+            let a_rows = &a[r0 * lda..(r0 + mr) * lda];
+            // SAFETY: `a_rows` holds `mr` rows of `lda ≥ kp` bytes and the panel `kp · NR`
+            // weights, which is what the kernels read; the tier runs on this CPU (checked).
+            unsafe { tile_sums(w.tier, mr, a_rows, lda, w.panel(p), w.kp, zp, &mut tile) };
+            for (r, sums) in tile.iter().take(mr).enumerate() {
+                for c in 0..NR {
+                    ys[c] = sums[c].wrapping_add(offset[c]) as f32 * scales[c];
+                }
+                if bias.is_some() {
+                    for c in 0..NR {
+                        ys[c] += biases[c];
+                    }
+                }
+                // SAFETY: row r0 + r, columns p·NR .. p·NR + cols are inside the `rows × n`
+                // output; this task alone writes these columns.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(ys.as_ptr(), out.at((r0 + r) * n + p * NR), cols)
+                };
+            }
+        }
+        Ok(())
+    })
+}
+
+/// What a kernel's raw sum needs added for the zero point (i32, wrapping, as the sums).
+fn correction(tier: Tier, zp: u8, colsum: i32) -> i32 {
+    match tier {
+        // Σ q·w − zp·Σ w
+        Tier::Scalar | Tier::Avx2 | Tier::Vnni => i32::from(zp).wrapping_mul(colsum).wrapping_neg(),
+        // Σ (q − 128)·w + (128 − zp)·Σ w
+        Tier::Sdot => (128 - i32::from(zp)).wrapping_mul(colsum),
+        // the kernel subtracts the zero point itself
+        Tier::Neon => 0,
+    }
+}
+
+/// The raw sums of `mr ≤ MR` rows of `a` (stride `lda`) against one panel, into `tile`.
+///
+/// # Safety
+/// `a` holds `mr` rows of at least `kp` bytes at stride `lda`, `panel` holds `kp · NR` weights
+/// in `tier`'s layout, and the CPU runs `tier`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_sums(
+    tier: Tier,
+    mr: usize,
+    a: &[u8],
+    lda: usize,
+    panel: &[i8],
+    kp: usize,
+    zp: u8,
+    tile: &mut [[i32; NR]; MR],
+) {
+    macro_rules! by_rows {
+        ($($f:ident)::+ $(, $extra:expr)*) => {
+            match mr {
+                1 => $($f)::+::<1>(a.as_ptr(), lda, panel.as_ptr(), kp $(, $extra)*, tile),
+                2 => $($f)::+::<2>(a.as_ptr(), lda, panel.as_ptr(), kp $(, $extra)*, tile),
+                3 => $($f)::+::<3>(a.as_ptr(), lda, panel.as_ptr(), kp $(, $extra)*, tile),
+                4 => $($f)::+::<4>(a.as_ptr(), lda, panel.as_ptr(), kp $(, $extra)*, tile),
+                5 => $($f)::+::<5>(a.as_ptr(), lda, panel.as_ptr(), kp $(, $extra)*, tile),
+                _ => $($f)::+::<6>(a.as_ptr(), lda, panel.as_ptr(), kp $(, $extra)*, tile),
+            }
+        };
+    }
+    match tier {
+        #[cfg(target_arch = "x86_64")]
+        Tier::Vnni
+            if std::is_x86_feature_detected!("avx512vnni")
+                && std::is_x86_feature_detected!("avx512vl") =>
+        unsafe { by_rows!(x86::vnni512) },
+        #[cfg(target_arch = "x86_64")]
+        Tier::Vnni => unsafe { by_rows!(x86::avxvnni) },
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2 => unsafe { by_rows!(x86::avx2) },
+        #[cfg(target_arch = "aarch64")]
+        Tier::Sdot => unsafe { by_rows!(arm::sdot) },
+        #[cfg(target_arch = "aarch64")]
+        Tier::Neon => unsafe { by_rows!(arm::smlal, zp) },
+        // (only `neon` takes the zero point in the kernel)
+        _ => scalar_sums(mr, a, lda, panel, kp, tile, zp),
+    }
+}
+
+/// The grouped layout's raw sums, one multiply-add at a time.
+fn scalar_sums(
+    mr: usize,
+    a: &[u8],
+    lda: usize,
+    panel: &[i8],
+    kp: usize,
+    tile: &mut [[i32; NR]; MR],
+    _zp: u8,
+) {
+    for (r, sums) in tile.iter_mut().take(mr).enumerate() {
+        let row = &a[r * lda..r * lda + kp];
+        *sums = [0; NR];
+        for (g, quad) in row.chunks_exact(KG).enumerate() {
+            let weights = &panel[g * NR * KG..(g + 1) * NR * KG];
+            for (c, s) in sums.iter_mut().enumerate() {
+                for (j, &q) in quad.iter().enumerate() {
+                    *s = s.wrapping_add(i32::from(q) * i32::from(weights[c * KG + j]));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{KG, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// One 4-way kernel body: for each group of four `k`, the panel's 16 columns as two
+    /// vectors of 8 lanes; each row's four activations broadcast to every lane; `$dot` adds the
+    /// four products of each lane into its i32.
+    macro_rules! four_way {
+        ($name:ident, $features:literal, $dot:expr) => {
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name<const ROWS: usize>(
+                a: *const u8,
+                lda: usize,
+                w: *const i8,
+                kp: usize,
+                tile: &mut [[i32; NR]; MR],
+            ) {
+                let dot = $dot;
+                let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
+                for g in 0..kp / KG {
+                    unsafe {
+                        let w0 = _mm256_loadu_si256(w.add(g * NR * KG) as *const __m256i);
+                        let w1 = _mm256_loadu_si256(w.add(g * NR * KG + 32) as *const __m256i);
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let quad = (a.add(r * lda + g * KG) as *const i32).read_unaligned();
+                            let x = _mm256_set1_epi32(quad);
+                            acc[0] = dot(acc[0], x, w0);
+                            acc[1] = dot(acc[1], x, w1);
+                        }
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    unsafe {
+                        _mm256_storeu_si256(tile[r].as_mut_ptr() as *mut __m256i, acc[0]);
+                        _mm256_storeu_si256(tile[r].as_mut_ptr().add(8) as *mut __m256i, acc[1]);
+                    }
+                }
+            }
+        };
+    }
+
+    four_way!(vnni512, "avx2,avx512f,avx512vl,avx512vnni", |acc, x, w| {
+        _mm256_dpbusd_epi32(acc, x, w)
+    });
+    four_way!(avxvnni, "avx2,avxvnni", |acc, x, w| {
+        _mm256_dpbusd_avx_epi32(acc, x, w)
+    });
+    // u8·s8 pairs into i16 (exact for |w| ≤ 64), pairs of those into i32.
+    four_way!(avx2, "avx2", |acc, x, w| {
+        let pairs = _mm256_maddubs_epi16(x, w);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    });
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::{KG, MR, NR};
+    use std::arch::aarch64::*;
+
+    /// `acc += a·b` four-way per 32-bit lane (`sdot`; its intrinsic is not stable yet).
+    #[inline]
+    #[target_feature(enable = "neon,dotprod")]
+    unsafe fn sdot_lanes(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        let mut acc = acc;
+        unsafe {
+            std::arch::asm!(
+                "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+                acc = inout(vreg) acc,
+                a = in(vreg) a,
+                b = in(vreg) b,
+                options(pure, nomem, nostack)
+            );
+        }
+        acc
+    }
+
+    /// The grouped layout with `sdot`: activations shifted to signed (`q − 128`).
+    #[target_feature(enable = "neon,dotprod")]
+    pub(super) unsafe fn sdot<const ROWS: usize>(
+        a: *const u8,
+        lda: usize,
+        w: *const i8,
+        kp: usize,
+        tile: &mut [[i32; NR]; MR],
+    ) {
+        let mut acc = [[vdupq_n_s32(0); 4]; ROWS];
+        for g in 0..kp / KG {
+            unsafe {
+                let p = w.add(g * NR * KG);
+                let ws = [
+                    vld1q_s8(p),
+                    vld1q_s8(p.add(16)),
+                    vld1q_s8(p.add(32)),
+                    vld1q_s8(p.add(48)),
+                ];
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let quad = (a.add(r * lda + g * KG) as *const u32).read_unaligned();
+                    let x = vreinterpretq_s8_u32(vdupq_n_u32(quad ^ 0x8080_8080));
+                    for (acc, &w) in acc.iter_mut().zip(&ws) {
+                        *acc = sdot_lanes(*acc, x, w);
+                    }
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (c, &v) in acc.iter().enumerate() {
+                unsafe { vst1q_s32(tile[r].as_mut_ptr().add(4 * c), v) };
+            }
+        }
+    }
+
+    /// The plain layout (`[k][16]`) with widening multiply-accumulates: `q − zp` and the
+    /// weights widened to i16, products accumulated into i32 (`smlal`), eight `k` per step.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn smlal<const ROWS: usize>(
+        a: *const u8,
+        lda: usize,
+        w: *const i8,
+        k: usize,
+        zp: u8,
+        tile: &mut [[i32; NR]; MR],
+    ) {
+        let mut acc = [[vdupq_n_s32(0); 4]; ROWS];
+        let zpv = vdup_n_u8(zp);
+        let mut kk = 0;
+        macro_rules! lane {
+            ($x:expr, $j:literal) => {{
+                let row = vld1q_s8(w.add((kk + $j) * NR));
+                let (lo, hi) = (vmovl_s8(vget_low_s8(row)), vmovl_high_s8(row));
+                for (acc, x) in acc.iter_mut().zip($x.iter()) {
+                    acc[0] = vmlal_laneq_s16::<$j>(acc[0], vget_low_s16(lo), *x);
+                    acc[1] = vmlal_high_laneq_s16::<$j>(acc[1], lo, *x);
+                    acc[2] = vmlal_laneq_s16::<$j>(acc[2], vget_low_s16(hi), *x);
+                    acc[3] = vmlal_high_laneq_s16::<$j>(acc[3], hi, *x);
+                }
+            }};
+        }
+        while kk + 8 <= k {
+            unsafe {
+                let mut x = [vdupq_n_s16(0); ROWS];
+                for (r, x) in x.iter_mut().enumerate() {
+                    *x = vreinterpretq_s16_u16(vsubl_u8(vld1_u8(a.add(r * lda + kk)), zpv));
+                }
+                lane!(x, 0);
+                lane!(x, 1);
+                lane!(x, 2);
+                lane!(x, 3);
+                lane!(x, 4);
+                lane!(x, 5);
+                lane!(x, 6);
+                lane!(x, 7);
+            }
+            kk += 8;
+        }
+        while kk < k {
+            unsafe {
+                let row = vld1q_s8(w.add(kk * NR));
+                let (lo, hi) = (vmovl_s8(vget_low_s8(row)), vmovl_high_s8(row));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = i16::from(*a.add(r * lda + kk)) - i16::from(zp);
+                    acc[0] = vmlal_n_s16(acc[0], vget_low_s16(lo), x);
+                    acc[1] = vmlal_high_n_s16(acc[1], lo, x);
+                    acc[2] = vmlal_n_s16(acc[2], vget_low_s16(hi), x);
+                    acc[3] = vmlal_high_n_s16(acc[3], hi, x);
+                }
+            }
+            kk += 1;
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (c, &v) in acc.iter().enumerate() {
+                unsafe { vst1q_s32(tile[r].as_mut_ptr().add(4 * c), v) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// The definition, in i64 (no kernel, no packing): `MatMulInteger`, `Cast`, `Mul`, `Add`.
+    fn reference(
+        a: &[u8],
+        rows: usize,
+        zp: u8,
+        w: &[i8],
+        k: usize,
+        n: usize,
+        scale: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; rows * n];
+        for r in 0..rows {
+            for c in 0..n {
+                let sum: i64 = (0..k)
+                    .map(|kk| (i64::from(a[r * k + kk]) - i64::from(zp)) * i64::from(w[kk * n + c]))
+                    .sum();
+                let y = sum as i32 as f32 * scale[c];
+                out[r * n + c] = bias.map_or(y, |b| y + b[c]);
+            }
+        }
+        out
+    }
+
+    /// Every tier this CPU runs (all of them, forced one by one) against the definition, on
+    /// random shapes with row, column and depth tails, full-range activations, zero points
+    /// from 0 to 255, and weights within ±63 (the exporter's) or the whole i8 range (the
+    /// tiers that take them).
+    #[test]
+    fn every_tier_equals_the_definition() -> TractResult<()> {
+        let tiers = Tier::available();
+        assert!(tiers.contains(&Tier::Scalar));
+        #[cfg(target_arch = "x86_64")]
+        assert!(tiers.contains(&Tier::Avx2) || !std::is_x86_feature_detected!("avx2"));
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let single = tract_linalg::multithread::Executor::SingleThread;
+        let pool = tract_linalg::multithread::Executor::multithread(3);
+        for case in 0..120 {
+            let rows = 1 + rng.below(11);
+            let k = [1, 3, 4, 5, 8, 9, 15, 16, 31, 64, 127, 384][rng.below(12)];
+            let n = [1, 7, 15, 16, 17, 33, 48][rng.below(7)];
+            let wide = case % 3 == 0;
+            let a: Vec<u8> = (0..rows * k).map(|_| rng.next() as u8).collect();
+            let w: Vec<i8> = (0..k * n)
+                .map(|_| {
+                    if wide {
+                        rng.next() as i8
+                    } else {
+                        (rng.below(127) as i32 - 63) as i8
+                    }
+                })
+                .collect();
+            let zp = [0u8, 1, 127, 128, 200, 255][case % 6];
+            let scale: Vec<f32> = (0..n).map(|c| 1e-3 * (1 + c % 7) as f32).collect();
+            let bias: Vec<f32> = (0..n).map(|c| c as f32 * 0.25 - 2.0).collect();
+            let bias = (case % 2 == 0).then_some(&bias[..]);
+            let expected = reference(&a, rows, zp, &w, k, n, &scale, bias);
+            for &tier in &tiers {
+                let packed = PackedI8::new(&w, k, n, tier)?;
+                if !tier.exact_for(packed.max_abs) {
+                    continue;
+                }
+                for executor in [&single, &pool] {
+                    let mut out = vec![f32::NAN; rows * n];
+                    qgemm(&a, rows, zp, &packed, &scale, bias, &mut out, executor)?;
+                    let same = out
+                        .iter()
+                        .zip(&expected)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(
+                        same,
+                        "{tier:?}, case {case}: [{rows}, {k}] x [{k}, {n}], zp {zp}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The sums wrap as `MatMulInteger`'s i32 does, and the `avx2` tier refuses weights it
+    /// could not sum exactly.
+    #[test]
+    fn extremes_and_refusals() -> TractResult<()> {
+        let (k, n) = (4096, 3);
+        let a = vec![255u8; k];
+        let w = vec![-128i8; k * n];
+        let scale = vec![1.0f32; n];
+        let expected = reference(&a, 1, 0, &w, k, n, &scale, None);
+        for tier in Tier::available() {
+            let packed = PackedI8::new(&w, k, n, tier)?;
+            let mut out = vec![0f32; n];
+            let run = qgemm(
+                &a,
+                1,
+                0,
+                &packed,
+                &scale,
+                None,
+                &mut out,
+                &Default::default(),
+            );
+            if tier.exact_for(128) {
+                run?;
+                assert_eq!(out, expected, "{tier:?}");
+            } else {
+                assert!(run.is_err(), "{tier:?} took weights it cannot sum exactly");
+            }
+        }
+        let packed = PackedI8::new(&w, k, n, Tier::Scalar)?;
+        let mut out = vec![0f32; n];
+        let err = qgemm(
+            &a[1..],
+            1,
+            0,
+            &packed,
+            &scale,
+            None,
+            &mut out,
+            &Default::default(),
+        );
+        assert!(err.is_err(), "a short activation buffer is refused");
+        Ok(())
+    }
+
+    #[test]
+    fn a_forced_tier_is_used_only_where_the_cpu_has_it() {
+        assert_eq!(Tier::select(Some("scalar")), Tier::Scalar);
+        assert_eq!(Tier::select(None), Tier::available()[0]);
+        assert_eq!(Tier::select(Some("no such tier")), Tier::available()[0]);
+        for tier in Tier::ALL {
+            let chosen = Tier::select(Some(tier.name()));
+            assert_eq!(chosen == tier, tier.supported(), "{tier:?}");
+        }
+    }
+}
