@@ -13,7 +13,7 @@ cd "$root"
 seconds=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(package_tar package_dir manifest_json tokenize_batch onnx_load http_request component_call)
+[ ${#targets[@]} -gt 0 ] || targets=(package_tar package_dir manifest_json tokenize_batch onnx_load int8_kernels http_request component_call)
 if ! cargo +nightly --version >/dev/null 2>&1; then
   echo "fuzz: no nightly toolchain here: not fuzzing (the corpus replays on stable in the tests)" >&2
   exit 0

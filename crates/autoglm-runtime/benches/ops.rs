@@ -2,10 +2,13 @@
 //! quantization of a `[128, 384]` and a `[128, 1536]` activation (the int8 graph runs 24 of
 //! them per inference), the key-bias add of `[12, 128, 128]` attention scores, and the fused
 //! attention of one layer (12 heads of 32) at 128 and 512 tokens, on one and two threads, and
-//! the fused window attention (window 256, one global token) of one layer at 2048 tokens.
+//! the fused window attention (window 256, one global token) of one layer at 2048 tokens, and
+//! the int8 linear layer's product (`[128, 384] × [384, 1536]` and `[128, 1536] × [1536, 384]`)
+//! on every integer-kernel tier this CPU has.
 //!
 //! cargo bench -p autoglm-runtime --bench ops
 
+use autoglm_runtime::ops::qgemm::{self, PackedI8, Tier};
 use autoglm_runtime::ops::{add_key_bias, attention, quantize, window};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
@@ -113,8 +116,48 @@ fn window_attention(c: &mut Criterion) {
     group.finish();
 }
 
+fn int8_linear(c: &mut Criterion) {
+    let mut group = c.benchmark_group("int8_linear");
+    let rows = 128;
+    for (k, n) in [(384usize, 1536usize), (1536, 384)] {
+        let a: Vec<u8> = activations(rows * k)
+            .iter()
+            .map(|v| (v * 40.0 + 128.0).clamp(0.0, 255.0) as u8)
+            .collect();
+        let w: Vec<i8> = activations(k * n)
+            .iter()
+            .map(|v| (v * 20.0).clamp(-63.0, 63.0) as i8)
+            .collect();
+        let scale = vec![1e-3f32; n];
+        let bias = activations(n);
+        let mut out = vec![0f32; rows * n];
+        group.throughput(Throughput::Elements((rows * k * n) as u64));
+        for tier in Tier::available() {
+            let packed = PackedI8::new(&w, k, n, tier).expect("packs");
+            let name = format!("{}/{rows}x{k}x{n}", tier.name());
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    qgemm::qgemm(
+                        black_box(&a),
+                        rows,
+                        3,
+                        &packed,
+                        &scale,
+                        Some(&bias),
+                        &mut out,
+                        &tract_linalg::multithread::Executor::SingleThread,
+                    )
+                    .expect("product")
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    int8_linear,
     dynamic_quantize,
     key_bias,
     fused_attention,

@@ -95,3 +95,63 @@ pub fn onnx_load(template: &crate::Package, bytes: &[u8]) {
         }
     }
 }
+
+/// Target `int8_kernels`: arbitrary bytes as one integer product. The first bytes choose the
+/// shape (`rows` 1–16, `k` 1–200, `n` 1–40), the zero point and whether the weights are limited
+/// to the exporter's ±63; the rest, cycled, are the activations and weights. Every integer
+/// kernel this CPU runs ([`crate::ops::qgemm::Tier::available`]) on one and on two threads.
+///
+/// Must never panic, and every kernel must equal the definition (i64 sums of `(q − zp)·w`,
+/// wrapped to i32, then the f32 rescale) bit for bit.
+pub fn int8_kernels(bytes: &[u8]) {
+    use crate::ops::qgemm::{qgemm, PackedI8, Tier};
+    let [r, k0, k1, n, zp, flags, rest @ ..] = bytes else {
+        return;
+    };
+    let (rows, k, n) = (
+        1 + usize::from(*r) % 16,
+        1 + (usize::from(*k0) << 8 | usize::from(*k1)) % 200,
+        1 + usize::from(*n) % 40,
+    );
+    let narrow = flags & 1 == 1;
+    let byte = |i: usize| rest.get(i % rest.len().max(1)).copied().unwrap_or(0);
+    let a: Vec<u8> = (0..rows * k).map(byte).collect();
+    let w: Vec<i8> = (0..k * n)
+        .map(|i| {
+            let v = byte(rows * k + i) as i8;
+            if narrow {
+                v.clamp(-63, 63)
+            } else {
+                v
+            }
+        })
+        .collect();
+    let scale: Vec<f32> = (0..n).map(|c| 1.0 / (1 + c) as f32).collect();
+    let mut expected = vec![0f32; rows * n];
+    for (i, e) in expected.iter_mut().enumerate() {
+        let (row, col) = (i / n, i % n);
+        let sum: i64 = (0..k)
+            .map(|kk| (i64::from(a[row * k + kk]) - i64::from(*zp)) * i64::from(w[kk * n + col]))
+            .sum();
+        *e = sum as i32 as f32 * scale[col];
+    }
+    static POOL: std::sync::OnceLock<tract_linalg::multithread::Executor> =
+        std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| tract_linalg::multithread::Executor::multithread(2));
+    for tier in Tier::available() {
+        let packed = PackedI8::new(&w, k, n, tier).expect("weights of the stated shape pack");
+        for executor in [&tract_linalg::multithread::Executor::SingleThread, pool] {
+            let mut out = vec![f32::NAN; rows * n];
+            match qgemm(&a, rows, *zp, &packed, &scale, None, &mut out, executor) {
+                Ok(()) => assert!(
+                    out.iter()
+                        .zip(&expected)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{tier:?}: [{rows}, {k}] x [{k}, {n}], zp {zp}"
+                ),
+                // Only the avx2 tier refuses, and only weights beyond ±64.
+                Err(_) => assert!(tier == Tier::Avx2 && packed.max_abs > 64),
+            }
+        }
+    }
+}

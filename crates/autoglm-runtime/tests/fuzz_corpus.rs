@@ -29,6 +29,19 @@ fn tokenize_batch_corpus_replays() {
     }
 }
 
+/// The `int8_kernels` seeds (`fuzz/corpus/int8_kernels/`, one shape each: tails in rows, depth
+/// and columns, both weight ranges, zero points 0 to 255): every integer kernel equals the
+/// definition on each.
+#[test]
+fn int8_kernels_corpus_replays() {
+    let seeds = seeds("int8_kernels");
+    assert!(seeds.len() >= 6, "the int8_kernels seeds are missing");
+    for (path, bytes) in seeds {
+        let outcome = std::panic::catch_unwind(|| autoglm_runtime::fuzzing::int8_kernels(&bytes));
+        assert!(outcome.is_ok(), "int8_kernels fails on {}", path.display());
+    }
+}
+
 /// A tar with the given members, in order (what `Package::to_tar` would not write).
 fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());

@@ -24,7 +24,7 @@
 //! `DynamicQuantizeLinear`, bit-identical to tract's and vectorized.
 //!
 //! **Int8 linear layers** ([`LinearI8`], in `qlinear.rs`, on the integer kernels of
-//! `qgemm.rs`; native builds): the product of the quantized activations by the int8 weights, its
+//! `qgemm.rs`, native and in the component): the product of the quantized activations by the int8 weights, its
 //! zero-point correction, rescale and bias in one pass, on the CPU's integer instructions.
 
 #[allow(unsafe_code)]
@@ -204,17 +204,21 @@ fn is_key_bias(scores: &TypedFact, bias: &TypedFact) -> bool {
 }
 
 /// Fuses attention ([`attention::fuse`], [`window::fuse`]) and the int8 linear layers
-/// ([`qlinear::fuse`]), native only, then replaces every remaining broadcast
+/// ([`qlinear::fuse`]; attention native only), then replaces every remaining broadcast
 /// `Add` of a key bias onto attention scores by [`KeyBiasAdd`], every
 /// other `Add` of two f32 tensors of one shape by [`SameShapeAdd`], and tract's dynamic
 /// quantization by [`DynamicQuantize`]. Returns how many nodes were replaced.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
-    // Not in the component: `matrixmultiply` has no wasm SIMD kernel, tract's products do.
+    // Fused attention not in the component: `matrixmultiply` has no wasm SIMD kernel, tract's
+    // products do. The int8 layers have our SIMD128 kernel there.
     let mut replaced = if cfg!(target_family = "wasm") {
         0
     } else {
-        attention::fuse(model)? + window::fuse(model)? + qlinear::fuse(model)?
+        attention::fuse(model)? + window::fuse(model)?
     };
+    if !cfg!(target_family = "wasm") || cfg!(target_feature = "simd128") {
+        replaced += qlinear::fuse(model)?;
+    }
     for id in model.eval_order()? {
         let node = model.node(id);
         if node.op().name() == quantize::TRACT_OP

@@ -8,6 +8,7 @@
 //! | `avx2` | x86_64 with AVX2 | `vpmaddubsw` + `vpmaddwd` | 32 per 2 |
 //! | `sdot` | aarch64 with the dot-product extension (Cortex-A76, Pi 5) | `sdot` (s8·s8, 4-way) | 16 |
 //! | `neon` | any aarch64 (Cortex-A72, Pi 4) | `smlal` (s16·s16 into i32) | 4 |
+//! | `simd128` | wasm32 built with SIMD128 (the component) | `i32x4.dot_i16x8_s` (2-way) | 8 |
 //! | `scalar` | anything (the reference the others are tested against) | — | — |
 //!
 //! `AUTOGLM_INT8_KERNEL=<tier>` forces a tier (if the CPU has it; else the best one is used),
@@ -16,7 +17,7 @@
 //! Weights are packed once, at load, in the layout of the chosen tier: panels of [`NR`] output
 //! columns; within a panel, for the 4-way tiers, groups of four consecutive `k` per column (one
 //! 32-bit lane holds the four weights a `vpdpbusd`/`sdot` lane multiplies), zero-padded past `k`
-//! and `n`. The zero point is not subtracted from the activations: `Σ (q − zp)·w = Σ q·w −
+//! and `n` (`simd128`: pairs of `k` widened to i16). The zero point is not subtracted from the activations: `Σ (q − zp)·w = Σ q·w −
 //! zp·Σ w`, with the column sums `Σ w` computed at packing (`sdot`, signed × signed, uses
 //! `q − 128` and adds `(128 − zp)·Σ w`). The sums are exact, as ONNX `MatMulInteger` defines
 //! them (i32, wrapping): `vpmaddubsw` adds two u8·s8 products into an i16 with saturation, so the
@@ -46,10 +47,18 @@ pub enum Tier {
     Vnni,
     Neon,
     Sdot,
+    Simd128,
 }
 
 impl Tier {
-    pub const ALL: [Tier; 5] = [Tier::Scalar, Tier::Avx2, Tier::Vnni, Tier::Neon, Tier::Sdot];
+    pub const ALL: [Tier; 6] = [
+        Tier::Scalar,
+        Tier::Avx2,
+        Tier::Vnni,
+        Tier::Neon,
+        Tier::Sdot,
+        Tier::Simd128,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -58,6 +67,7 @@ impl Tier {
             Tier::Vnni => "vnni",
             Tier::Neon => "neon",
             Tier::Sdot => "sdot",
+            Tier::Simd128 => "simd128",
         }
     }
 
@@ -81,6 +91,8 @@ impl Tier {
                 std::arch::is_aarch64_feature_detected!("neon")
                     && std::arch::is_aarch64_feature_detected!("dotprod")
             }
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Tier::Simd128 => true,
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -88,10 +100,17 @@ impl Tier {
 
     /// Every tier this CPU runs, best first.
     pub fn available() -> Vec<Tier> {
-        [Tier::Vnni, Tier::Sdot, Tier::Avx2, Tier::Neon, Tier::Scalar]
-            .into_iter()
-            .filter(|t| t.supported())
-            .collect()
+        [
+            Tier::Vnni,
+            Tier::Sdot,
+            Tier::Simd128,
+            Tier::Avx2,
+            Tier::Neon,
+            Tier::Scalar,
+        ]
+        .into_iter()
+        .filter(|t| t.supported())
+        .collect()
     }
 
     /// The tier a name asks for (`AUTOGLM_INT8_KERNEL`) if this CPU runs it; else the best one.
@@ -114,9 +133,15 @@ impl Tier {
         self != Tier::Avx2 || max_abs <= 64
     }
 
-    /// Whether the packed layout groups four `k` per lane (all but `neon`).
-    fn grouped(self) -> bool {
-        self != Tier::Neon
+    /// How many consecutive `k` of a column the packed layout keeps together (the values one
+    /// lane of the tier's instruction multiplies): 4 for the 4-way tiers, 2 for `simd128`'s i16
+    /// pairs, 1 for `neon`.
+    fn group(self) -> usize {
+        match self {
+            Tier::Neon => 1,
+            Tier::Simd128 => 2,
+            _ => KG,
+        }
     }
 }
 
@@ -126,9 +151,11 @@ pub struct PackedI8 {
     pub k: usize,
     pub n: usize,
     pub tier: Tier,
-    /// `k` rounded up to [`KG`] in grouped layouts; `k` otherwise.
+    /// `k` rounded up to the tier's group.
     kp: usize,
     data: Vec<i8>,
+    /// `simd128`'s layout, widened to i16 (`data` is empty then).
+    wide: Vec<i16>,
     colsum: Vec<i32>,
     /// The largest weight magnitude (128 for -128).
     pub max_abs: u8,
@@ -141,27 +168,26 @@ impl PackedI8 {
             "int8 weights: {} values for [{k}, {n}]",
             w.len()
         );
-        let kp = if tier.grouped() {
-            k.div_ceil(KG) * KG
-        } else {
-            k
-        };
+        let group = tier.group();
+        let kp = k.div_ceil(group) * group;
         let panels = n.div_ceil(NR);
         let mut data = vec![0i8; panels * kp * NR];
         for p in 0..panels {
             let panel = &mut data[p * kp * NR..(p + 1) * kp * NR];
             for kk in 0..k {
                 for c in 0..NR.min(n - p * NR) {
-                    let v = w[kk * n + p * NR + c];
-                    let at = if tier.grouped() {
-                        (kk / KG * NR + c) * KG + kk % KG
-                    } else {
-                        kk * NR + c
-                    };
-                    panel[at] = v;
+                    panel[(kk / group * NR + c) * group + kk % group] = w[kk * n + p * NR + c];
                 }
             }
         }
+        let wide = if tier == Tier::Simd128 {
+            std::mem::take(&mut data)
+                .into_iter()
+                .map(i16::from)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut colsum = vec![0i32; n];
         for row in w.chunks(n.max(1)) {
             for (s, &v) in colsum.iter_mut().zip(row) {
@@ -175,13 +201,24 @@ impl PackedI8 {
             tier,
             kp,
             data,
+            wide,
             colsum,
             max_abs,
         })
     }
 
     fn panel(&self, p: usize) -> &[i8] {
-        &self.data[p * self.kp * NR..(p + 1) * self.kp * NR]
+        let len = self.kp * NR;
+        self.data.get(p * len..(p + 1) * len).unwrap_or(&[])
+    }
+
+    #[cfg_attr(
+        not(all(target_arch = "wasm32", target_feature = "simd128")),
+        allow(dead_code)
+    )]
+    fn panel_wide(&self, p: usize) -> &[i16] {
+        let len = self.kp * NR;
+        self.wide.get(p * len..(p + 1) * len).unwrap_or(&[])
     }
 }
 
@@ -266,7 +303,7 @@ pub fn qgemm(
             let a_rows = &a[r0 * lda..(r0 + mr) * lda];
             // SAFETY: `a_rows` holds `mr` rows of `lda ≥ kp` bytes and the panel `kp · NR`
             // weights, which is what the kernels read; the tier runs on this CPU (checked).
-            unsafe { tile_sums(w.tier, mr, a_rows, lda, w.panel(p), w.kp, zp, &mut tile) };
+            unsafe { tile_sums(w, p, mr, a_rows, lda, zp, &mut tile) };
             for (r, sums) in tile.iter().take(mr).enumerate() {
                 for c in 0..NR {
                     ys[c] = sums[c].wrapping_add(offset[c]) as f32 * scales[c];
@@ -295,54 +332,53 @@ fn correction(tier: Tier, zp: u8, colsum: i32) -> i32 {
         // Σ (q − 128)·w + (128 − zp)·Σ w
         Tier::Sdot => (128 - i32::from(zp)).wrapping_mul(colsum),
         // the kernel subtracts the zero point itself
-        Tier::Neon => 0,
+        Tier::Neon | Tier::Simd128 => 0,
     }
 }
 
-/// The raw sums of `mr ≤ MR` rows of `a` (stride `lda`) against one panel, into `tile`.
+/// The raw sums of `mr ≤ MR` rows of `a` (stride `lda`) against panel `p` of `w`, into `tile`.
 ///
 /// # Safety
-/// `a` holds `mr` rows of at least `kp` bytes at stride `lda`, `panel` holds `kp · NR` weights
-/// in `tier`'s layout, and the CPU runs `tier`.
-#[allow(clippy::too_many_arguments)]
+/// `a` holds `mr` rows of at least `w.kp` bytes at stride `lda`, and the CPU runs `w.tier`.
 unsafe fn tile_sums(
-    tier: Tier,
+    w: &PackedI8,
+    p: usize,
     mr: usize,
     a: &[u8],
     lda: usize,
-    panel: &[i8],
-    kp: usize,
     zp: u8,
     tile: &mut [[i32; NR]; MR],
 ) {
+    let kp = w.kp;
     macro_rules! by_rows {
-        ($($f:ident)::+ $(, $extra:expr)*) => {
+        ($($f:ident)::+, $panel:expr $(, $extra:expr)*) => {
             match mr {
-                1 => $($f)::+::<1>(a.as_ptr(), lda, panel.as_ptr(), kp $(, $extra)*, tile),
-                2 => $($f)::+::<2>(a.as_ptr(), lda, panel.as_ptr(), kp $(, $extra)*, tile),
-                3 => $($f)::+::<3>(a.as_ptr(), lda, panel.as_ptr(), kp $(, $extra)*, tile),
-                4 => $($f)::+::<4>(a.as_ptr(), lda, panel.as_ptr(), kp $(, $extra)*, tile),
-                5 => $($f)::+::<5>(a.as_ptr(), lda, panel.as_ptr(), kp $(, $extra)*, tile),
-                _ => $($f)::+::<6>(a.as_ptr(), lda, panel.as_ptr(), kp $(, $extra)*, tile),
+                1 => $($f)::+::<1>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
+                2 => $($f)::+::<2>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
+                3 => $($f)::+::<3>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
+                4 => $($f)::+::<4>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
+                5 => $($f)::+::<5>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
+                _ => $($f)::+::<6>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
             }
         };
     }
-    match tier {
+    match w.tier {
         #[cfg(target_arch = "x86_64")]
-        Tier::Vnni
-            if std::is_x86_feature_detected!("avx512vnni")
-                && std::is_x86_feature_detected!("avx512vl") =>
-        unsafe { by_rows!(x86::vnni512) },
+        Tier::Vnni if std::is_x86_feature_detected!("avx512vnni") => unsafe {
+            by_rows!(x86::vnni512, w.panel(p))
+        },
         #[cfg(target_arch = "x86_64")]
-        Tier::Vnni => unsafe { by_rows!(x86::avxvnni) },
+        Tier::Vnni => unsafe { by_rows!(x86::avxvnni, w.panel(p)) },
         #[cfg(target_arch = "x86_64")]
-        Tier::Avx2 => unsafe { by_rows!(x86::avx2) },
+        Tier::Avx2 => unsafe { by_rows!(x86::avx2, w.panel(p)) },
         #[cfg(target_arch = "aarch64")]
-        Tier::Sdot => unsafe { by_rows!(arm::sdot) },
+        Tier::Sdot => unsafe { by_rows!(arm::sdot, w.panel(p)) },
         #[cfg(target_arch = "aarch64")]
-        Tier::Neon => unsafe { by_rows!(arm::smlal, zp) },
-        // (only `neon` takes the zero point in the kernel)
-        _ => scalar_sums(mr, a, lda, panel, kp, tile, zp),
+        Tier::Neon => unsafe { by_rows!(arm::smlal, w.panel(p), zp) },
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Tier::Simd128 => unsafe { by_rows!(wasm::dot, w.panel_wide(p), zp) },
+        // (only `neon` and `simd128` take the zero point in the kernel)
+        _ => scalar_sums(mr, a, lda, w.panel(p), kp, tile, zp),
     }
 }
 
@@ -412,9 +448,30 @@ mod x86 {
         };
     }
 
-    four_way!(vnni512, "avx2,avx512f,avx512vl,avx512vnni", |acc, x, w| {
-        _mm256_dpbusd_epi32(acc, x, w)
-    });
+    /// AVX512-VNNI: the panel's 16 columns are one 512-bit vector, so a group of four `k` is
+    /// one weight load and one `vpdpbusd` per row (half the instructions of two 256-bit ones).
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) unsafe fn vnni512<const ROWS: usize>(
+        a: *const u8,
+        lda: usize,
+        w: *const i8,
+        kp: usize,
+        tile: &mut [[i32; NR]; MR],
+    ) {
+        let mut acc = [_mm512_setzero_si512(); ROWS];
+        for g in 0..kp / KG {
+            unsafe {
+                let w = _mm512_loadu_si512(w.add(g * NR * KG) as *const __m512i);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let quad = (a.add(r * lda + g * KG) as *const i32).read_unaligned();
+                    *acc = _mm512_dpbusd_epi32(*acc, _mm512_set1_epi32(quad), w);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            unsafe { _mm512_storeu_si512(tile[r].as_mut_ptr() as *mut __m512i, *acc) };
+        }
+    }
     four_way!(avxvnni, "avx2,avxvnni", |acc, x, w| {
         _mm256_dpbusd_avx_epi32(acc, x, w)
     });
@@ -547,6 +604,53 @@ mod arm {
     }
 }
 
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm {
+    use super::{MR, NR};
+    use std::arch::wasm32::*;
+
+    /// Pairs of `k` per lane: `q − zp` of two consecutive `k` as two i16 broadcast to every
+    /// lane, the panel's pair of weights per column widened to i16 at packing, and
+    /// `i32x4.dot_i16x8_s` adding both products into each column's i32 (exact: |products|
+    /// ≤ 255 · 128).
+    #[target_feature(enable = "simd128")]
+    pub(super) unsafe fn dot<const ROWS: usize>(
+        a: *const u8,
+        lda: usize,
+        w: *const i16,
+        kp: usize,
+        zp: u8,
+        tile: &mut [[i32; NR]; MR],
+    ) {
+        let mut acc = [[i32x4_splat(0); 4]; ROWS];
+        let zp = i32::from(zp);
+        for g in 0..kp / 2 {
+            unsafe {
+                let p = w.add(g * NR * 2);
+                let ws = [
+                    v128_load(p as *const v128),
+                    v128_load(p.add(8) as *const v128),
+                    v128_load(p.add(16) as *const v128),
+                    v128_load(p.add(24) as *const v128),
+                ];
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x0 = i32::from(*a.add(r * lda + 2 * g)) - zp;
+                    let x1 = i32::from(*a.add(r * lda + 2 * g + 1)) - zp;
+                    let x = i32x4_splat((x0 & 0xffff) | (x1 << 16));
+                    for (acc, &w) in acc.iter_mut().zip(&ws) {
+                        *acc = i32x4_add(*acc, i32x4_dot_i16x8(x, w));
+                    }
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (c, &v) in acc.iter().enumerate() {
+                unsafe { v128_store(tile[r].as_mut_ptr().add(4 * c) as *mut v128, v) };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,9 +699,12 @@ mod tests {
     #[test]
     fn every_tier_equals_the_definition() -> TractResult<()> {
         let tiers = Tier::available();
+        eprintln!("int8 tiers on this CPU: {tiers:?}");
         assert!(tiers.contains(&Tier::Scalar));
         #[cfg(target_arch = "x86_64")]
         assert!(tiers.contains(&Tier::Avx2) || !std::is_x86_feature_detected!("avx2"));
+        #[cfg(target_arch = "aarch64")]
+        assert!(tiers.contains(&Tier::Neon));
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let single = tract_linalg::multithread::Executor::SingleThread;
         let pool = tract_linalg::multithread::Executor::multithread(3);
