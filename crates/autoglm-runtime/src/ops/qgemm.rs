@@ -34,8 +34,9 @@ use tract_onnx::tract_core::internal::ensure;
 
 /// Output columns per panel (and per kernel call).
 pub const NR: usize = 16;
-/// Rows of activations per kernel call.
-pub const MR: usize = 6;
+/// The most rows of activations per kernel call ([`Tier::rows`]: 8 where the tier keeps 16
+/// columns in one register and has the registers for eight sums, 6 otherwise).
+pub const MR: usize = 8;
 /// `k` values per 32-bit lane in the 4-way layouts.
 const KG: usize = 4;
 
@@ -126,6 +127,14 @@ impl Tier {
     pub fn chosen() -> Tier {
         static CHOSEN: std::sync::OnceLock<Tier> = std::sync::OnceLock::new();
         *CHOSEN.get_or_init(|| Tier::select(std::env::var("AUTOGLM_INT8_KERNEL").ok().as_deref()))
+    }
+
+    /// Rows per kernel call: as many as the accumulators fit in registers.
+    pub fn rows(self) -> usize {
+        match self {
+            Tier::Vnni if cfg!(target_arch = "x86_64") && has_avx512_vnni() => 8,
+            _ => 6,
+        }
     }
 
     /// Whether the tier computes exact sums for weights whose largest magnitude is `max_abs`.
@@ -223,7 +232,7 @@ impl PackedI8 {
 }
 
 /// The output buffer, shared by the column tasks: each writes its own panel's columns.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct OutPtr(*mut f32);
 // SAFETY: the tasks that share it write disjoint elements (one panel's columns each) of a
 // buffer that outlives them (`run_tasks` joins every task before it returns).
@@ -283,45 +292,101 @@ pub fn qgemm(
     };
     let out = OutPtr(out.as_mut_ptr());
     let panels: Vec<usize> = (0..n.div_ceil(NR)).collect();
+    let job = Job {
+        w,
+        rows,
+        a,
+        lda,
+        zp,
+        scale,
+        bias,
+        out,
+    };
     super::attention::run_tasks(&panels, executor, |p| {
-        let cols = NR.min(n - p * NR);
-        // The panel's column constants, zero-padded to whole vectors: the epilogue below runs
-        // on fixed-size arrays, which the compiler vectorizes.
-        let mut offset = [0i32; NR];
-        let mut scales = [0f32; NR];
-        let mut biases = [0f32; NR];
-        for c in 0..cols {
-            let col = p * NR + c;
-            offset[c] = correction(w.tier, zp, w.colsum[col]);
-            scales[c] = scale[col];
-            biases[c] = bias.map_or(0.0, |b| b[col]);
-        }
-        let mut tile = [[0i32; NR]; MR];
-        let mut ys = [0f32; NR];
-        for r0 in (0..rows).step_by(MR) {
-            let mr = MR.min(rows - r0);
-            let a_rows = &a[r0 * lda..(r0 + mr) * lda];
-            // SAFETY: `a_rows` holds `mr` rows of `lda ≥ kp` bytes and the panel `kp · NR`
-            // weights, which is what the kernels read; the tier runs on this CPU (checked).
-            unsafe { tile_sums(w, p, mr, a_rows, lda, zp, &mut tile) };
-            for (r, sums) in tile.iter().take(mr).enumerate() {
-                for c in 0..NR {
-                    ys[c] = sums[c].wrapping_add(offset[c]) as f32 * scales[c];
-                }
-                if bias.is_some() {
-                    for c in 0..NR {
-                        ys[c] += biases[c];
-                    }
-                }
-                // SAFETY: row r0 + r, columns p·NR .. p·NR + cols are inside the `rows × n`
-                // output; this task alone writes these columns.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(ys.as_ptr(), out.at((r0 + r) * n + p * NR), cols)
-                };
+        // SAFETY: the sizes were checked above; the tier runs on this CPU (checked); each
+        // task writes its own panel's columns only.
+        unsafe {
+            match w.tier {
+                #[cfg(target_arch = "x86_64")]
+                Tier::Vnni if has_avx512_vnni() => x86::panel_avx512(&job, p),
+                #[cfg(target_arch = "x86_64")]
+                Tier::Vnni | Tier::Avx2 => x86::panel_avx2(&job, p),
+                _ => panel(&job, p),
             }
         }
         Ok(())
     })
+}
+
+/// One call's operands, shared by its column tasks.
+struct Job<'a> {
+    w: &'a PackedI8,
+    rows: usize,
+    a: &'a [u8],
+    lda: usize,
+    zp: u8,
+    scale: &'a [f32],
+    bias: Option<&'a [f32]>,
+    out: OutPtr,
+}
+
+/// Panel `p` of a call: every row's sums against the panel's columns, then the epilogue.
+/// Inlined into the per-ISA copies below, so that the epilogue's fixed-size loops are compiled
+/// for the kernel's vector width too (at k = 384 the baseline's 4-lane epilogue was a quarter
+/// of the time).
+///
+/// # Safety
+/// `job` passed `qgemm`'s checks, `p` is one of its panels, and no other task writes panel `p`.
+#[inline(always)]
+unsafe fn panel(job: &Job, p: usize) {
+    let Job {
+        w,
+        rows,
+        a,
+        lda,
+        zp,
+        scale,
+        bias,
+        out,
+    } = *job;
+    let n = w.n;
+    let cols = NR.min(n - p * NR);
+    // The panel's column constants, zero-padded to whole vectors: the epilogue below runs on
+    // fixed-size arrays, which the compiler vectorizes.
+    let mut offset = [0i32; NR];
+    let mut scales = [0f32; NR];
+    let mut biases = [0f32; NR];
+    for c in 0..cols {
+        let col = p * NR + c;
+        offset[c] = correction(w.tier, zp, w.colsum[col]);
+        scales[c] = scale[col];
+        biases[c] = bias.map_or(0.0, |b| b[col]);
+    }
+    let mut tile = [[0i32; NR]; MR];
+    let mut ys = [0f32; NR];
+    let step = w.tier.rows();
+    for r0 in (0..rows).step_by(step) {
+        let mr = step.min(rows - r0);
+        let a_rows = &a[r0 * lda..(r0 + mr) * lda];
+        // SAFETY: `a_rows` holds `mr` rows of `lda ≥ kp` bytes and the panel `kp · NR`
+        // weights, which is what the kernels read; the tier runs on this CPU (checked).
+        unsafe { tile_sums(w, p, mr, a_rows, lda, zp, &mut tile) };
+        for (r, sums) in tile.iter().take(mr).enumerate() {
+            for c in 0..NR {
+                ys[c] = sums[c].wrapping_add(offset[c]) as f32 * scales[c];
+            }
+            if bias.is_some() {
+                for c in 0..NR {
+                    ys[c] += biases[c];
+                }
+            }
+            // SAFETY: row r0 + r, columns p·NR .. p·NR + cols are inside the `rows × n`
+            // output; this task alone writes these columns.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ys.as_ptr(), out.at((r0 + r) * n + p * NR), cols)
+            };
+        }
+    }
 }
 
 /// What a kernel's raw sum needs added for the zero point (i32, wrapping, as the sums).
@@ -358,7 +423,9 @@ unsafe fn tile_sums(
                 3 => $($f)::+::<3>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
                 4 => $($f)::+::<4>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
                 5 => $($f)::+::<5>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
-                _ => $($f)::+::<6>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
+                6 => $($f)::+::<6>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
+                7 => $($f)::+::<7>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
+                _ => $($f)::+::<8>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
             }
         };
     }
@@ -380,6 +447,14 @@ unsafe fn tile_sums(
         // (only `neon` and `simd128` take the zero point in the kernel)
         _ => scalar_sums(mr, a, lda, w.panel(p), kp, tile, zp),
     }
+}
+
+/// Whether the CPU has AVX512-VNNI (the 512-bit `vnni` kernel), not only AVX-VNNI.
+fn has_avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx512vnni");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// The grouped layout's raw sums, one multiply-add at a time.
@@ -408,8 +483,20 @@ fn scalar_sums(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{KG, MR, NR};
+    use super::{Job, KG, MR, NR};
     use std::arch::x86_64::*;
+
+    /// [`super::panel`] compiled for AVX-512 (the 512-bit VNNI kernel inlines into it).
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vnni")]
+    pub(super) unsafe fn panel_avx512(job: &Job, p: usize) {
+        unsafe { super::panel(job, p) }
+    }
+
+    /// [`super::panel`] compiled for AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn panel_avx2(job: &Job, p: usize) {
+        unsafe { super::panel(job, p) }
+    }
 
     /// One 4-way kernel body: for each group of four `k`, the panel's 16 columns as two
     /// vectors of 8 lanes; each row's four activations broadcast to every lane; `$dot` adds the
