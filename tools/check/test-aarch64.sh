@@ -2,8 +2,9 @@
 # aarch64 (Raspberry Pi 4/5, Jetson Orin) tests under user-mode emulation, on two CPU models:
 #   cortex-a72  Pi 4: NEON only, no dotprod, no fp16
 #   cortex-a76  Pi 5 (and close to Orin's A78AE): dotprod, fp16
-# tract picks its kernels at run time: int8 from the CPU features qemu reports (SDOT on the A76,
-# SMLAL on the A72), fp32 tuning from the CPU part in /proc/cpuinfo, which qemu-user does not
+# Kernels are picked at run time: our int8 kernels from the CPU features qemu reports (`sdot` on
+# the A76, `neon`/SMLAL on the A72; their tests run every tier the CPU has), tract's fp32 tuning
+# from the CPU part in /proc/cpuinfo, which qemu-user does not
 # emulate (it shows the host's); so the A72 run names its part with TRACT_CPU_AARCH64_KIND=a72
 # (tract's A72-tuned fp32 kernels) and the A76 run takes tract's generic choice, as a real A76
 # would (tract has no A76-specific tuning).
