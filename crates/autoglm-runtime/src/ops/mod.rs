@@ -23,12 +23,16 @@
 //! **Dynamic quantization** ([`DynamicQuantize`], in `quantize.rs`): the int8 graph's
 //! `DynamicQuantizeLinear`, bit-identical to tract's and vectorized.
 //!
+//! **LayerNorm** ([`LayerNorm`], in `layernorm.rs`): tract's five-operator expansion of ONNX
+//! `LayerNormalization` as one pass per row.
+//!
 //! **Int8 linear layers** ([`LinearI8`], in `qlinear.rs`, on the integer kernels of
 //! `qgemm.rs`, native and in the component): the product of the quantized activations by the int8 weights, its
 //! zero-point correction, rescale and bias in one pass, on the CPU's integer instructions.
 
 #[allow(unsafe_code)]
 pub mod attention;
+pub mod layernorm;
 #[allow(unsafe_code)]
 pub mod qgemm;
 pub mod qlinear;
@@ -38,6 +42,7 @@ pub mod quantize;
 pub mod window;
 
 pub use attention::Attention;
+pub use layernorm::LayerNorm;
 pub use qlinear::LinearI8;
 pub use quantize::DynamicQuantize;
 pub use window::WindowAttention;
@@ -204,7 +209,8 @@ fn is_key_bias(scores: &TypedFact, bias: &TypedFact) -> bool {
 }
 
 /// Fuses attention ([`attention::fuse`], [`window::fuse`]) and the int8 linear layers
-/// ([`qlinear::fuse`]; attention native only), then replaces every remaining broadcast
+/// ([`qlinear::fuse`]; attention native only) and the LayerNorms ([`layernorm::fuse`]), then
+/// replaces every remaining broadcast
 /// `Add` of a key bias onto attention scores by [`KeyBiasAdd`], every
 /// other `Add` of two f32 tensors of one shape by [`SameShapeAdd`], and tract's dynamic
 /// quantization by [`DynamicQuantize`]. Returns how many nodes were replaced.
@@ -219,6 +225,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     if !cfg!(target_family = "wasm") || cfg!(target_feature = "simd128") {
         replaced += qlinear::fuse(model)?;
     }
+    replaced += layernorm::fuse(model)?;
     for id in model.eval_order()? {
         let node = model.node(id);
         if node.op().name() == quantize::TRACT_OP

@@ -1,0 +1,326 @@
+//! **Fused LayerNorm** ([`LayerNorm`]). tract expands ONNX `LayerNormalization` into five
+//! operators, each a pass over the activations: `Reduce<Sum>` over the last axis, a multiply by
+//! `1/n` (the mean), a broadcast `Sub`, `RmsNorm`, and the scale-and-shift chain. On MiniLM the
+//! thirteen of them took ~0.87 ms at 128 tokens, where ONNX Runtime's `LayerNormalization`
+//! takes 0.45 ms (BENCHMARKS.md, wave 5).
+//!
+//! [`LayerNorm`] does the same arithmetic one row at a time while the row is in cache: the
+//! sum and the mean as tract computes them, the centring, tract-linalg's own `rms_norm` kernel
+//! (the one tract's `RmsNorm` calls), then `· gamma + beta`. Only the sum's order of additions
+//! can differ from tract's reduce, so results agree to rounding (tested within 1e-6).
+
+use super::attention::{is_bin, single_use};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::math::{Add, Mul, Sub};
+use tract_onnx::tract_core::ops::nn::{Reduce, Reducer, RmsNorm};
+
+/// `((x − mean(x)) / sqrt(mean((x − mean)²) + eps)) · gamma + beta` over the last axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerNorm {
+    /// The graph's `1/n` (multiplied, as tract does, rather than divided).
+    pub recip: f32,
+    pub eps: f32,
+    pub gamma: Arc<Vec<f32>>,
+    pub beta: Arc<Vec<f32>>,
+}
+
+impl Eq for LayerNorm {}
+
+impl Op for LayerNorm {
+    fn name(&self) -> StaticName {
+        "AutoglmLayerNorm".into()
+    }
+    op_as_typed_op!();
+}
+
+impl TypedOp for LayerNorm {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec![f32::fact(inputs[0].shape.clone())])
+    }
+    as_op!();
+}
+
+impl EvalOp for LayerNorm {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let width = self.gamma.len();
+        ensure!(
+            x.datum_type() == f32::datum_type()
+                && x.shape().last() == Some(&width)
+                && self.beta.len() == width,
+            "AutoglmLayerNorm: input {:?} for a width of {width}",
+            x.shape()
+        );
+        let mut y = x.into_tensor();
+        {
+            let mut ram = y.try_as_plain_ram_mut()?;
+            layer_norm(ram.as_slice_mut::<f32>()?, self)?;
+        }
+        Ok(tvec![y.into_tvalue()])
+    }
+}
+
+/// The kernel, in place, on rows of `ln.gamma.len()` values.
+pub fn layer_norm(xs: &mut [f32], ln: &LayerNorm) -> TractResult<()> {
+    let width = ln.gamma.len();
+    if width == 0 || xs.is_empty() {
+        return Ok(());
+    }
+    let rms_norm = tract_linalg::routines::rms_norm_f32()?;
+    for row in xs.chunks_mut(width) {
+        let mean = sum(row) * ln.recip;
+        for v in row.iter_mut() {
+            *v -= mean;
+        }
+        rms_norm(row, ln.eps);
+        for ((v, g), b) in row.iter_mut().zip(ln.gamma.iter()).zip(ln.beta.iter()) {
+            *v = *v * g + b;
+        }
+    }
+    Ok(())
+}
+
+/// The sum of `xs` in 16 interleaved partial sums (which vectorize; one running sum is a
+/// chain of dependent additions, 384 of them per MiniLM row).
+fn sum(xs: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (a, x) in acc.iter_mut().zip(chunk) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The `n` constant f32 values at `outlet`, if it is such a constant.
+fn constant(model: &TypedModel, outlet: OutletId, n: usize) -> TractResult<Option<Vec<f32>>> {
+    match &model.outlet_fact(outlet)?.konst {
+        Some(k) if k.datum_type() == f32::datum_type() && k.len() == n => {
+            Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The one successor of `outlet` and the slot it takes it in, if `outlet` has one use.
+fn next(model: &TypedModel, outlet: OutletId) -> Option<(&TypedNode, usize)> {
+    single_use(model, outlet).then(|| {
+        let succ = model.outlet_successors(outlet)[0];
+        (model.node(succ.node), succ.slot)
+    })
+}
+
+/// Whether `id` is the `Reduce<Sum>` that starts tract's expansion of a LayerNorm over the
+/// last axis: then its input, the op, and the outlet of the final `Add`.
+fn matches(model: &TypedModel, id: usize) -> TractResult<Option<(OutletId, LayerNorm, OutletId)>> {
+    let reduce = model.node(id);
+    let Some(op) = reduce.op_as::<Reduce>() else {
+        return Ok(None);
+    };
+    let x = reduce.inputs[0];
+    let fact = model.outlet_fact(x)?;
+    let rank = fact.rank();
+    let Some(TDim::Val(width)) = fact.shape.last().cloned() else {
+        return Ok(None);
+    };
+    let width = width as usize;
+    if op.reducer != Reducer::Sum
+        || op.axes.as_slice() != [rank - 1]
+        || fact.datum_type != f32::datum_type()
+        || width == 0
+    {
+        return Ok(None);
+    }
+    // · 1/n
+    let Some((mul, slot)) = next(model, OutletId::new(id, 0)) else {
+        return Ok(None);
+    };
+    if !is_bin::<Mul>(mul) {
+        return Ok(None);
+    }
+    let Some(recip) = constant(model, mul.inputs[1 - slot], 1)? else {
+        return Ok(None);
+    };
+    // x − mean
+    let Some((sub, slot)) = next(model, OutletId::new(mul.id, 0)) else {
+        return Ok(None);
+    };
+    let is_sub = sub
+        .op_as::<TypedBinOp>()
+        .is_some_and(|b| b.0.is::<Sub>() && b.1.is_none());
+    if !is_sub || slot != 1 || sub.inputs[0] != x {
+        return Ok(None);
+    }
+    // RmsNorm over the last axis
+    let Some((rms, _)) = next(model, OutletId::new(sub.id, 0)) else {
+        return Ok(None);
+    };
+    let Some(rms_op) = rms.op_as::<RmsNorm>() else {
+        return Ok(None);
+    };
+    if rms_op.axis != rank - 1 || rms_op.eps.datum_type() != f32::datum_type() {
+        return Ok(None);
+    }
+    let eps = rms_op.eps.cast_to_scalar::<f32>()?;
+    // · gamma + beta
+    let Some((scale, slot)) = next(model, OutletId::new(rms.id, 0)) else {
+        return Ok(None);
+    };
+    if !is_bin::<Mul>(scale) {
+        return Ok(None);
+    }
+    let Some(gamma) = constant(model, scale.inputs[1 - slot], width)? else {
+        return Ok(None);
+    };
+    let Some((shift, slot)) = next(model, OutletId::new(scale.id, 0)) else {
+        return Ok(None);
+    };
+    if !is_bin::<Add>(shift) {
+        return Ok(None);
+    }
+    let Some(beta) = constant(model, shift.inputs[1 - slot], width)? else {
+        return Ok(None);
+    };
+    let op = LayerNorm {
+        recip: recip[0],
+        eps,
+        gamma: Arc::new(gamma),
+        beta: Arc::new(beta),
+    };
+    Ok(Some((x, op, OutletId::new(shift.id, 0))))
+}
+
+/// Replaces every expanded LayerNorm by [`LayerNorm`]; returns how many.
+pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
+    let mut fused = 0;
+    for id in model.eval_order()? {
+        if let Some((x, op, last)) = matches(model, id)? {
+            let mut patch = TypedModelPatch::new("autoglm layer norm");
+            let taps = patch.taps(model, &[x])?;
+            let name = format!("{}.autoglm_layer_norm", model.node(id).name);
+            let out = patch.wire_node(name, op, &taps)?;
+            patch.shunt_outside(model, last, out[0])?;
+            patch.apply(model)?;
+            fused += 1;
+        }
+    }
+    if fused > 0 {
+        model.compact()?;
+    }
+    Ok(fused)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fixture model's graphs (fp32 and int8): every LayerNorm is fused, and the fused
+    /// graph's outputs equal tract's plan of the expanded one within 1e-6.
+    #[test]
+    fn fused_layer_norms_equal_tracts_expansion() -> TractResult<()> {
+        for quantization in [
+            autoglm_package::Quantization::None,
+            autoglm_package::Quantization::Int8,
+        ] {
+            let dir = tempfile::tempdir()?;
+            autoglm_export::fixture::write_base(&dir.path().join("base"));
+            let mut options = autoglm_export::ExportOptions::new(dir.path().join("base"));
+            options.quantization = quantization;
+            let package = autoglm_export::export(&options)?;
+            let onnx = package.file(&package.manifest().graph.file)?;
+            let plain = tract_onnx::onnx()
+                .model_for_read(&mut &onnx[..])?
+                .into_typed()?
+                .into_decluttered()?;
+            let (batch, seq) = (3usize, 5usize);
+            let vocab = autoglm_export::fixture::vocab_size();
+            let inputs = || -> TractResult<TVec<TValue>> {
+                plain
+                    .input_outlets()?
+                    .iter()
+                    .map(|o| {
+                        let name = &plain.node(o.node).name;
+                        let values: Vec<i64> = (0..batch * seq)
+                            .map(|i| {
+                                if name.contains("mask") {
+                                    i64::from(i % seq < seq - i / seq)
+                                } else if name.contains("type") {
+                                    0
+                                } else {
+                                    (i * 11 % vocab) as i64
+                                }
+                            })
+                            .collect();
+                        Ok(Tensor::from_shape(&[batch, seq], &values)?.into_tvalue())
+                    })
+                    .collect()
+            };
+            let expected = plain
+                .clone()
+                .into_optimized()?
+                .into_runnable()?
+                .run(inputs()?)?;
+            let mut model = plain.clone();
+            let n = fuse(&mut model)?;
+            // the embeddings' and two per layer
+            assert_eq!(
+                n,
+                1 + 2 * autoglm_export::fixture::LAYERS,
+                "{quantization:?}"
+            );
+            let got = model.into_optimized()?.into_runnable()?.run(inputs()?)?;
+            for (e, g) in expected.iter().zip(got.iter()) {
+                let (e, g) = (e.try_as_plain_ram()?, g.try_as_plain_ram()?);
+                let (e, g) = (e.as_slice::<f32>()?, g.as_slice::<f32>()?);
+                let diff = e
+                    .iter()
+                    .zip(g)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(diff <= 1e-6, "{quantization:?}: max |Δ| {diff}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Against the definition in f64, on rows with a common offset (where a one-pass variance
+    /// would lose precision; the two-pass one loses only the f32 rounding of the sum).
+    #[test]
+    fn kernel_equals_the_definition() -> TractResult<()> {
+        let width = 37;
+        let gamma: Vec<f32> = (0..width).map(|i| 0.5 + i as f32 / 50.0).collect();
+        let beta: Vec<f32> = (0..width).map(|i| i as f32 / 10.0 - 1.0).collect();
+        let ln = LayerNorm {
+            recip: 1.0 / width as f32,
+            eps: 1e-12,
+            gamma: Arc::new(gamma.clone()),
+            beta: Arc::new(beta.clone()),
+        };
+        let mut xs: Vec<f32> = (0..width * 4)
+            .map(|i| 30.0 * (i / width) as f32 + ((i * 7919) % 101) as f32 / 13.0)
+            .collect();
+        let original = xs.clone();
+        layer_norm(&mut xs, &ln)?;
+        for (row, got) in original.chunks(width).zip(xs.chunks(width)) {
+            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / width as f64;
+            let var = row
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / width as f64;
+            for (i, (&v, &g)) in row.iter().zip(got).enumerate() {
+                let want = (f64::from(v) - mean) / (var + 1e-12).sqrt() * f64::from(gamma[i])
+                    + f64::from(beta[i]);
+                assert!((want - f64::from(g)).abs() < 1e-4, "{want} vs {g}");
+            }
+        }
+        Ok(())
+    }
+}
