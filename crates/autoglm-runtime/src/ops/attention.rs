@@ -352,22 +352,15 @@ pub(super) fn aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
 /// Replaces every `softmax(scale · Q·Kᵀ + key_bias) · V` of the exporter's attention by
 /// [`Attention`]; returns how many. Run before the key-bias adds are rewritten.
 pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
-    let mut fused = 0;
-    for id in model.eval_order()? {
-        if let Some((inputs, scale, context)) = matches(model, id)? {
-            let mut patch = TypedModelPatch::new("autoglm fused attention");
-            let taps = patch.taps(model, &inputs)?;
-            let name = format!("{}.autoglm_attention", model.node(id).name);
-            let out = patch.wire_node(name, Attention { scale }, &taps)?;
-            patch.shunt_outside(model, context.into(), out[0])?;
-            patch.apply(model)?;
-            fused += 1;
-        }
-    }
-    if fused > 0 {
-        model.compact()?;
-    }
-    Ok(fused)
+    super::fuse_matches(
+        model,
+        "autoglm fused attention",
+        "autoglm_attention",
+        |model, id| {
+            Ok(matches(model, id)?
+                .map(|(inputs, scale, context)| (inputs, Attention { scale }, context.into())))
+        },
+    )
 }
 
 pub(super) fn einsum_axes(model: &TypedModel, outlet: OutletId) -> Option<(&TypedNode, String)> {

@@ -10,6 +10,7 @@
 //! can differ from tract's reduce, so results agree to rounding (tested within 1e-6).
 
 use super::attention::{is_bin, single_use};
+use super::const_f32;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -99,16 +100,6 @@ fn sum(xs: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// The `n` constant f32 values at `outlet`, if it is such a constant.
-fn constant(model: &TypedModel, outlet: OutletId, n: usize) -> TractResult<Option<Vec<f32>>> {
-    match &model.outlet_fact(outlet)?.konst {
-        Some(k) if k.datum_type() == f32::datum_type() && k.len() == n => {
-            Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
-        }
-        _ => Ok(None),
-    }
-}
-
 /// The one successor of `outlet` and the slot it takes it in, if `outlet` has one use.
 fn next(model: &TypedModel, outlet: OutletId) -> Option<(&TypedNode, usize)> {
     single_use(model, outlet).then(|| {
@@ -119,7 +110,10 @@ fn next(model: &TypedModel, outlet: OutletId) -> Option<(&TypedNode, usize)> {
 
 /// Whether `id` is the `Reduce<Sum>` that starts tract's expansion of a LayerNorm over the
 /// last axis: then its input, the op, and the outlet of the final `Add`.
-fn matches(model: &TypedModel, id: usize) -> TractResult<Option<(OutletId, LayerNorm, OutletId)>> {
+fn matches(
+    model: &TypedModel,
+    id: usize,
+) -> TractResult<Option<([OutletId; 1], LayerNorm, OutletId)>> {
     let reduce = model.node(id);
     let Some(op) = reduce.op_as::<Reduce>() else {
         return Ok(None);
@@ -145,7 +139,7 @@ fn matches(model: &TypedModel, id: usize) -> TractResult<Option<(OutletId, Layer
     if !is_bin::<Mul>(mul) {
         return Ok(None);
     }
-    let Some(recip) = constant(model, mul.inputs[1 - slot], 1)? else {
+    let Some(recip) = const_f32(model, mul.inputs[1 - slot], 1)? else {
         return Ok(None);
     };
     // x − mean
@@ -176,7 +170,7 @@ fn matches(model: &TypedModel, id: usize) -> TractResult<Option<(OutletId, Layer
     if !is_bin::<Mul>(scale) {
         return Ok(None);
     }
-    let Some(gamma) = constant(model, scale.inputs[1 - slot], width)? else {
+    let Some(gamma) = const_f32(model, scale.inputs[1 - slot], width)? else {
         return Ok(None);
     };
     let Some((shift, slot)) = next(model, OutletId::new(scale.id, 0)) else {
@@ -185,7 +179,7 @@ fn matches(model: &TypedModel, id: usize) -> TractResult<Option<(OutletId, Layer
     if !is_bin::<Add>(shift) {
         return Ok(None);
     }
-    let Some(beta) = constant(model, shift.inputs[1 - slot], width)? else {
+    let Some(beta) = const_f32(model, shift.inputs[1 - slot], width)? else {
         return Ok(None);
     };
     let op = LayerNorm {
@@ -194,27 +188,12 @@ fn matches(model: &TypedModel, id: usize) -> TractResult<Option<(OutletId, Layer
         gamma: Arc::new(gamma),
         beta: Arc::new(beta),
     };
-    Ok(Some((x, op, OutletId::new(shift.id, 0))))
+    Ok(Some(([x], op, OutletId::new(shift.id, 0))))
 }
 
 /// Replaces every expanded LayerNorm by [`LayerNorm`]; returns how many.
 pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
-    let mut fused = 0;
-    for id in model.eval_order()? {
-        if let Some((x, op, last)) = matches(model, id)? {
-            let mut patch = TypedModelPatch::new("autoglm layer norm");
-            let taps = patch.taps(model, &[x])?;
-            let name = format!("{}.autoglm_layer_norm", model.node(id).name);
-            let out = patch.wire_node(name, op, &taps)?;
-            patch.shunt_outside(model, last, out[0])?;
-            patch.apply(model)?;
-            fused += 1;
-        }
-    }
-    if fused > 0 {
-        model.compact()?;
-    }
-    Ok(fused)
+    super::fuse_matches(model, "autoglm layer norm", "autoglm_layer_norm", matches)
 }
 
 #[cfg(test)]
@@ -229,16 +208,7 @@ mod tests {
             autoglm_package::Quantization::None,
             autoglm_package::Quantization::Int8,
         ] {
-            let dir = tempfile::tempdir()?;
-            autoglm_export::fixture::write_base(&dir.path().join("base"));
-            let mut options = autoglm_export::ExportOptions::new(dir.path().join("base"));
-            options.quantization = quantization;
-            let package = autoglm_export::export(&options)?;
-            let onnx = package.file(&package.manifest().graph.file)?;
-            let plain = tract_onnx::onnx()
-                .model_for_read(&mut &onnx[..])?
-                .into_typed()?
-                .into_decluttered()?;
+            let plain = crate::ops::fixture_graph(quantization)?;
             let (batch, seq) = (3usize, 5usize);
             let vocab = autoglm_export::fixture::vocab_size();
             let inputs = || -> TractResult<TVec<TValue>> {

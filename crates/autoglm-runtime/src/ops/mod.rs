@@ -208,6 +208,66 @@ fn is_key_bias(scores: &TypedFact, bias: &TypedFact) -> bool {
         && s[middle].iter().any(|d| *d != TDim::Val(1))
 }
 
+/// Wires `op` in place of every match of `find`, in evaluation order: a match gives the new
+/// node's inputs, its op, and the outlet whose uses it takes over (the matched nodes that are
+/// then unused go with `compact`). The new node is named after the matched one plus `suffix`.
+/// Returns how many were replaced.
+pub(crate) fn fuse_matches<I: AsRef<[OutletId]>, O: TypedOp>(
+    model: &mut TypedModel,
+    label: &str,
+    suffix: &str,
+    mut find: impl FnMut(&TypedModel, usize) -> TractResult<Option<(I, O, OutletId)>>,
+) -> TractResult<usize> {
+    let mut fused = 0;
+    for id in model.eval_order()? {
+        if let Some((inputs, op, replaced)) = find(model, id)? {
+            let mut patch = TypedModelPatch::new(label);
+            let taps = patch.taps(model, inputs.as_ref())?;
+            let name = format!("{}.{suffix}", model.node(id).name);
+            let out = patch.wire_node(name, op, &taps)?;
+            patch.shunt_outside(model, replaced, out[0])?;
+            patch.apply(model)?;
+            fused += 1;
+        }
+    }
+    if fused > 0 {
+        model.compact()?;
+    }
+    Ok(fused)
+}
+
+/// The `n` constant f32 values at `outlet`, if it is a constant of `n` f32 values.
+pub(crate) fn const_f32(
+    model: &TypedModel,
+    outlet: OutletId,
+    n: usize,
+) -> TractResult<Option<Vec<f32>>> {
+    match &model.outlet_fact(outlet)?.konst {
+        Some(k) if k.datum_type() == f32::datum_type() && k.len() == n => {
+            Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The tiny fixture model exported with `quantization`, decluttered as the backend loads it
+/// (before our rewrites): what the operators' tests fuse and compare with tract's plan.
+#[cfg(test)]
+pub(crate) fn fixture_graph(
+    quantization: autoglm_package::Quantization,
+) -> TractResult<TypedModel> {
+    let dir = tempfile::tempdir()?;
+    autoglm_export::fixture::write_base(&dir.path().join("base"));
+    let mut options = autoglm_export::ExportOptions::new(dir.path().join("base"));
+    options.quantization = quantization;
+    let package = autoglm_export::export(&options)?;
+    let onnx = package.file(&package.manifest().graph.file)?;
+    tract_onnx::onnx()
+        .model_for_read(&mut &onnx[..])?
+        .into_typed()?
+        .into_decluttered()
+}
+
 /// Fuses attention ([`attention::fuse`], [`window::fuse`]) and the int8 linear layers
 /// ([`qlinear::fuse`]; attention native only) and the LayerNorms ([`layernorm::fuse`]), then
 /// replaces every remaining broadcast

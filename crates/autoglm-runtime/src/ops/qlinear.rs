@@ -13,6 +13,7 @@
 //! three f32 operations in the same order), which the tests check.
 
 use super::attention::{is_bin, single_use};
+use super::const_f32;
 use super::qgemm::{qgemm, PackedI8, Tier};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -104,16 +105,6 @@ impl EvalOp for LinearI8 {
             )?;
         }
         Ok(tvec![out.into_tvalue()])
-    }
-}
-
-/// The constant f32 values at `outlet`, if it is a constant of `n` values.
-fn const_f32(model: &TypedModel, outlet: OutletId, n: usize) -> TractResult<Option<Vec<f32>>> {
-    match &model.outlet_fact(outlet)?.konst {
-        Some(k) if k.datum_type() == f32::datum_type() && k.len() == n => {
-            Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
-        }
-        _ => Ok(None),
     }
 }
 
@@ -213,47 +204,23 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
 
 /// [`fuse`] on a given tier (tests run every tier the CPU has).
 pub fn fuse_with(model: &mut TypedModel, tier: Tier) -> TractResult<usize> {
-    let mut fused = 0;
-    for id in model.eval_order()? {
-        if let Some((inputs, op, last)) = matches(model, id, tier)? {
-            let mut patch = TypedModelPatch::new("autoglm int8 linear");
-            let taps = patch.taps(model, &inputs)?;
-            let name = format!("{}.autoglm_linear_i8", model.node(id).name);
-            let out = patch.wire_node(name, op, &taps)?;
-            patch.shunt_outside(model, last, out[0])?;
-            patch.apply(model)?;
-            fused += 1;
-        }
-    }
-    if fused > 0 {
-        model.compact()?;
-    }
-    Ok(fused)
+    super::fuse_matches(
+        model,
+        "autoglm int8 linear",
+        "autoglm_linear_i8",
+        |model, id| matches(model, id, tier),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The tiny fixture model in int8, decluttered as the backend loads it.
-    fn int8_graph() -> TractResult<TypedModel> {
-        let dir = tempfile::tempdir()?;
-        autoglm_export::fixture::write_base(&dir.path().join("base"));
-        let mut options = autoglm_export::ExportOptions::new(dir.path().join("base"));
-        options.quantization = autoglm_package::Quantization::Int8;
-        let package = autoglm_export::export(&options)?;
-        let onnx = package.file(&package.manifest().graph.file)?;
-        tract_onnx::onnx()
-            .model_for_read(&mut &onnx[..])?
-            .into_typed()?
-            .into_decluttered()
-    }
-
     /// Every linear layer of the int8 graph is fused, on every tier this CPU has, and the
     /// fused graph's outputs are bit-identical to tract's own plan of the unfused graph.
     #[test]
     fn fused_layers_equal_tracts_chain() -> TractResult<()> {
-        let plain = int8_graph()?;
+        let plain = crate::ops::fixture_graph(autoglm_package::Quantization::Int8)?;
         let layers = autoglm_export::fixture::LAYERS;
         let inputs = || -> TractResult<TVec<TValue>> {
             let (batch, seq) = (2usize, 7usize);

@@ -255,16 +255,7 @@ mod tests {
     fn equals_tracts_operator() -> TractResult<()> {
         // The tiny fixture model exported in int8: every matmul's activations go through
         // tract's dynamic quantization.
-        let dir = tempfile::tempdir()?;
-        autoglm_export::fixture::write_base(&dir.path().join("base"));
-        let mut options = autoglm_export::ExportOptions::new(dir.path().join("base"));
-        options.quantization = autoglm_package::Quantization::Int8;
-        let package = autoglm_export::export(&options)?;
-        let onnx = package.file(&package.manifest().graph.file)?;
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut &onnx[..])?
-            .into_typed()?
-            .into_decluttered()?;
+        let model = crate::ops::fixture_graph(autoglm_package::Quantization::Int8)?;
         let node = model
             .nodes()
             .iter()

@@ -337,22 +337,12 @@ unsafe fn one_block(
 /// window and global scores, everything from Q, K and V to the summed context) by
 /// [`WindowAttention`]; returns how many. Run before the key-bias adds are rewritten.
 pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
-    let mut fused = 0;
-    for id in model.eval_order()? {
-        if let Some(found) = matches(model, id)? {
-            let mut patch = TypedModelPatch::new("autoglm fused window attention");
-            let taps = patch.taps(model, &found.inputs)?;
-            let name = format!("{}.autoglm_window_attention", model.node(id).name);
-            let out = patch.wire_node(name, found.op, &taps)?;
-            patch.shunt_outside(model, found.context, out[0])?;
-            patch.apply(model)?;
-            fused += 1;
-        }
-    }
-    if fused > 0 {
-        model.compact()?;
-    }
-    Ok(fused)
+    super::fuse_matches(
+        model,
+        "autoglm fused window attention",
+        "autoglm_window_attention",
+        |model, id| Ok(matches(model, id)?.map(|f| (f.inputs, f.op, f.context))),
+    )
 }
 
 struct Found {
