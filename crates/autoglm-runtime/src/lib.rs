@@ -17,6 +17,7 @@ pub mod backend;
 pub mod batch;
 mod error;
 #[doc(hidden)]
+#[cfg(not(target_family = "wasm"))]
 pub mod fuzzing;
 mod graph_guard;
 pub mod ops;

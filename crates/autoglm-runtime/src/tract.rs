@@ -31,6 +31,7 @@ fn model_error(e: impl std::fmt::Debug) -> RuntimeError {
 
 /// One thread pool per thread count for the whole process, shared by every model: a process
 /// serving several packages should not start a pool of `threads` workers for each of them.
+#[cfg(not(target_family = "wasm"))]
 fn shared_executor(threads: usize) -> tract_linalg::multithread::Executor {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
@@ -44,6 +45,12 @@ fn shared_executor(threads: usize) -> tract_linalg::multithread::Executor {
         .entry(threads)
         .or_insert_with(|| tract_linalg::multithread::Executor::multithread(threads))
         .clone()
+}
+
+/// A WASI guest has one thread (and the component is built without tract-linalg's pools).
+#[cfg(target_family = "wasm")]
+fn shared_executor(_threads: usize) -> tract_linalg::multithread::Executor {
+    tract_linalg::multithread::Executor::SingleThread
 }
 
 /// Window attention reshapes the sequence into blocks of `multiple` tokens: saying every input

@@ -160,6 +160,23 @@ fn a_too_short_deadline_stops_the_call_and_the_model_recovers() {
     assert_eq!(p[0].label, "positive");
 }
 
+/// What the component may weigh, stripped, as tools/build/component.sh builds it: the size
+/// reached (13.3 MB on 2026-12-01, BENCHMARKS.md "Component size"), with 5 % of room. The
+/// goal is 6 MB; this bound only keeps the component from growing back while it is not met.
+const COMPONENT_SIZE_LIMIT: u64 = 14_000_000;
+
+#[test]
+fn the_component_stays_within_its_size_limit() {
+    let Some(path) = component() else { return };
+    let size = std::fs::metadata(&path).expect("component").len();
+    assert!(
+        size <= COMPONENT_SIZE_LIMIT,
+        "{} is {size} bytes, over the limit of {COMPONENT_SIZE_LIMIT}: see BENCHMARKS.md \
+         (\"Component size\") for what each part costs",
+        path.display()
+    );
+}
+
 #[test]
 fn a_missing_component_is_a_clear_error() {
     let err = Host::new(

@@ -161,6 +161,7 @@ pub(super) fn run_tasks<T: Copy + Send + Sync>(
     task: impl Fn(T) -> TractResult<()> + Sync,
 ) -> TractResult<()> {
     match executor {
+        #[cfg(not(target_family = "wasm"))]
         tract_linalg::multithread::Executor::MultiThread(pool) if tasks.len() > 1 => {
             let threads = pool.current_num_threads().max(1);
             let results = std::sync::Mutex::new(Vec::new());
