@@ -2,6 +2,8 @@
 # aarch64 (Raspberry Pi 4/5, Jetson Orin) tests under user-mode emulation, on two CPU models:
 #   cortex-a72  Pi 4: NEON only, no dotprod, no fp16
 #   cortex-a76  Pi 5 (and close to Orin's A78AE): dotprod, fp16
+#   max         (operator tests only) the int8 matrix-multiply extension, I8MM, which no Pi has
+#               (Neoverse V1/N2 servers, Cortex-A710 and later): the `i8mm` int8 tier
 # Kernels are picked at run time: our int8 kernels from the CPU features qemu reports (`sdot` on
 # the A76, `neon`/SMLAL on the A72; their tests run every tier the CPU has), tract's fp32 tuning
 # from the CPU part in /proc/cpuinfo, which qemu-user does not
@@ -43,3 +45,9 @@ for cpu in ${AUTOGLM_ARM_CPUS:-cortex-a72 cortex-a76}; do
     cli::classify_prints_labels_and_scores \
     cli::classify_uses_the_embedded_default_package
 done
+# I8MM: the operators' tests (every int8 tier the CPU has against the definition, the fused
+# int8 model against tract's plan) on qemu's `max` CPU, which has it.
+echo "== aarch64 under qemu -cpu max (int8 tier i8mm)" >&2
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER="$qemu -cpu max"
+unset TRACT_CPU_AARCH64_KIND
+cargo test --release --target "$target" -p autoglm-runtime --lib ops::

@@ -6,6 +6,7 @@
 //! |---|---|---|---|
 //! | `vnni` | x86_64 with AVX512-VNNI + VL, or AVX-VNNI | `vpdpbusd` (u8·s8, 4-way, into i32) | 32 |
 //! | `avx2` | x86_64 with AVX2 | `vpmaddubsw` + `vpmaddwd` | 32 per 2 |
+//! | `i8mm` | aarch64 with the int8 matrix-multiply extension (Neoverse V1/N2, Cortex-A710+) | `usmmla` (u8·s8, 2 × 8 by 8 × 2) | 32 |
 //! | `sdot` | aarch64 with the dot-product extension (Cortex-A76, Pi 5) | `sdot` (s8·s8, 4-way) | 16 |
 //! | `neon` | any aarch64 (Cortex-A72, Pi 4) | `smlal` (s16·s16 into i32) | 4 |
 //! | `simd128` | wasm32 built with SIMD128 (the component) | `i32x4.dot_i16x8_s` (2-way) | 8 |
@@ -17,15 +18,16 @@
 //! Weights are packed once, at load, in the layout of the chosen tier: panels of [`NR`] output
 //! columns; within a panel, for the 4-way tiers, groups of four consecutive `k` per column (one
 //! 32-bit lane holds the four weights a `vpdpbusd`/`sdot` lane multiplies), zero-padded past `k`
-//! and `n` (`simd128`: pairs of `k` widened to i16). The zero point is not subtracted from the activations: `Σ (q − zp)·w = Σ q·w −
+//! and `n` (`i8mm`: groups of eight, so that two columns' eight `k` are one 16-byte operand;
+//! `simd128`: pairs of `k` widened to i16). The zero point is not subtracted from the activations: `Σ (q − zp)·w = Σ q·w −
 //! zp·Σ w`, with the column sums `Σ w` computed at packing (`sdot`, signed × signed, uses
 //! `q − 128` and adds `(128 − zp)·Σ w`). The sums are exact, as ONNX `MatMulInteger` defines
 //! them (i32, wrapping): `vpmaddubsw` adds two u8·s8 products into an i16 with saturation, so the
 //! `avx2` tier is used only for weights within ±64, where no pair can saturate (the exporter
 //! keeps weights within ±63 for that reason); the rewrite leaves other weights to tract.
 //!
-//! `unsafe` is confined to this module (SIMD intrinsics, the one `sdot` instruction as inline
-//! assembly since its intrinsic is not stable, and raw output pointers shared by the column
+//! `unsafe` is confined to this module (SIMD intrinsics, the `sdot` and `usmmla` instructions as inline
+//! assembly since their intrinsics are not stable, and raw output pointers shared by the column
 //! tasks); every kernel is tested against the scalar reference below on random shapes with
 //! tails in every dimension.
 
@@ -48,16 +50,18 @@ pub enum Tier {
     Vnni,
     Neon,
     Sdot,
+    I8mm,
     Simd128,
 }
 
 impl Tier {
-    pub const ALL: [Tier; 6] = [
+    pub const ALL: [Tier; 7] = [
         Tier::Scalar,
         Tier::Avx2,
         Tier::Vnni,
         Tier::Neon,
         Tier::Sdot,
+        Tier::I8mm,
         Tier::Simd128,
     ];
 
@@ -68,6 +72,7 @@ impl Tier {
             Tier::Vnni => "vnni",
             Tier::Neon => "neon",
             Tier::Sdot => "sdot",
+            Tier::I8mm => "i8mm",
             Tier::Simd128 => "simd128",
         }
     }
@@ -92,6 +97,11 @@ impl Tier {
                 std::arch::is_aarch64_feature_detected!("neon")
                     && std::arch::is_aarch64_feature_detected!("dotprod")
             }
+            #[cfg(target_arch = "aarch64")]
+            Tier::I8mm => {
+                std::arch::is_aarch64_feature_detected!("neon")
+                    && std::arch::is_aarch64_feature_detected!("i8mm")
+            }
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Tier::Simd128 => true,
             #[allow(unreachable_patterns)]
@@ -103,6 +113,7 @@ impl Tier {
     pub fn available() -> Vec<Tier> {
         [
             Tier::Vnni,
+            Tier::I8mm,
             Tier::Sdot,
             Tier::Simd128,
             Tier::Avx2,
@@ -143,10 +154,11 @@ impl Tier {
     }
 
     /// How many consecutive `k` of a column the packed layout keeps together (the values one
-    /// lane of the tier's instruction multiplies): 4 for the 4-way tiers, 2 for `simd128`'s i16
-    /// pairs, 1 for `neon`.
+    /// lane of the tier's instruction multiplies): 4 for the 4-way tiers, 8 for `i8mm`'s
+    /// 2 × 8 blocks, 2 for `simd128`'s i16 pairs, 1 for `neon`.
     fn group(self) -> usize {
         match self {
+            Tier::I8mm => 8,
             Tier::Neon => 1,
             Tier::Simd128 => 2,
             _ => KG,
@@ -263,8 +275,8 @@ pub fn qgemm(
 ) -> TractResult<()> {
     let (k, n) = (w.k, w.n);
     ensure!(
-        a.len() == rows * k
-            && out.len() == rows * n
+        rows.checked_mul(k) == Some(a.len())
+            && rows.checked_mul(n) == Some(out.len())
             && scale.len() == n
             && bias.is_none_or(|b| b.len() == n),
         "int8 product: buffer sizes do not match [{rows}, {k}] x [{k}, {n}]"
@@ -393,7 +405,9 @@ unsafe fn panel(job: &Job, p: usize) {
 fn correction(tier: Tier, zp: u8, colsum: i32) -> i32 {
     match tier {
         // Σ q·w − zp·Σ w
-        Tier::Scalar | Tier::Avx2 | Tier::Vnni => i32::from(zp).wrapping_mul(colsum).wrapping_neg(),
+        Tier::Scalar | Tier::Avx2 | Tier::Vnni | Tier::I8mm => {
+            i32::from(zp).wrapping_mul(colsum).wrapping_neg()
+        }
         // Σ (q − 128)·w + (128 − zp)·Σ w
         Tier::Sdot => (128 - i32::from(zp)).wrapping_mul(colsum),
         // the kernel subtracts the zero point itself
@@ -440,6 +454,8 @@ unsafe fn tile_sums(
         Tier::Avx2 => unsafe { by_rows!(x86::avx2, w.panel(p)) },
         #[cfg(target_arch = "aarch64")]
         Tier::Sdot => unsafe { by_rows!(arm::sdot, w.panel(p)) },
+        #[cfg(target_arch = "aarch64")]
+        Tier::I8mm => unsafe { by_rows!(arm::i8mm, w.panel(p)) },
         #[cfg(target_arch = "aarch64")]
         Tier::Neon => unsafe { by_rows!(arm::smlal, w.panel(p), zp) },
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -622,6 +638,70 @@ mod arm {
         for (r, acc) in acc.iter().enumerate() {
             for (c, &v) in acc.iter().enumerate() {
                 unsafe { vst1q_s32(tile[r].as_mut_ptr().add(4 * c), v) };
+            }
+        }
+    }
+
+    /// `acc += a·bᵀ` on 2 × 8 blocks (`usmmla`, I8MM; no stable intrinsic): `a` two rows of
+    /// eight unsigned activations, `b` two columns of eight signed weights, `acc` the 2 × 2
+    /// sums `[r0·c0, r0·c1, r1·c0, r1·c1]`.
+    #[inline]
+    #[target_feature(enable = "neon,i8mm")]
+    unsafe fn usmmla(acc: int32x4_t, a: uint8x16_t, b: int8x16_t) -> int32x4_t {
+        let mut acc = acc;
+        unsafe {
+            std::arch::asm!(
+                "usmmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+                acc = inout(vreg) acc,
+                a = in(vreg) a,
+                b = in(vreg) b,
+                options(pure, nomem, nostack)
+            );
+        }
+        acc
+    }
+
+    /// The layout grouped by eight `k` with `usmmla`: rows in pairs, columns in pairs (a
+    /// panel's eight `k` of column `c` and of `c + 1` are one 16-byte load). The activations
+    /// stay unsigned, so the zero point is corrected as for the scalar sums. An odd last row
+    /// is paired with itself and its duplicate discarded.
+    #[target_feature(enable = "neon,i8mm")]
+    pub(super) unsafe fn i8mm<const ROWS: usize>(
+        a: *const u8,
+        lda: usize,
+        w: *const i8,
+        kp: usize,
+        tile: &mut [[i32; NR]; MR],
+    ) {
+        let mut acc = [[vdupq_n_s32(0); NR / 2]; MR / 2];
+        let pairs = ROWS.div_ceil(2);
+        for g in 0..kp / 8 {
+            unsafe {
+                let p = w.add(g * NR * 8);
+                let mut x = [vdupq_n_u8(0); MR / 2];
+                for (i, x) in x.iter_mut().take(pairs).enumerate() {
+                    let r0 = a.add(2 * i * lda + g * 8);
+                    let r1 = a.add((2 * i + 1).min(ROWS - 1) * lda + g * 8);
+                    *x = vcombine_u8(vld1_u8(r0), vld1_u8(r1));
+                }
+                for j in 0..NR / 2 {
+                    let wj = vld1q_s8(p.add(16 * j));
+                    for (acc, &x) in acc.iter_mut().zip(&x).take(pairs) {
+                        acc[j] = usmmla(acc[j], x, wj);
+                    }
+                }
+            }
+        }
+        for (i, acc) in acc.iter().take(pairs).enumerate() {
+            for (j, &v) in acc.iter().enumerate() {
+                let mut sums = [0i32; 4];
+                unsafe { vst1q_s32(sums.as_mut_ptr(), v) };
+                tile[2 * i][2 * j] = sums[0];
+                tile[2 * i][2 * j + 1] = sums[1];
+                if 2 * i + 1 < ROWS {
+                    tile[2 * i + 1][2 * j] = sums[2];
+                    tile[2 * i + 1][2 * j + 1] = sums[3];
+                }
             }
         }
     }
