@@ -1,7 +1,8 @@
 //! Our own operators' kernels on the shapes of all-MiniLM-L6-v2 at 128 tokens: dynamic
 //! quantization of a `[128, 384]` and a `[128, 1536]` activation (the int8 graph runs 24 of
 //! them per inference), the key-bias add of `[12, 128, 128]` attention scores, and the fused
-//! attention of one layer (12 heads of 32) at 128 and 512 tokens, on one and two threads, and
+//! attention of one layer (12 heads of 32) at 128 and 512 tokens, on one and two threads and on
+//! every f32 tier this CPU has (one thread), and
 //! the fused window attention (window 256, one global token) of one layer at 2048 tokens, and
 //! the int8 linear layer's product (`[128, 384] × [384, 1536]` and `[128, 1536] × [1536, 384]`)
 //! on every integer-kernel tier this CPU has.
@@ -9,7 +10,7 @@
 //! cargo bench -p autoglm-runtime --bench ops
 
 use autoglm_runtime::ops::qgemm::{self, PackedI8, Tier};
-use autoglm_runtime::ops::{add_key_bias, attention, quantize, window};
+use autoglm_runtime::ops::{add_key_bias, attention, fgemm, quantize, window};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 
@@ -65,6 +66,17 @@ fn fused_attention(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(format!("12x32/{threads}t"), seq), |b| {
                 b.iter(|| {
                     attention::attention(d, 0.177, [&q, k, v], &bias, &mut out, &executor)
+                        .expect("attention")
+                })
+            });
+        }
+        // Every f32 tier of the products, one thread.
+        let single = tract_linalg::multithread::Executor::SingleThread;
+        for tier in fgemm::Tier::available() {
+            let id = BenchmarkId::new(format!("12x32/1t/{}", tier.name()), seq);
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    attention::attention_on(tier, d, 0.177, [&q, k, v], &bias, &mut out, &single)
                         .expect("attention")
                 })
             });

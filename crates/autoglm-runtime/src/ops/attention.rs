@@ -1,19 +1,20 @@
 //! **Fused attention** ([`Attention`]): the encoder's
 //! `softmax(scale · Q·Kᵀ + key_bias) · V` as one operator, per (batch item, head), on the
 //! `[batch, seq, heads, head_dim]` tensors the graph's reshapes produce, with nothing transposed
-//! or packed in between: the two products read Q, K and V in place through their strides
-//! (`matrixmultiply`'s `sgemm`, which takes any strides and picks AVX-512 / AVX2+FMA / NEON at
-//! run time), the output is written in place in the layout the next `MatMul` reads, and the
-//! softmax rows use tract-linalg's own vectorized kernels. Queries go in blocks of
-//! [`QUERY_BLOCK`] rows, so the scores of one block of one head are all that is ever held
+//! in the graph: per head, K and V are packed once for our f32 products ([`super::fgemm`],
+//! AVX-512 / AVX2+FMA / NEON, chosen at run time), the queries and the
+//! probabilities are read where they lie, the output is written in the layout the next `MatMul`
+//! reads, and the softmax rows use tract-linalg's own vectorized kernels. Queries go in blocks
+//! of [`QUERY_BLOCK`] rows, so the scores of one block of one head are all that is ever held
 //! (tract's plain plan holds every head's `seq × seq` scores at once). With a multi-thread
 //! executor in scope (the backend's), the heads run in parallel on it: one text on two cores
 //! then splits its attention too.
 //!
-//! `unsafe` is confined to this module: `sgemm` takes raw pointers and strides. Every call is
-//! preceded by the bounds it relies on (checked, not assumed), and the kernel is tested against
-//! a scalar reference (below) and, through the rewrite, against tract's plain plan.
+//! `unsafe` here is only the heads' writes into their own columns of the shared output, after
+//! the size checks they rely on. The kernel is tested against an f64 reference (below) on every
+//! f32 tier and, through the rewrite, against tract's plain plan.
 
+use super::fgemm;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
@@ -123,7 +124,20 @@ pub(super) struct OutPtr(pub(super) *mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// The kernel: `qkv` and `out` are `[batch, seq, heads, head_dim]`, `bias` `[batch, seq]`.
+impl OutPtr {
+    /// Copies `values` to the buffer from element `at` on.
+    ///
+    /// # Safety
+    /// `at + values.len()` is within the buffer, which is alive, and no other thread touches
+    /// these elements meanwhile.
+    pub(super) unsafe fn write(self, at: usize, values: &[f32]) {
+        // SAFETY: as this function's.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(at), values.len()) }
+    }
+}
+
+/// The kernel: `qkv` and `out` are `[batch, seq, heads, head_dim]`, `bias` `[batch, seq]`; its
+/// products on the process's f32 tier ([`fgemm::Tier::chosen`]).
 pub fn attention(
     d: Dims,
     scale: f32,
@@ -132,20 +146,54 @@ pub fn attention(
     out: &mut [f32],
     executor: &tract_linalg::multithread::Executor,
 ) -> TractResult<()> {
-    let total = d.batch * d.seq * d.heads * d.head_dim;
+    attention_on(fgemm::Tier::chosen(), d, scale, qkv, bias, out, executor)
+}
+
+/// [`attention`] on a given f32 tier.
+pub fn attention_on(
+    tier: fgemm::Tier,
+    d: Dims,
+    scale: f32,
+    qkv: [&[f32]; 3],
+    bias: &[f32],
+    out: &mut [f32],
+    executor: &tract_linalg::multithread::Executor,
+) -> TractResult<()> {
+    let total = d
+        .batch
+        .checked_mul(d.seq)
+        .and_then(|x| x.checked_mul(d.heads))
+        .and_then(|x| x.checked_mul(d.head_dim));
     ensure!(
-        qkv.iter().all(|t| t.len() == total) && out.len() == total && bias.len() == d.batch * d.seq,
+        total.is_some_and(|total| qkv.iter().all(|t| t.len() == total) && out.len() == total)
+            && d.batch.checked_mul(d.seq) == Some(bias.len()),
         "AutoglmAttention: buffer sizes do not match {d:?}"
     );
-    if total == 0 {
+    if out.is_empty() {
         return Ok(());
     }
     let kernels = Kernels::new()?;
     let out = OutPtr(out.as_mut_ptr());
     let task = |b: usize, h: usize| -> TractResult<()> {
-        // SAFETY: the sizes were checked above; (b, h) is in range; each task writes its own
-        // head's columns only.
-        unsafe { one_head(d, scale, qkv, bias, out, b, h, &kernels) }
+        SCRATCH.with_borrow_mut(|scratch| {
+            one_head(
+                tier,
+                d,
+                scale,
+                qkv,
+                bias,
+                (b, h),
+                &kernels,
+                scratch,
+                |row, values| {
+                    let at = ((b * d.seq + row) * d.heads + h) * d.head_dim;
+                    // SAFETY: the sizes were checked above, so `at + head_dim` is within `out`;
+                    // each task writes its own head's columns only, and the scope of `run_tasks`
+                    // joins every task before `out`'s borrow ends.
+                    unsafe { out.write(at, &values[..d.head_dim]) };
+                },
+            )
+        })
     };
     let tasks: Vec<(usize, usize)> = (0..d.batch)
         .flat_map(|b| (0..d.heads).map(move |h| (b, h)))
@@ -203,147 +251,112 @@ impl Kernels {
         for (s, b) in row.iter_mut().zip(bias) {
             *s += *b;
         }
+        self.softmax_in_place(row)
+    }
+
+    /// Softmax in place.
+    pub(super) fn softmax_in_place(&self, row: &mut [f32]) -> TractResult<()> {
         let max = self.max.run(row)?;
         let sum = self.exp_sum.run_with_params(row, max)?;
         self.scale.run_with_params(row, sum.recip())
     }
 }
 
-/// One (batch item, head): blocks of queries, their scores, softmax, and their context rows.
-///
-/// # Safety
-/// `qkv[i]` and the buffer behind `out` hold `d.batch · d.seq · d.heads · d.head_dim` values,
-/// `bias` `d.batch · d.seq`, `b < d.batch`, `h < d.heads`, and no other thread writes this
-/// head's columns of `out`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn one_head(
-    d: Dims,
-    scale: f32,
-    qkv: [&[f32]; 3],
-    bias: &[f32],
-    out: OutPtr,
-    b: usize,
-    h: usize,
-    kernels: &Kernels,
-) -> TractResult<()> {
-    let base = b * d.seq * d.heads * d.head_dim + h * d.head_dim;
-    let bias = &bias[b * d.seq..(b + 1) * d.seq];
-    let block = QUERY_BLOCK.min(d.seq);
-    // `sgemm`'s results depend on where its output lies (its kernels store aligned and
-    // unaligned tiles differently): both products write into 64-byte aligned scratch, so an
-    // answer never depends on the allocator or on the thread (int8 graphs quantize it).
-    // The scratch is the thread's own and kept between calls (grown, never shrunk): a fresh
-    // zeroed buffer per head was 72 allocations and ~6 MB of zeroing per inference at 128 tokens.
-    SCRATCH.with_borrow_mut(|buf| {
-        let (scores_len, context_len) = (block * d.seq, block * d.head_dim);
-        let (scores_room, context_room) = (scores_len + 16, context_len + 16);
-        if buf.len() < scores_room + context_room {
-            buf.resize(scores_room + context_room, 0.0);
-        }
-        let (scores_buf, context_buf) = buf.split_at_mut(scores_room);
-        let scores_all = aligned(scores_buf, scores_len);
-        let context_all = aligned(&mut context_buf[..context_room], context_len);
-        // SAFETY: as this function's.
-        unsafe {
-            head_blocks(
-                d,
-                scale,
-                qkv,
-                bias,
-                out,
-                base,
-                kernels,
-                scores_all,
-                context_all,
-            )
-        }
-    })
+/// A thread's working memory for one head at a time, kept between calls (grown, never
+/// shrunk): a fresh zeroed buffer per head was 72 allocations and ~6 MB of zeroing per
+/// inference at 128 tokens.
+#[derive(Default)]
+struct HeadScratch {
+    /// Kᵀ `[head_dim, seq]` and V `[seq, head_dim]` of the head, packed.
+    keys: fgemm::Packed,
+    values: fgemm::Packed,
+    /// One query block's scores `[rows, seq]` (from a 64-byte boundary on, [`aligned`]) and
+    /// context rows `[rows, head_dim]`.
+    scores: Vec<f32>,
+    context: Vec<f32>,
 }
 
 thread_local! {
-    /// Each thread's attention scratch: one block of scores and one of context rows.
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH: std::cell::RefCell<HeadScratch> =
+        std::cell::RefCell::new(HeadScratch::default());
 }
 
-/// The query blocks of one (batch item, head) whose first value is at `base`, with the
-/// scratch blocks given.
-///
-/// # Safety
-/// As [`one_head`]'s, with `base` the offset of (b, h).
+/// One (batch item, head): K and V packed, then blocks of queries: their scores, softmax and
+/// context rows, each context row handed to `write(token, values)`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn head_blocks(
+fn one_head(
+    tier: fgemm::Tier,
     d: Dims,
     scale: f32,
     qkv: [&[f32]; 3],
     bias: &[f32],
-    out: OutPtr,
-    base: usize,
+    (b, h): (usize, usize),
     kernels: &Kernels,
-    scores_all: &mut [f32],
-    context_all: &mut [f32],
+    scratch: &mut HeadScratch,
+    mut write: impl FnMut(usize, &[f32]),
 ) -> TractResult<()> {
-    let row = (d.heads * d.head_dim) as isize; // stride between tokens
+    let row = d.heads * d.head_dim; // stride between tokens
+    let base = b * d.seq * row + h * d.head_dim;
+    let bias = &bias[b * d.seq..(b + 1) * d.seq];
+    let (q, k, v) = (&qkv[0][base..], &qkv[1][base..], &qkv[2][base..]);
+    let HeadScratch {
+        keys,
+        values,
+        scores,
+        context,
+    } = scratch;
+    // Kᵀ: B[i, j] = K[token j, i]; V: B[i, j] = V[token i, j].
+    keys.pack(tier, k, (d.head_dim, d.seq), (1, row))?;
+    values.pack(tier, v, (d.seq, d.head_dim), (row, 1))?;
     let block = QUERY_BLOCK.min(d.seq);
+    if scores.len() < block * d.seq + 16 {
+        scores.resize(block * d.seq + 16, 0.0);
+    }
+    context.resize(block * d.head_dim, 0.0);
+    let scores = aligned(scores, block * d.seq);
     for start in (0..d.seq).step_by(block) {
         let rows = block.min(d.seq - start);
-        let first = base + start * d.heads * d.head_dim;
-        let scores = &mut scores_all[..rows * d.seq];
-        // scores[rows × seq] = scale · Q[start.., h] · K[.., h]ᵀ
-        unsafe {
-            matrixmultiply::sgemm(
-                rows,
-                d.head_dim,
-                d.seq,
-                scale,
-                qkv[0].as_ptr().add(first),
-                row,
-                1,
-                qkv[1].as_ptr().add(base),
-                1,
-                row,
-                0.0,
-                scores.as_mut_ptr(),
-                d.seq as isize,
-                1,
-            );
-        }
+        let scores = &mut scores[..rows * d.seq];
+        // scores[rows × seq] = scale · Q[start.., h] · K[.., h]ᵀ + bias
+        let queries = fgemm::Strided {
+            data: &q[start * row..],
+            row,
+        };
+        let all_keys = keys.rows(0..d.head_dim);
+        let store = fgemm::Store::AddRow(bias);
+        fgemm::gemm(tier, rows, scale, queries, all_keys, store, scores, d.seq)?;
         for r in scores.chunks_mut(d.seq) {
-            kernels.softmax(r, bias)?;
+            kernels.softmax_in_place(r)?;
         }
-        // context[rows × head_dim] = P · V[.., h], then into out[start.., h].
-        let context = &mut context_all[..rows * d.head_dim];
-        unsafe {
-            matrixmultiply::sgemm(
-                rows,
-                d.seq,
-                d.head_dim,
-                1.0,
-                scores.as_ptr(),
-                d.seq as isize,
-                1,
-                qkv[2].as_ptr().add(base),
-                row,
-                1,
-                0.0,
-                context.as_mut_ptr(),
-                d.head_dim as isize,
-                1,
-            );
-        }
+        // context[rows × head_dim] = P · V[.., h]
+        let context = &mut context[..rows * d.head_dim];
+        let probabilities = fgemm::Strided {
+            data: scores,
+            row: d.seq,
+        };
+        let all_values = values.rows(0..d.seq);
+        let store = fgemm::Store::Overwrite;
+        fgemm::gemm(
+            tier,
+            rows,
+            1.0,
+            probabilities,
+            all_values,
+            store,
+            context,
+            d.head_dim,
+        )?;
         for (r, values) in context.chunks(d.head_dim).enumerate() {
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    values.as_ptr(),
-                    out.0.add(first + r * row as usize),
-                    d.head_dim,
-                );
-            }
+            write(start + r, values);
         }
     }
     Ok(())
 }
 
-/// `len` values of `buf` (which has 16 more) starting at a 64-byte boundary.
+/// `len` values of `buf` (which has 16 more) starting at a 64-byte boundary: tract-linalg's
+/// softmax kernels split a row at aligned boundaries, so its sums depend on where the row
+/// lies; in an aligned block they do not depend on the allocator or on the thread (an int8
+/// graph quantizes the attention's output: its answer must not change with the threads).
 pub(super) fn aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
     let skip = buf.as_ptr().align_offset(64);
     let skip = if skip + len <= buf.len() { skip } else { 0 };
@@ -579,43 +592,46 @@ pub(super) mod tests {
                 })
                 .collect();
             let want = reference(d, 0.177, [&q, &k, &v], &bias);
-            let mut first: Option<Vec<f32>> = None;
-            for executor in [
-                tract_linalg::multithread::Executor::SingleThread,
-                pool.clone(),
-            ] {
-                let mut got = vec![f32::NAN; n];
-                attention(d, 0.177, [&q, &k, &v], &bias, &mut got, &executor).unwrap();
-                let worst = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
-                assert!(worst < 1e-5, "{d:?}: max |Δ| {worst}");
-                // Bit for bit whatever the threads: an int8 graph quantizes this output.
-                match &first {
-                    Some(f) => assert!(f == &got, "{d:?}: threads change the result"),
-                    None => first = Some(got),
+            for tier in fgemm::Tier::available() {
+                let mut first: Option<Vec<f32>> = None;
+                for executor in [
+                    tract_linalg::multithread::Executor::SingleThread,
+                    pool.clone(),
+                ] {
+                    let mut got = vec![f32::NAN; n];
+                    attention_on(tier, d, 0.177, [&q, &k, &v], &bias, &mut got, &executor).unwrap();
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(worst < 1e-5, "{tier:?} {d:?}: max |Δ| {worst}");
+                    // Bit for bit whatever the threads: an int8 graph quantizes this output.
+                    match &first {
+                        Some(f) => assert!(f == &got, "{tier:?} {d:?}: threads change the result"),
+                        None => first = Some(got),
+                    }
                 }
+                // Nor where the tensors lie: the same values one element further on.
+                let shifted = |t: &[f32]| [&[0.0][..], t].concat();
+                let (q1, k1, v1) = (shifted(&q), shifted(&k), shifted(&v));
+                let mut out1 = vec![0f32; n + 1];
+                let single = tract_linalg::multithread::Executor::SingleThread;
+                attention_on(
+                    tier,
+                    d,
+                    0.177,
+                    [&q1[1..], &k1[1..], &v1[1..]],
+                    &bias,
+                    &mut out1[1..],
+                    &single,
+                )
+                .unwrap();
+                assert!(
+                    first.as_deref() == Some(&out1[1..]),
+                    "{tier:?} {d:?}: alignment changes the result"
+                );
             }
-            // Nor where the tensors lie: the same values one element further on.
-            let shifted = |t: &[f32]| [&[0.0][..], t].concat();
-            let (q1, k1, v1) = (shifted(&q), shifted(&k), shifted(&v));
-            let mut out1 = vec![0f32; n + 1];
-            let single = tract_linalg::multithread::Executor::SingleThread;
-            attention(
-                d,
-                0.177,
-                [&q1[1..], &k1[1..], &v1[1..]],
-                &bias,
-                &mut out1[1..],
-                &single,
-            )
-            .unwrap();
-            assert!(
-                first.as_deref() == Some(&out1[1..]),
-                "{d:?}: alignment changes the result"
-            );
         }
     }
 

@@ -14,7 +14,7 @@
 //!
 //! **Fused attention** ([`Attention`], in `attention.rs`; native builds): the whole
 //! `softmax(scale · Q·Kᵀ + key_bias) · V` of each layer in one operator, heads in parallel on
-//! the backend's threads.
+//! the backend's threads, its products on our f32 kernels (`fgemm.rs`).
 //!
 //! **Fused window attention** ([`WindowAttention`], in `window.rs`; native builds): the
 //! exporter's blocked sliding-window attention with global keys, from Q, K and V to the summed
@@ -32,6 +32,8 @@
 
 #[allow(unsafe_code)]
 pub mod attention;
+#[allow(unsafe_code)]
+pub mod fgemm;
 pub mod layernorm;
 #[allow(unsafe_code)]
 pub mod qgemm;
@@ -275,8 +277,9 @@ pub(crate) fn fixture_graph(
 /// other `Add` of two f32 tensors of one shape by [`SameShapeAdd`], and tract's dynamic
 /// quantization by [`DynamicQuantize`]. Returns how many nodes were replaced.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
-    // Fused attention not in the component: `matrixmultiply` has no wasm SIMD kernel, tract's
-    // products do. The int8 layers have our SIMD128 kernel there.
+    // Fused attention native only. In the component, on our `simd128` products, it measured
+    // slower than tract's plan (BENCHMARKS.md, wave 7: 127 → 132–148 ms at 128 tokens), which
+    // runs its wasm 8 × 8 product kernel and its wasm softmax rows.
     let mut replaced = if cfg!(target_family = "wasm") {
         0
     } else {

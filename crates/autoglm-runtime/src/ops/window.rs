@@ -4,20 +4,21 @@
 //! blocks at the ends), a `[batch, heads, blocks, block, 3·block + G]` score tensor (a concat of
 //! window and global scores), its softmax, four slices of it and four products summed: at 2,048
 //! tokens that was ~45 % of a run in slices, concats, packing and small products. Here each
-//! (batch item, head, query block) scores its keys in place (`sgemm` on strided views of K, no
-//! neighbour copies), adds the band and global biases, applies softmax with tract-linalg's
-//! kernels and accumulates the four products into one aligned scratch block: only one block's
+//! (batch item, head, query block) scores its keys with our f32 products ([`super::fgemm`]; each
+//! key block and V packed once per head, no neighbour copies), adds the band and global biases, applies softmax with tract-linalg's
+//! kernels and accumulates the four products into one block of context rows: only one block's
 //! scores are ever held (per head), and the heads run in parallel on the backend's threads.
 //!
 //! What it computes is exactly the graph's definition, including its edge cases: a key block
 //! outside the sequence scores 0 (before its bias, which masks it) and contributes nothing.
 //!
-//! `unsafe` as in `attention.rs`: `sgemm` takes raw pointers and strides; every call follows
-//! the size checks it relies on.
+//! `unsafe` as in `attention.rs`: only each head's writes into its own part of the shared
+//! output, after the size checks they rely on.
 
 use super::attention::{
     aligned, biased_scores, einsum, is_bin, run_tasks, single_use, Kernels, OutPtr,
 };
+use super::fgemm;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::array::{Slice, TypedConcat};
@@ -160,8 +161,22 @@ impl EvalOp for WindowAttention {
 }
 
 /// The kernel: `qkv` and `out` are `[batch, heads, seq, head_dim]`, `bias` the band
-/// `[batch, blocks, block, 3·block]` and the global-key bias `[batch, global]`.
+/// `[batch, blocks, block, 3·block]` and the global-key bias `[batch, global]`; its products on
+/// the process's f32 tier ([`fgemm::Tier::chosen`]).
 pub fn window_attention(
+    d: WindowDims,
+    scale: f32,
+    qkv: [&[f32]; 3],
+    bias: [&[f32]; 2],
+    out: &mut [f32],
+    executor: &tract_linalg::multithread::Executor,
+) -> TractResult<()> {
+    window_attention_on(fgemm::Tier::chosen(), d, scale, qkv, bias, out, executor)
+}
+
+/// [`window_attention`] on a given f32 tier.
+pub fn window_attention_on(
+    tier: fgemm::Tier,
     d: WindowDims,
     scale: f32,
     qkv: [&[f32]; 3],
@@ -187,78 +202,97 @@ pub fn window_attention(
         .flat_map(|b| (0..d.heads).map(move |h| (b, h)))
         .collect();
     run_tasks(&tasks, executor, |(b, h)| {
-        let mut scratch = Scratch::new(d);
+        let head = (b * d.heads + h) * d.seq() * d.head_dim;
+        let scratch = Scratch::new(tier, d, [&qkv[1][head..], &qkv[2][head..]])?;
         (0..d.blocks).try_for_each(|c| {
-            // SAFETY: the sizes were checked above; (b, h, c) is in range; each task writes
-            // only its own head.
-            unsafe { one_block(d, scale, qkv, bias, out, (b, h, c), &kernels, &mut scratch) }
+            let context = one_block(tier, d, scale, qkv[0], bias, (b, h, c), &kernels, &scratch)?;
+            // SAFETY: the sizes were checked above, so this block's `block · head_dim` values
+            // are within `out`; each task writes only its own head, and `run_tasks` joins every
+            // task before `out`'s borrow ends.
+            unsafe { out.write(head + c * d.block * d.head_dim, &context) };
+            Ok(())
         })
     })
 }
 
-/// One head's working memory, reused by its blocks.
+/// One head's working memory: its keys and values packed once for the products, reused by
+/// every query block.
 struct Scratch {
-    scores: Vec<f32>,
-    context: Vec<f32>,
-    row_bias: Vec<f32>,
+    /// Kᵀ of each key block (`[head_dim, block]`), and of the global keys.
+    key_blocks: Vec<fgemm::Packed>,
+    global_keys: fgemm::Packed,
+    /// V of the whole head, `[seq, head_dim]`.
+    values: fgemm::Packed,
+    /// One query block's scores (from a 64-byte boundary on: see [`aligned`]).
+    scores: std::cell::RefCell<Vec<f32>>,
+    row_bias: std::cell::RefCell<Vec<f32>>,
 }
 
 impl Scratch {
-    fn new(d: WindowDims) -> Scratch {
-        Scratch {
-            scores: vec![0f32; d.block * d.width() + 16],
-            context: vec![0f32; d.block * d.head_dim + 16],
-            row_bias: vec![0f32; d.width()],
-        }
+    /// `kv`: the head's K and V, from its first token on.
+    fn new(tier: fgemm::Tier, d: WindowDims, kv: [&[f32]; 2]) -> TractResult<Scratch> {
+        let dh = d.head_dim;
+        let key_blocks = (0..d.blocks)
+            .map(|n| {
+                let mut packed = fgemm::Packed::default();
+                packed.pack(tier, &kv[0][n * d.block * dh..], (dh, d.block), (1, dh))?;
+                Ok(packed)
+            })
+            .collect::<TractResult<Vec<_>>>()?;
+        let mut global_keys = fgemm::Packed::default();
+        global_keys.pack(tier, kv[0], (dh, d.global), (1, dh))?;
+        let mut values = fgemm::Packed::default();
+        values.pack(tier, kv[1], (d.seq(), dh), (dh, 1))?;
+        Ok(Scratch {
+            key_blocks,
+            global_keys,
+            values,
+            scores: vec![0f32; d.block * d.width() + 16].into(),
+            row_bias: vec![0f32; d.width()].into(),
+        })
     }
 }
 
-/// One query block `c` of head `h` of item `b`: its scores, softmax, and context rows.
-///
-/// # Safety
-/// The slices and the buffer behind `out` have the sizes `window_attention` checks, the
-/// indices are in range, and no other thread writes this block of `out`.
+/// One query block `c` of head `h` of item `b`: its scores, softmax, and context rows
+/// (`[block, head_dim]`), returned.
 #[allow(clippy::too_many_arguments)]
-unsafe fn one_block(
+fn one_block(
+    tier: fgemm::Tier,
     d: WindowDims,
     scale: f32,
-    qkv: [&[f32]; 3],
+    queries: &[f32],
     bias: [&[f32]; 2],
-    out: OutPtr,
     (b, h, c): (usize, usize, usize),
     kernels: &Kernels,
-    scratch: &mut Scratch,
-) -> TractResult<()> {
+    scratch: &Scratch,
+) -> TractResult<Vec<f32>> {
     let (block, dh, width) = (d.block, d.head_dim, d.width());
-    // The start of this head's [seq, head_dim] matrix, and of token `t` in it.
     let head = (b * d.heads + h) * d.seq() * dh;
-    let token = |t: usize| head + t * dh;
-    let scores = aligned(&mut scratch.scores, block * width);
-    let context = aligned(&mut scratch.context, block * dh);
-    let q = unsafe { qkv[0].as_ptr().add(token(c * block)) };
+    let q = fgemm::Strided {
+        data: &queries[head + c * block * dh..],
+        row: dh,
+    };
+    let mut scores = scratch.scores.borrow_mut();
+    let scores = aligned(&mut scores, block * width);
     // Key blocks c-1, c, c+1 in columns [0, block), [block, 2·block), [2·block, 3·block); a
     // block outside the sequence is the graph's zero block: scores 0.
     let neighbours = |j: usize| (c + j).checked_sub(1).filter(|&n| n < d.blocks);
     for j in 0..3 {
         match neighbours(j) {
-            Some(n) => unsafe {
-                matrixmultiply::sgemm(
-                    block,
-                    dh,
+            Some(n) => {
+                let keys = scratch.key_blocks[n].rows(0..dh);
+                let store = fgemm::Store::Overwrite;
+                fgemm::gemm(
+                    tier,
                     block,
                     scale,
                     q,
-                    dh as isize,
-                    1,
-                    qkv[1].as_ptr().add(token(n * block)),
-                    1,
-                    dh as isize,
-                    0.0,
-                    scores.as_mut_ptr().add(j * block),
-                    width as isize,
-                    1,
-                )
-            },
+                    keys,
+                    store,
+                    &mut scores[j * block..],
+                    width,
+                )?
+            }
             None => {
                 for row in scores.chunks_mut(width) {
                     row[j * block..(j + 1) * block].fill(0.0);
@@ -267,70 +301,56 @@ unsafe fn one_block(
         }
     }
     if d.global > 0 {
-        unsafe {
-            matrixmultiply::sgemm(
-                block,
-                dh,
-                d.global,
-                scale,
-                q,
-                dh as isize,
-                1,
-                qkv[1].as_ptr().add(token(0)),
-                1,
-                dh as isize,
-                0.0,
-                scores.as_mut_ptr().add(3 * block),
-                width as isize,
-                1,
-            );
-        }
+        let keys = scratch.global_keys.rows(0..dh);
+        let store = fgemm::Store::Overwrite;
+        fgemm::gemm(
+            tier,
+            block,
+            scale,
+            q,
+            keys,
+            store,
+            &mut scores[3 * block..],
+            width,
+        )?;
     }
     // Bias, then softmax, row by row: the band row of this block, then the global keys'.
     let band = &bias[0][(b * d.blocks + c) * block * 3 * block..][..block * 3 * block];
     let global = &bias[1][b * d.global..(b + 1) * d.global];
-    let row_bias = &mut scratch.row_bias;
+    let mut row_bias = scratch.row_bias.borrow_mut();
     row_bias[3 * block..].copy_from_slice(global);
     for (row, band_row) in scores.chunks_mut(width).zip(band.chunks(3 * block)) {
         row_bias[..3 * block].copy_from_slice(band_row);
-        kernels.softmax(row, row_bias)?;
+        kernels.softmax(row, &row_bias)?;
     }
     // context = P[:, window j] · V(block) for the blocks in range (the centre first, which is
     // always there), + P[:, global] · V[..global].
+    let mut context = vec![0f32; block * dh];
     let mut first = true;
     let mut accumulate = |col: usize, keys: usize, values: usize| {
-        unsafe {
-            matrixmultiply::sgemm(
-                block,
-                keys,
-                dh,
-                1.0,
-                scores.as_ptr().add(col),
-                width as isize,
-                1,
-                qkv[2].as_ptr().add(token(values)),
-                dh as isize,
-                1,
-                if first { 0.0 } else { 1.0 },
-                context.as_mut_ptr(),
-                dh as isize,
-                1,
-            );
-        }
+        let p = fgemm::Strided {
+            data: &scores[col..],
+            row: width,
+        };
+        let v = scratch.values.rows(values..values + keys);
+        let store = if first {
+            fgemm::Store::Overwrite
+        } else {
+            fgemm::Store::Accumulate
+        };
+        let r = fgemm::gemm(tier, block, 1.0, p, v, store, &mut context, dh);
         first = false;
+        r
     };
     for j in [1, 0, 2] {
         if let Some(n) = neighbours(j) {
-            accumulate(j * block, block, n * block);
+            accumulate(j * block, block, n * block)?;
         }
     }
     if d.global > 0 {
-        accumulate(3 * block, d.global, 0);
+        accumulate(3 * block, d.global, 0)?;
     }
-    unsafe {
-        std::ptr::copy_nonoverlapping(context.as_ptr(), out.0.add(token(c * block)), block * dh);
-    }
-    Ok(())
+    Ok(context)
 }
 
 /// Replaces every window attention of the exporter's graph (the softmax over its concatenated
@@ -717,30 +737,33 @@ mod tests {
                 .flat_map(|b| (0..global).map(move |g| if padded(b, g) { -1e9 } else { 0.0 }))
                 .collect();
             let want = reference(d, 0.177, [&q, &k, &v], [&band, &global_bias]);
-            let mut first: Option<Vec<f32>> = None;
-            for executor in [
-                tract_linalg::multithread::Executor::SingleThread,
-                pool.clone(),
-            ] {
-                let mut got = vec![f32::NAN; n];
-                window_attention(
-                    d,
-                    0.177,
-                    [&q, &k, &v],
-                    [&band, &global_bias],
-                    &mut got,
-                    &executor,
-                )
-                .unwrap();
-                let worst = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
-                assert!(worst < 1e-5, "{d:?}: max |Δ| {worst}");
-                match &first {
-                    Some(f) => assert!(f == &got, "{d:?}: threads change the result"),
-                    None => first = Some(got),
+            for tier in fgemm::Tier::available() {
+                let mut first: Option<Vec<f32>> = None;
+                for executor in [
+                    tract_linalg::multithread::Executor::SingleThread,
+                    pool.clone(),
+                ] {
+                    let mut got = vec![f32::NAN; n];
+                    window_attention_on(
+                        tier,
+                        d,
+                        0.177,
+                        [&q, &k, &v],
+                        [&band, &global_bias],
+                        &mut got,
+                        &executor,
+                    )
+                    .unwrap();
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(worst < 1e-5, "{tier:?} {d:?}: max |Δ| {worst}");
+                    match &first {
+                        Some(f) => assert!(f == &got, "{tier:?} {d:?}: threads change the result"),
+                        None => first = Some(got),
+                    }
                 }
             }
         }

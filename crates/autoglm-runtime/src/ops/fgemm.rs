@@ -1,0 +1,715 @@
+//! **f32 matrix products for the fused attention** ([`super::attention`]): `C = α·A·B (+ C)`
+//! with A read in place (any row stride) and B packed once per head in panels of [`Tier::nr`]
+//! columns. One register-tile kernel, compiled per instruction-set tier and chosen at run time:
+//!
+//! | tier | CPU | tile (rows × columns) | multiply-add |
+//! |---|---|---|---|
+//! | `avx512` | x86_64 with AVX-512F and FMA | 8 × 32 (16 zmm sums) | `vfmadd` |
+//! | `avx2` | x86_64 with AVX2 and FMA | 6 × 16 (12 ymm sums) | `vfmadd` |
+//! | `neon` | aarch64 | 6 × 16 (24 q sums) | `fmla` |
+//! | `scalar` | anything | 4 × 4 | — |
+//!
+//! `AUTOGLM_F32_KERNEL=<tier>` forces a tier (if the CPU has it; else the best one is used), so
+//! that every tier a test machine supports is tested and measured on it.
+//!
+//! Why not `matrixmultiply::sgemm`, which the attention used before: it packs both operands on
+//! every call (a quarter of the attention's time at 128 tokens went to packing). The
+//! component has no tier here: it keeps tract's attention plan, which measured faster there
+//! than this kernel on SIMD128 (BENCHMARKS.md, wave 7). The attention's products are short in `k` (the head width, 32 for MiniLM)
+//! or in `n` (the head width again): here K and V are packed once per head (`O(seq · width)`,
+//! against `O(seq² · width)` multiply-adds) and the queries and probabilities are read where
+//! they lie, so nothing is packed per query block.
+//!
+//! The kernel is safe Rust on fixed-size arrays that the compiler keeps in registers and
+//! vectorizes; `unsafe` here is only the call into a tier's `#[target_feature]` copy of it,
+//! after run-time detection of that feature. Results depend on the tier (FMA rounds once), never
+//! on threads or on where the operands lie. Every tier is tested against an f64 evaluation of
+//! the definition on random shapes with tails in every dimension, strides and accumulation.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::ensure;
+
+/// An instruction-set tier of the f32 product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 4] = [Tier::Scalar, Tier::Avx2, Tier::Avx512, Tier::Neon];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Scalar => "scalar",
+            Tier::Avx2 => "avx2",
+            Tier::Avx512 => "avx512",
+            Tier::Neon => "neon",
+        }
+    }
+
+    /// Whether this CPU runs the tier.
+    pub fn supported(self) -> bool {
+        match self {
+            Tier::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx2 => {
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512 => {
+                std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Tier::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Every tier this CPU runs, best first.
+    pub fn available() -> Vec<Tier> {
+        [Tier::Avx512, Tier::Avx2, Tier::Neon, Tier::Scalar]
+            .into_iter()
+            .filter(|t| t.supported())
+            .collect()
+    }
+
+    /// The tier a name asks for (`AUTOGLM_F32_KERNEL`) if this CPU runs it; else the best one.
+    pub fn select(requested: Option<&str>) -> Tier {
+        let available = Tier::available();
+        requested
+            .and_then(|name| Tier::ALL.into_iter().find(|t| t.name() == name.trim()))
+            .filter(|t| available.contains(t))
+            .unwrap_or(available[0])
+    }
+
+    /// The tier for this process: [`Tier::select`] of `AUTOGLM_F32_KERNEL`.
+    pub fn chosen() -> Tier {
+        static CHOSEN: std::sync::OnceLock<Tier> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| Tier::select(std::env::var("AUTOGLM_F32_KERNEL").ok().as_deref()))
+    }
+
+    /// Columns per panel (and per tile).
+    pub fn nr(self) -> usize {
+        match self {
+            Tier::Avx512 => 32,
+            Tier::Avx2 | Tier::Neon => 16,
+            Tier::Scalar => 4,
+        }
+    }
+}
+
+/// B `[k, n]` packed for a tier: `⌈n / nr⌉` panels of `k` rows of `nr` values, the columns past
+/// `n` zero. Reused between calls: [`Packed::pack`] only grows its buffer.
+#[derive(Debug, Clone, Default)]
+pub struct Packed {
+    data: Vec<f32>,
+    k: usize,
+    n: usize,
+    nr: usize,
+}
+
+impl Packed {
+    /// Packs `B[i, j] = src[i·row + j·col]` for `i < k`, `j < n`.
+    pub fn pack(
+        &mut self,
+        tier: Tier,
+        src: &[f32],
+        (k, n): (usize, usize),
+        (row, col): (usize, usize),
+    ) -> TractResult<()> {
+        let nr = tier.nr();
+        if k > 0 && n > 0 {
+            let last = (k - 1)
+                .checked_mul(row)
+                .zip((n - 1).checked_mul(col))
+                .and_then(|(a, b)| a.checked_add(b));
+            ensure!(
+                last.is_some_and(|l| l < src.len()),
+                "f32 product: [{k}, {n}] with strides ({row}, {col}) outside {} values",
+                src.len()
+            );
+        }
+        let len = n.div_ceil(nr) * k * nr;
+        self.data.clear();
+        self.data.resize(len, 0.0);
+        for (p, panel) in self.data.chunks_exact_mut((k * nr).max(1)).enumerate() {
+            let cols = nr.min(n - p * nr);
+            if col == 1 {
+                // Rows of B lie contiguous (V): one copy per row.
+                for (i, dst) in panel.chunks_exact_mut(nr).enumerate() {
+                    let first = i * row + p * nr;
+                    dst[..cols].copy_from_slice(&src[first..first + cols]);
+                }
+            } else if row == 1 {
+                // Columns of B lie contiguous (K, for Kᵀ): eight of them at a time, each read
+                // in order, so that every row of the panel gets eight adjacent values at once.
+                let mut c0 = 0;
+                while c0 + 8 <= cols {
+                    let columns: [&[f32]; 8] =
+                        std::array::from_fn(|r| &src[(p * nr + c0 + r) * col..][..k]);
+                    for (i, dst) in panel.chunks_exact_mut(nr).enumerate() {
+                        for (r, d) in dst[c0..c0 + 8].iter_mut().enumerate() {
+                            *d = columns[r][i];
+                        }
+                    }
+                    c0 += 8;
+                }
+                for c in c0..cols {
+                    let column = &src[(p * nr + c) * col..][..k];
+                    for (dst, x) in panel.chunks_exact_mut(nr).zip(column) {
+                        dst[c] = *x;
+                    }
+                }
+            } else {
+                for (i, dst) in panel.chunks_exact_mut(nr).enumerate() {
+                    for (c, d) in dst[..cols].iter_mut().enumerate() {
+                        *d = src[i * row + (p * nr + c) * col];
+                    }
+                }
+            }
+        }
+        (self.k, self.n, self.nr) = (k, n, nr);
+        Ok(())
+    }
+
+    /// Rows `rows` of B as a narrower B (its panels keep their layout).
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> PackedRows<'_> {
+        PackedRows { packed: self, rows }
+    }
+}
+
+/// A range of the rows of a [`Packed`] B.
+#[derive(Debug, Clone)]
+pub struct PackedRows<'a> {
+    packed: &'a Packed,
+    rows: std::ops::Range<usize>,
+}
+
+/// Where A lies: `A[i, p] = data[i·row + p]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Strided<'a> {
+    pub data: &'a [f32],
+    pub row: usize,
+}
+
+/// What a product does with C.
+#[derive(Debug, Clone, Copy)]
+pub enum Store<'a> {
+    /// `C = α·A·B`
+    Overwrite,
+    /// `C += α·A·B`
+    Accumulate,
+    /// `C[i, j] = α·(A·B)[i, j] + row[j]`: one row added to every row (`row` has B's columns).
+    AddRow(&'a [f32]),
+}
+
+/// `C[i, j] = α·Σ_p A[i, p]·B[p, j]`, stored as `store` says, for `i < m`, `j < n` (B's
+/// columns), `p < k` (B's rows), with `C[i, j] = c[i·ldc + j]`; computed on `tier` (which must
+/// be the one B was packed for).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    tier: Tier,
+    m: usize,
+    alpha: f32,
+    a: Strided,
+    b: PackedRows,
+    store: Store,
+    c: &mut [f32],
+    ldc: usize,
+) -> TractResult<()> {
+    let (k, n) = (b.rows.len(), b.packed.n);
+    ensure!(
+        b.packed.nr == tier.nr() && b.rows.end <= b.packed.k,
+        "f32 product: B packed for {} columns and {} rows, used on {} with rows {:?}",
+        b.packed.nr,
+        b.packed.k,
+        tier.name(),
+        b.rows
+    );
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let fits = |len: usize, ld: usize, cols: usize| {
+        (m - 1)
+            .checked_mul(ld)
+            .and_then(|x| x.checked_add(cols))
+            .is_some_and(|end| end <= len)
+    };
+    ensure!(
+        !matches!(store, Store::AddRow(row) if row.len() != n),
+        "f32 product: a row of {} values added to {n} columns",
+        match store {
+            Store::AddRow(row) => row.len(),
+            _ => 0,
+        }
+    );
+    ensure!(
+        fits(a.data.len(), a.row, k) && fits(c.len(), ldc, n),
+        "f32 product: A ({} values, row {}) or C ({} values, row {ldc}) too small for [{m}, {k}] · [{k}, {n}]",
+        a.data.len(),
+        a.row,
+        c.len()
+    );
+    if k == 0 {
+        // An empty sum: α·0.
+        for i in 0..m {
+            let dst = &mut c[i * ldc..i * ldc + n];
+            match store {
+                Store::Overwrite => dst.fill(0.0),
+                Store::Accumulate => {}
+                Store::AddRow(row) => dst.copy_from_slice(row),
+            }
+        }
+        return Ok(());
+    }
+    let args = Args {
+        m,
+        k,
+        n,
+        alpha,
+        a,
+        b,
+        store,
+        ldc,
+    };
+    match tier {
+        // SAFETY (both x86 tiers): the tier's CPU features were detected just now.
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx512 if tier.supported() => {
+            product::<8, 32>(args, c, |k, a, b, out| unsafe { x86::avx512(k, a, b, out) })
+        }
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2 if tier.supported() => {
+            product::<6, 16>(args, c, |k, a, b, out| unsafe { x86::avx2(k, a, b, out) })
+        }
+        #[cfg(target_arch = "aarch64")]
+        Tier::Neon => product::<6, 16>(args, c, tile::<6, 16, true>),
+        Tier::Scalar => product::<4, 4>(args, c, tile::<4, 4, false>),
+        #[allow(unreachable_patterns)]
+        _ => tract_onnx::tract_core::internal::bail!(
+            "f32 product: this CPU has no {} tier",
+            tier.name()
+        ),
+    }
+    Ok(())
+}
+
+/// One call's operands, checked.
+struct Args<'a> {
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: Strided<'a>,
+    b: PackedRows<'a>,
+    store: Store<'a>,
+    ldc: usize,
+}
+
+/// Where one tile goes: `c` from the tile's first value on, its row stride, how many of its
+/// rows and columns are stored, and how.
+struct TileOut<'a> {
+    c: &'a mut [f32],
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    alpha: f32,
+    /// For [`Store::AddRow`], the row from the tile's first column on.
+    store: Store<'a>,
+}
+
+/// The x86 tiles, compiled for their instruction sets.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{store_tile, sums_into, TileOut};
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn avx512(k: usize, a: [&[f32]; 8], b: &[f32], out: TileOut) {
+        let mut sums = [[0f32; 32]; 8];
+        // SAFETY: this function's features are the callee's.
+        unsafe { sums_avx512(k, a, b, &mut sums) };
+        store_tile(&sums, out)
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    #[inline(never)]
+    unsafe fn sums_avx512(k: usize, a: [&[f32]; 8], b: &[f32], sums: &mut [[f32; 32]; 8]) {
+        sums_into::<8, 32, true>(k, a, b, sums)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2(k: usize, a: [&[f32]; 6], b: &[f32], out: TileOut) {
+        let mut sums = [[0f32; 16]; 6];
+        // SAFETY: this function's features are the callee's.
+        unsafe { sums_avx2(k, a, b, &mut sums) };
+        store_tile(&sums, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn sums_avx2(k: usize, a: [&[f32]; 6], b: &[f32], sums: &mut [[f32; 16]; 6]) {
+        sums_into::<6, 16, true>(k, a, b, sums)
+    }
+}
+
+/// The product in tiles of `MR × NR`, each computed and stored by `tile`: panel by panel (one
+/// panel of B stays in cache while the rows of A stream past it).
+fn product<const MR: usize, const NR: usize>(
+    args: Args,
+    c: &mut [f32],
+    tile: impl Fn(usize, [&[f32]; MR], &[f32], TileOut),
+) {
+    let Args {
+        m,
+        k,
+        n,
+        alpha,
+        a,
+        b,
+        store,
+        ldc,
+    } = args;
+    let panel_len = b.packed.k * NR;
+    for (p, panel) in b.packed.data.chunks_exact(panel_len.max(1)).enumerate() {
+        let panel = &panel[b.rows.start * NR..b.rows.end * NR];
+        let (j0, cols) = (p * NR, NR.min(n - p * NR));
+        let store = match store {
+            Store::AddRow(row) => Store::AddRow(&row[j0..j0 + cols]),
+            other => other,
+        };
+        for i0 in (0..m).step_by(MR) {
+            let rows = MR.min(m - i0);
+            // Rows past `m` repeat the last one (computed, never stored).
+            let a_rows: [&[f32]; MR] = std::array::from_fn(|r| {
+                let i = i0 + r.min(rows - 1);
+                &a.data[i * a.row..i * a.row + k]
+            });
+            let out = TileOut {
+                c: &mut c[i0 * ldc + j0..],
+                ldc,
+                rows,
+                cols,
+                alpha,
+                store,
+            };
+            tile(k, a_rows, panel, out);
+        }
+    }
+}
+
+/// A tile on the tiers without `#[target_feature]` copies.
+fn tile<const MR: usize, const NR: usize, const FMA: bool>(
+    k: usize,
+    a_rows: [&[f32]; MR],
+    panel: &[f32],
+    out: TileOut,
+) {
+    let mut sums = [[0f32; NR]; MR];
+    sums_of::<MR, NR, FMA>(k, a_rows, panel, &mut sums);
+    store_tile(&sums, out)
+}
+
+/// [`sums_into`] as a function of its own.
+#[inline(never)]
+fn sums_of<const MR: usize, const NR: usize, const FMA: bool>(
+    k: usize,
+    a_rows: [&[f32]; MR],
+    panel: &[f32],
+    sums: &mut [[f32; NR]; MR],
+) {
+    sums_into::<MR, NR, FMA>(k, a_rows, panel, sums)
+}
+
+/// `MR × NR` sums of `a_rows[r][p] · panel[p·NR + j]` over `p < k`. A function of its own
+/// (never inlined into its caller's loops; inlined into a tier's copy), whose sums are a local
+/// that only constant indices reach: so the compiler keeps them in registers through the loop
+/// and writes them out once (inlined into a caller that then reads them with a variable
+/// index, they stayed in memory: 16 stores per step).
+#[inline(always)]
+fn sums_into<const MR: usize, const NR: usize, const FMA: bool>(
+    k: usize,
+    a_rows: [&[f32]; MR],
+    panel: &[f32],
+    out: &mut [[f32; NR]; MR],
+) {
+    let mut sums = [[0f32; NR]; MR];
+    // Exactly `k` values each: no bounds checks left in the loop.
+    let a_rows = a_rows.map(|row| &row[..k]);
+    for (p, b) in panel[..k * NR].chunks_exact(NR).enumerate() {
+        for r in 0..MR {
+            let x = a_rows[r][p];
+            for j in 0..NR {
+                sums[r][j] = if FMA {
+                    x.mul_add(b[j], sums[r][j])
+                } else {
+                    sums[r][j] + x * b[j]
+                };
+            }
+        }
+    }
+    *out = sums;
+}
+
+/// A tile's sums into C, with the caller's vectors.
+#[inline(always)]
+fn store_tile<const MR: usize, const NR: usize>(sums: &[[f32; NR]; MR], out: TileOut) {
+    let TileOut {
+        c,
+        ldc,
+        rows,
+        cols,
+        alpha,
+        store,
+    } = out;
+    for (r, sum) in sums.iter().enumerate().take(rows) {
+        store_row(&mut c[r * ldc..r * ldc + cols], sum, alpha, store);
+    }
+}
+
+/// One row of a tile into C (`dst`: its stored columns).
+#[inline(always)]
+fn store_row<const NR: usize>(dst: &mut [f32], sum: &[f32; NR], alpha: f32, store: Store) {
+    match store {
+        Store::Overwrite => {
+            for (d, s) in dst.iter_mut().zip(sum) {
+                *d = alpha * s;
+            }
+        }
+        Store::Accumulate => {
+            for (d, s) in dst.iter_mut().zip(sum) {
+                *d += alpha * s;
+            }
+        }
+        Store::AddRow(add) => {
+            for ((d, s), x) in dst.iter_mut().zip(sum).zip(add) {
+                *d = alpha * s + x;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::ops::attention::tests::values;
+
+    /// The definition in f64.
+    fn reference(
+        (m, k, n): (usize, usize, usize),
+        alpha: f32,
+        a: Strided,
+        b: &[f32],
+        (brow, bcol): (usize, usize),
+        c0: Option<&[f32]>,
+        ldc: usize,
+    ) -> Vec<f32> {
+        let mut c = c0.map(|c| c.to_vec()).unwrap_or(vec![0.0; m * ldc]);
+        for i in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..k)
+                    .map(|p| f64::from(a.data[i * a.row + p]) * f64::from(b[p * brow + j * bcol]))
+                    .sum();
+                let prior = c0.map_or(0.0, |c| f64::from(c[i * ldc + j]));
+                c[i * ldc + j] = (prior + f64::from(alpha) * dot) as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn every_tier_equals_the_definition_on_shapes_tails_and_strides() {
+        let tiers = Tier::available();
+        assert!(tiers.contains(&Tier::Scalar));
+        let mut seed = 1;
+        // Rows, depth and columns below, at and across every tile; strides wider than rows;
+        // B transposed (K) and not (V); a row range of B; accumulation.
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (8, 32, 32),
+            (9, 33, 33),
+            (17, 32, 100),
+            (128, 32, 131),
+            (40, 257, 32),
+            (6, 64, 48),
+            (13, 7, 65),
+        ] {
+            for tier in &tiers {
+                for transposed in [false, true] {
+                    for mode in 0..3 {
+                        seed += 1;
+                        let lda = k + (seed as usize % 3);
+                        let ldc = n + (seed as usize % 2) * 5;
+                        let a = values(m * lda, seed * 7);
+                        let (brow, bcol) = if transposed { (1, k + 2) } else { (n + 1, 1) };
+                        // Extra rows before and after: a row range of B.
+                        let (before, after) = (2, 3);
+                        let rows_total = k + before + after;
+                        let b = values(rows_total.max(1) * (n + 1) * (k + 2), seed * 7 + 1);
+                        let mut packed = Packed::default();
+                        packed
+                            .pack(*tier, &b, (rows_total, n), (brow, bcol))
+                            .unwrap();
+                        let c0 = values(m * ldc, seed * 7 + 2);
+                        let row_add = values(n, seed * 7 + 3);
+                        let store =
+                            [Store::Overwrite, Store::Accumulate, Store::AddRow(&row_add)][mode];
+                        let accumulate = mode == 1;
+                        let mut got = if accumulate {
+                            c0.clone()
+                        } else {
+                            vec![f32::NAN; m * ldc]
+                        };
+                        let strided = Strided { data: &a, row: lda };
+                        gemm(
+                            *tier,
+                            m,
+                            0.75,
+                            strided,
+                            packed.rows(before..before + k),
+                            store,
+                            &mut got,
+                            ldc,
+                        )
+                        .unwrap();
+                        let mut want = reference(
+                            (m, k, n),
+                            0.75,
+                            strided,
+                            &b[before * brow..],
+                            (brow, bcol),
+                            accumulate.then_some(&c0[..]),
+                            ldc,
+                        );
+                        if mode == 2 {
+                            for i in 0..m {
+                                for j in 0..n {
+                                    want[i * ldc + j] += row_add[j];
+                                }
+                            }
+                        }
+                        for i in 0..m {
+                            for j in 0..ldc {
+                                let (g, w) = (got[i * ldc + j], want[i * ldc + j]);
+                                if j < n {
+                                    let tol = 1e-5 * (1.0 + k as f32).sqrt();
+                                    assert!(
+                                        (g - w).abs() <= tol,
+                                        "{tier:?} [{m},{k}]·[{k},{n}] t={transposed} {store:?} ({i},{j}): {g} vs {w}"
+                                    );
+                                } else if accumulate {
+                                    // Past n: untouched.
+                                    assert_eq!(g.to_bits(), c0[i * ldc + j].to_bits());
+                                } else {
+                                    assert!(g.is_nan(), "{tier:?}: wrote past column {n}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_operands_are_refused() {
+        let tier = Tier::Scalar;
+        let mut packed = Packed::default();
+        assert!(packed.pack(tier, &[0.0; 5], (2, 3), (3, 1)).is_err());
+        packed.pack(tier, &[1.0; 6], (2, 3), (3, 1)).unwrap();
+        let mut c = vec![0.0; 6];
+        let a = [1.0; 4];
+        // A too short for 2 rows of k = 2 with row stride 3.
+        let short = Strided { data: &a, row: 3 };
+        assert!(gemm(
+            tier,
+            2,
+            1.0,
+            short,
+            packed.rows(0..2),
+            Store::Overwrite,
+            &mut c,
+            3
+        )
+        .is_err());
+        // C too short.
+        let ok = Strided { data: &a, row: 2 };
+        assert!(gemm(
+            tier,
+            2,
+            1.0,
+            ok,
+            packed.rows(0..2),
+            Store::Overwrite,
+            &mut c[..5],
+            3
+        )
+        .is_err());
+        // Rows of B past its end; a tier B was not packed for.
+        assert!(gemm(
+            tier,
+            2,
+            1.0,
+            ok,
+            packed.rows(0..3),
+            Store::Overwrite,
+            &mut c,
+            3
+        )
+        .is_err());
+        if let Some(other) = Tier::available().into_iter().find(|t| t.nr() != tier.nr()) {
+            assert!(gemm(
+                other,
+                2,
+                1.0,
+                ok,
+                packed.rows(0..2),
+                Store::Overwrite,
+                &mut c,
+                3
+            )
+            .is_err());
+        }
+        // A row to add of the wrong length.
+        let row = [1.0; 2];
+        assert!(gemm(
+            tier,
+            2,
+            1.0,
+            ok,
+            packed.rows(0..2),
+            Store::AddRow(&row),
+            &mut c,
+            3
+        )
+        .is_err());
+        gemm(
+            tier,
+            2,
+            1.0,
+            ok,
+            packed.rows(0..2),
+            Store::Overwrite,
+            &mut c,
+            3,
+        )
+        .unwrap();
+        assert_eq!(c, [2.0; 6]);
+        gemm(
+            tier,
+            2,
+            1.0,
+            ok,
+            packed.rows(0..2),
+            Store::AddRow(&[1.0, 2.0, 3.0]),
+            &mut c,
+            3,
+        )
+        .unwrap();
+        assert_eq!(c, [3.0, 4.0, 5.0, 3.0, 4.0, 5.0]);
+    }
+}
