@@ -39,8 +39,6 @@ pub enum Tier {
 }
 
 impl Tier {
-    pub const ALL: [Tier; 4] = [Tier::Scalar, Tier::Avx2, Tier::Avx512, Tier::Neon];
-
     pub fn name(self) -> &'static str {
         match self {
             Tier::Scalar => "scalar",
@@ -79,11 +77,7 @@ impl Tier {
 
     /// The tier a name asks for (`AUTOGLM_F32_KERNEL`) if this CPU runs it; else the best one.
     pub fn select(requested: Option<&str>) -> Tier {
-        let available = Tier::available();
-        requested
-            .and_then(|name| Tier::ALL.into_iter().find(|t| t.name() == name.trim()))
-            .filter(|t| available.contains(t))
-            .unwrap_or(available[0])
+        super::pick_tier(&Tier::available(), Tier::name, requested)
     }
 
     /// The tier for this process: [`Tier::select`] of `AUTOGLM_F32_KERNEL`.
@@ -612,6 +606,18 @@ pub(super) mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_forced_tier_is_used_only_where_the_cpu_has_it() {
+        let best = Tier::available()[0];
+        assert_eq!(Tier::select(None), best);
+        assert_eq!(Tier::select(Some(" scalar ")), Tier::Scalar);
+        assert_eq!(Tier::select(Some("no such tier")), best);
+        for tier in [Tier::Avx512, Tier::Avx2, Tier::Neon] {
+            let expected = if tier.supported() { tier } else { best };
+            assert_eq!(Tier::select(Some(tier.name())), expected);
         }
     }
 

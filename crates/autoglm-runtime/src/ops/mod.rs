@@ -54,6 +54,23 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::math::Add;
 
+/// The kernel tier `requested` names (`AUTOGLM_INT8_KERNEL`, `AUTOGLM_F32_KERNEL`) if it is
+/// among `available` (this CPU's tiers, best first); else the best one.
+pub(crate) fn pick_tier<T: Copy + PartialEq>(
+    available: &[T],
+    name: impl Fn(T) -> &'static str,
+    requested: Option<&str>,
+) -> T {
+    requested
+        .and_then(|wanted| {
+            available
+                .iter()
+                .copied()
+                .find(|t| name(*t) == wanted.trim())
+        })
+        .unwrap_or(available[0])
+}
+
 /// `scores + bias` where `bias` has the scores' first axis, then 1s, then the scores' own
 /// trailing axes: the bias block of batch item `b` is added to every block of `scores[b]` (dense
 /// attention: a row of keys onto every query row of every head; window attention: the band of

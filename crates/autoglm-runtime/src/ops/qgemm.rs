@@ -128,11 +128,7 @@ impl Tier {
 
     /// The tier a name asks for (`AUTOGLM_INT8_KERNEL`) if this CPU runs it; else the best one.
     pub fn select(requested: Option<&str>) -> Tier {
-        let available = Tier::available();
-        requested
-            .and_then(|name| Tier::ALL.into_iter().find(|t| t.name() == name.trim()))
-            .filter(|t| available.contains(t))
-            .unwrap_or(available[0])
+        super::pick_tier(&Tier::available(), Tier::name, requested)
     }
 
     /// The tier for this process: [`Tier::select`] of `AUTOGLM_INT8_KERNEL`.

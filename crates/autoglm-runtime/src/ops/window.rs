@@ -277,31 +277,8 @@ fn one_block(
     // Key blocks c-1, c, c+1 in columns [0, block), [block, 2·block), [2·block, 3·block); a
     // block outside the sequence is the graph's zero block: scores 0.
     let neighbours = |j: usize| (c + j).checked_sub(1).filter(|&n| n < d.blocks);
-    for j in 0..3 {
-        match neighbours(j) {
-            Some(n) => {
-                let keys = scratch.key_blocks[n].rows(0..dh);
-                let store = fgemm::Store::Overwrite;
-                fgemm::gemm(
-                    tier,
-                    block,
-                    scale,
-                    q,
-                    keys,
-                    store,
-                    &mut scores[j * block..],
-                    width,
-                )?
-            }
-            None => {
-                for row in scores.chunks_mut(width) {
-                    row[j * block..(j + 1) * block].fill(0.0);
-                }
-            }
-        }
-    }
-    if d.global > 0 {
-        let keys = scratch.global_keys.rows(0..dh);
+    // scores[.., col..] = scale · Q(block) · keys
+    let score = |scores: &mut [f32], keys: fgemm::PackedRows, col: usize| {
         let store = fgemm::Store::Overwrite;
         fgemm::gemm(
             tier,
@@ -310,9 +287,22 @@ fn one_block(
             q,
             keys,
             store,
-            &mut scores[3 * block..],
+            &mut scores[col..],
             width,
-        )?;
+        )
+    };
+    for j in 0..3 {
+        match neighbours(j) {
+            Some(n) => score(scores, scratch.key_blocks[n].rows(0..dh), j * block)?,
+            None => {
+                for row in scores.chunks_mut(width) {
+                    row[j * block..(j + 1) * block].fill(0.0);
+                }
+            }
+        }
+    }
+    if d.global > 0 {
+        score(scores, scratch.global_keys.rows(0..dh), 3 * block)?;
     }
     // Bias, then softmax, row by row: the band row of this block, then the global keys'.
     let band = &bias[0][(b * d.blocks + c) * block * 3 * block..][..block * 3 * block];
