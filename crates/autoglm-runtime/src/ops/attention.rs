@@ -600,11 +600,7 @@ pub(super) mod tests {
                 ] {
                     let mut got = vec![f32::NAN; n];
                     attention_on(tier, d, 0.177, [&q, &k, &v], &bias, &mut got, &executor).unwrap();
-                    let worst = got
-                        .iter()
-                        .zip(&want)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0f32, f32::max);
+                    let worst = autoglm_testkit::max_abs_diff(&got, &want);
                     assert!(worst < 1e-5, "{tier:?} {d:?}: max |Δ| {worst}");
                     // Bit for bit whatever the threads: an int8 graph quantizes this output.
                     match &first {

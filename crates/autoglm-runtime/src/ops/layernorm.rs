@@ -249,11 +249,7 @@ mod tests {
             for (e, g) in expected.iter().zip(got.iter()) {
                 let (e, g) = (e.try_as_plain_ram()?, g.try_as_plain_ram()?);
                 let (e, g) = (e.as_slice::<f32>()?, g.as_slice::<f32>()?);
-                let diff = e
-                    .iter()
-                    .zip(g)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
+                let diff = autoglm_testkit::max_abs_diff(e, g);
                 assert!(diff <= 1e-6, "{quantization:?}: max |Δ| {diff}");
             }
         }

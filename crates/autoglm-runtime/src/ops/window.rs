@@ -744,11 +744,7 @@ mod tests {
                         &executor,
                     )
                     .unwrap();
-                    let worst = got
-                        .iter()
-                        .zip(&want)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0f32, f32::max);
+                    let worst = autoglm_testkit::max_abs_diff(&got, &want);
                     assert!(worst < 1e-5, "{tier:?} {d:?}: max |Δ| {worst}");
                     match &first {
                         Some(f) => assert!(f == &got, "{tier:?} {d:?}: threads change the result"),
