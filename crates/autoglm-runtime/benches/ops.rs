@@ -113,6 +113,8 @@ fn window_attention(c: &mut Criterion) {
             }
         })
         .collect();
+    // The global query (token 0) attends to every key.
+    let keys = vec![0f32; 2048];
     let mut out = vec![0f32; n];
     for (threads, executor) in [
         (1, tract_linalg::multithread::Executor::SingleThread),
@@ -120,7 +122,12 @@ fn window_attention(c: &mut Criterion) {
     ] {
         group.bench_function(BenchmarkId::new(format!("12x32/{threads}t"), 2048), |b| {
             b.iter(|| {
-                window::window_attention(d, 0.177, [&q, k, v], [&band, &[0.0]], &mut out, &executor)
+                let biases = window::Biases {
+                    band: &band,
+                    global: &[0.0],
+                    keys: Some(&keys),
+                };
+                window::window_attention(d, 0.177, [&q, k, v], biases, &mut out, &executor)
                     .expect("window attention")
             })
         });

@@ -64,6 +64,12 @@ fn check(name: &str, options: ExportOptions) {
             (fixture::LAYERS, 0)
         };
         assert_eq!((dense, window), want, "{name}: attention not fused");
+        // No softmax is left to tract: the window's global queries are in its operator too.
+        assert_eq!(
+            fast.op_count("Softmax"),
+            0,
+            "{name}: a softmax left unfused"
+        );
         // int8: every linear layer of every layer (q, k, v, output, up, down) is one op.
         let int8_linears = if name == "int8" {
             6 * fixture::LAYERS

@@ -246,14 +246,6 @@ impl Kernels {
         })
     }
 
-    /// `row += bias`, then softmax in place.
-    pub(super) fn softmax(&self, row: &mut [f32], bias: &[f32]) -> TractResult<()> {
-        for (s, b) in row.iter_mut().zip(bias) {
-            *s += *b;
-        }
-        self.softmax_in_place(row)
-    }
-
     /// Softmax in place.
     pub(super) fn softmax_in_place(&self, row: &mut [f32]) -> TractResult<()> {
         let max = self.max.run(row)?;

@@ -8,6 +8,9 @@
 //! key block and V packed once per head, no neighbour copies), adds the band and global biases, applies softmax with tract-linalg's
 //! kernels and accumulates the four products into one block of context rows: only one block's
 //! scores are ever held (per head), and the heads run in parallel on the backend's threads.
+//! The rows of a query block go in groups of a few tiles, each scoring only the key columns
+//! that some row of the group can see: keys its band bias masks ([`MASKED_KEY`]) add exactly
+//! 0 to the softmax and are skipped (a third of the window's columns with the exporter's band).
 //!
 //! What it computes is exactly the graph's definition, including its edge cases: a key block
 //! outside the sequence scores 0 (before its bias, which masks it) and contributes nothing.
@@ -29,6 +32,10 @@ use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 const WINDOW_SCORES: &str = "abcmk,abcnk->abcmn";
 /// Scores of a query block against the global keys.
 const GLOBAL_SCORES: &str = "abcmk,abnk->abcmn";
+/// The global queries' scores against every key, and their context (a: batch, b: head, m:
+/// query, n: key, k: the contracted axis).
+const GLOBAL_QUERY_SCORES: &str = "abmk,abnk->abmn";
+const GLOBAL_QUERY_CONTEXT: &str = "abmk,abkn->abmn";
 /// A slice of the probabilities times one neighbouring block of values.
 const WINDOW_CONTEXT: &str = "abcmk,abckn->abcmn";
 /// The global slice of the probabilities times the global values.
@@ -36,12 +43,16 @@ const GLOBAL_CONTEXT: &str = "abcmk,abkn->abcmn";
 
 /// Inputs Q, K, V `[batch, heads, seq, head_dim]` (`seq` whole blocks), the band bias
 /// `[batch, 1, blocks, block, 3·block]` and the global-key bias `[batch, 1, 1, 1, global]`;
-/// output the context `[batch, heads, blocks, block, head_dim]`.
+/// output the context `[batch, heads, blocks, block, head_dim]`. With `global_queries`, a
+/// sixth input, the key bias `[batch, 1, 1, seq]`, and the first `global` queries attend to
+/// every key with it (the graph's global queries, a dense attention of their own whose rows
+/// replace theirs); the output is then `[batch, heads, seq, head_dim]`, the graph's layout there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowAttention {
     pub scale: f32,
     pub block: usize,
     pub global: usize,
+    pub global_queries: bool,
 }
 
 impl Eq for WindowAttention {}
@@ -52,8 +63,8 @@ impl Op for WindowAttention {
     }
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "scale: {}, block: {}, global: {}",
-            self.scale, self.block, self.global
+            "scale: {}, block: {}, global: {}, global queries: {}",
+            self.scale, self.block, self.global, self.global_queries
         )])
     }
     op_as_typed_op!();
@@ -63,6 +74,9 @@ impl TypedOp for WindowAttention {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let s = &inputs[0].shape;
         ensure!(s.rank() == 4, "AutoglmWindowAttention: Q must be rank 4");
+        if self.global_queries {
+            return Ok(tvec![f32::datum_type().fact(s.clone())]);
+        }
         let blocks = s[2].clone() / self.block as u64;
         let shape: TVec<TDim> = tvec![
             s[0].clone(),
@@ -100,7 +114,13 @@ impl WindowDims {
 impl EvalOp for WindowAttention {
     op_out_of_plan!();
 
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let key_bias = if self.global_queries {
+            ensure!(inputs.len() == 6, "AutoglmWindowAttention: no key bias");
+            inputs.pop()
+        } else {
+            None
+        };
         let (q, k, v, band, global_bias) = args_5!(inputs);
         let shape = q.shape().to_vec();
         ensure!(
@@ -133,7 +153,18 @@ impl EvalOp for WindowAttention {
             band.shape(),
             global_bias.shape()
         );
-        let mut out = Tensor::zero::<f32>(&[d.batch, d.heads, d.blocks, d.block, d.head_dim])?;
+        if let Some(key_bias) = &key_bias {
+            ensure!(
+                key_bias.shape() == [d.batch, 1, 1, d.seq()],
+                "AutoglmWindowAttention: key bias {:?} for {d:?}",
+                key_bias.shape()
+            );
+        }
+        let mut out = if self.global_queries {
+            Tensor::zero::<f32>(&shape)?
+        } else {
+            Tensor::zero::<f32>(&[d.batch, d.heads, d.blocks, d.block, d.head_dim])?
+        };
         {
             let (q, k, v, band, global_bias) = (
                 q.try_as_plain_ram()?,
@@ -142,6 +173,10 @@ impl EvalOp for WindowAttention {
                 band.try_as_plain_ram()?,
                 global_bias.try_as_plain_ram()?,
             );
+            let key_bias = key_bias
+                .as_ref()
+                .map(|t| t.try_as_plain_ram())
+                .transpose()?;
             let mut out_ram = out.try_as_plain_ram_mut()?;
             window_attention(
                 d,
@@ -151,7 +186,11 @@ impl EvalOp for WindowAttention {
                     k.as_slice::<f32>()?,
                     v.as_slice::<f32>()?,
                 ],
-                [band.as_slice::<f32>()?, global_bias.as_slice::<f32>()?],
+                Biases {
+                    band: band.as_slice::<f32>()?,
+                    global: global_bias.as_slice::<f32>()?,
+                    keys: key_bias.as_ref().map(|k| k.as_slice::<f32>()).transpose()?,
+                },
                 out_ram.as_slice_mut::<f32>()?,
                 &tract_linalg::multithread::current_tract_executor(),
             )?;
@@ -160,14 +199,25 @@ impl EvalOp for WindowAttention {
     }
 }
 
-/// The kernel: `qkv` and `out` are `[batch, heads, seq, head_dim]`, `bias` the band
-/// `[batch, blocks, block, 3·block]` and the global-key bias `[batch, global]`; its products on
-/// the process's f32 tier ([`fgemm::Tier::chosen`]).
+/// The biases of one call.
+#[derive(Debug, Clone, Copy)]
+pub struct Biases<'a> {
+    /// The band `[batch, blocks, block, 3·block]`.
+    pub band: &'a [f32],
+    /// The global keys' `[batch, global]`.
+    pub global: &'a [f32],
+    /// With it, the key bias `[batch, seq]`: the first `global` queries then attend to every
+    /// key with this bias, and their rows of the output are that dense attention's.
+    pub keys: Option<&'a [f32]>,
+}
+
+/// The kernel: `qkv` and `out` are `[batch, heads, seq, head_dim]`; its products on the
+/// process's f32 tier ([`fgemm::Tier::chosen`]).
 pub fn window_attention(
     d: WindowDims,
     scale: f32,
     qkv: [&[f32]; 3],
-    bias: [&[f32]; 2],
+    bias: Biases,
     out: &mut [f32],
     executor: &tract_linalg::multithread::Executor,
 ) -> TractResult<()> {
@@ -180,7 +230,7 @@ pub fn window_attention_on(
     d: WindowDims,
     scale: f32,
     qkv: [&[f32]; 3],
-    bias: [&[f32]; 2],
+    bias: Biases,
     out: &mut [f32],
     executor: &tract_linalg::multithread::Executor,
 ) -> TractResult<()> {
@@ -188,8 +238,9 @@ pub fn window_attention_on(
     ensure!(
         qkv.iter().all(|t| t.len() == total)
             && out.len() == total
-            && bias[0].len() == d.batch * d.blocks * d.block * 3 * d.block
-            && bias[1].len() == d.batch * d.global
+            && bias.band.len() == d.batch * d.blocks * d.block * 3 * d.block
+            && bias.global.len() == d.batch * d.global
+            && bias.keys.is_none_or(|k| k.len() == d.batch * d.seq())
             && d.global <= d.seq(),
         "AutoglmWindowAttention: buffer sizes do not match {d:?}"
     );
@@ -197,6 +248,23 @@ pub fn window_attention_on(
         return Ok(());
     }
     let kernels = Kernels::new()?;
+    // The window columns each group of a block's query rows needs ([`one_block`]), once for
+    // all heads (they share the band).
+    let group = GROUP_TILES * tier.mr();
+    let groups = d.block.div_ceil(group);
+    let columns: Vec<std::ops::Range<usize>> = (0..d.batch * d.blocks * groups)
+        .map(|i| {
+            let (item_block, g) = (i / groups, i % groups);
+            let b = item_block / d.blocks;
+            let global_live = bias.global[b * d.global..(b + 1) * d.global]
+                .iter()
+                .any(|x| live(*x));
+            let (r0, width) = (g * group, 3 * d.block);
+            let rows = group.min(d.block - r0);
+            let band = &bias.band[(item_block * d.block + r0) * width..][..rows * width];
+            whole_panels(live_columns(band, width, global_live), d.block, tier.nr())
+        })
+        .collect();
     let out = OutPtr(out.as_mut_ptr());
     let tasks: Vec<(usize, usize)> = (0..d.batch)
         .flat_map(|b| (0..d.heads).map(move |h| (b, h)))
@@ -204,15 +272,66 @@ pub fn window_attention_on(
     run_tasks(&tasks, executor, |(b, h)| {
         let head = (b * d.heads + h) * d.seq() * d.head_dim;
         let scratch = Scratch::new(tier, d, [&qkv[1][head..], &qkv[2][head..]])?;
+        let biases = [bias.band, bias.global];
         (0..d.blocks).try_for_each(|c| {
-            let context = one_block(tier, d, scale, qkv[0], bias, (b, h, c), &kernels, &scratch)?;
+            let columns = &columns[(b * d.blocks + c) * groups..][..groups];
+            let at = (b, h, c);
+            let context = one_block(
+                tier, d, scale, qkv[0], biases, at, columns, &kernels, &scratch,
+            )?;
             // SAFETY: the sizes were checked above, so this block's `block · head_dim` values
             // are within `out`; each task writes only its own head, and `run_tasks` joins every
             // task before `out`'s borrow ends.
             unsafe { out.write(head + c * d.block * d.head_dim, &context) };
-            Ok(())
-        })
+            TractResult::Ok(())
+        })?;
+        if let Some(keys) = bias.keys {
+            let keys = &keys[b * d.seq()..(b + 1) * d.seq()];
+            let rows = global_rows(tier, d, scale, &qkv[0][head..], keys, &kernels, &scratch)?;
+            // SAFETY: as above; the first `global · head_dim` values of this head.
+            unsafe { out.write(head, &rows) };
+        }
+        Ok(())
     })
+}
+
+/// The global queries of one head (its first `global` rows, `queries` from the head's first
+/// value on) attending to every key with the key bias `keys` (`[seq]`): their context rows.
+fn global_rows(
+    tier: fgemm::Tier,
+    d: WindowDims,
+    scale: f32,
+    queries: &[f32],
+    keys: &[f32],
+    kernels: &Kernels,
+    scratch: &Scratch,
+) -> TractResult<Vec<f32>> {
+    let (seq, dh, rows) = (d.seq(), d.head_dim, d.global);
+    let mut buffer = vec![0f32; rows * seq + 16];
+    let scores = aligned(&mut buffer, rows * seq);
+    let q = fgemm::Strided {
+        data: queries,
+        row: dh,
+    };
+    // scores = scale · Qg · Kᵀ + key bias, the key blocks packed for the window reused.
+    for (n, packed) in scratch.key_blocks.iter().enumerate() {
+        let cols = n * d.block..(n + 1) * d.block;
+        let store = fgemm::Store::AddRow(&keys[cols.clone()]);
+        let out = &mut scores[cols.start..];
+        fgemm::gemm(tier, rows, scale, q, packed.rows(0..dh), store, out, seq)?;
+    }
+    for row in scores.chunks_mut(seq) {
+        kernels.softmax_in_place(row)?;
+    }
+    let mut context = vec![0f32; rows * dh];
+    let p = fgemm::Strided {
+        data: scores,
+        row: seq,
+    };
+    let store = fgemm::Store::Overwrite;
+    let values = scratch.values.rows(0..seq);
+    fgemm::gemm(tier, rows, 1.0, p, values, store, &mut context, dh)?;
+    Ok(context)
 }
 
 /// One head's working memory: its keys and values packed once for the products, reused by
@@ -225,7 +344,6 @@ struct Scratch {
     values: fgemm::Packed,
     /// One query block's scores (from a 64-byte boundary on: see [`aligned`]).
     scores: std::cell::RefCell<Vec<f32>>,
-    row_bias: std::cell::RefCell<Vec<f32>>,
 }
 
 impl Scratch {
@@ -248,13 +366,85 @@ impl Scratch {
             global_keys,
             values,
             scores: vec![0f32; d.block * d.width() + 16].into(),
-            row_bias: vec![0f32; d.width()].into(),
         })
     }
 }
 
+/// A band or global bias at or below this masks its key for good. The exporter writes 0 or
+/// −1e9 (−2e9 where two masks add); `exp(score + bias − max)` of such a key is exactly 0 in f32
+/// whenever its row has a key with a bias above this (scores of real models are many orders of
+/// magnitude smaller than 1e8), so such keys can be skipped without changing the result.
+pub const MASKED_KEY: f32 = -1.0e8;
+
+/// Whether a bias leaves its key in play (NaN does: the graph would propagate it).
+fn live(bias: f32) -> bool {
+    bias > MASKED_KEY || bias.is_nan()
+}
+
+/// The window columns (of `3·block`) a group of query rows needs: from the first key any of
+/// them sees to past the last one (`band_rows` are the group's rows of the band bias). Every
+/// column when one row sees no key at all, window or global (its softmax is then over masked
+/// keys only, and all of them count); none when only global keys are seen.
+fn live_columns(band_rows: &[f32], width: usize, global_live: bool) -> std::ops::Range<usize> {
+    let mut range: Option<std::ops::Range<usize>> = None;
+    // Sixteen biases at a time, whether any is live (a loop the compiler vectorizes), then the
+    // one chunk found value by value.
+    const CHUNK: usize = 16;
+    let any_live = |c: &[f32]| c.iter().fold(false, |any, b| any | live(*b));
+    for row in band_rows.chunks_exact(width) {
+        let first = row.chunks(CHUNK).position(any_live).and_then(|c| {
+            let start = c * CHUNK;
+            row[start..]
+                .iter()
+                .position(|b| live(*b))
+                .map(|i| start + i)
+        });
+        match first {
+            None if !global_live => return 0..width,
+            None => {}
+            Some(first) => {
+                // The last live bias: chunks from the row's end (the last one, from its
+                // start, the shorter).
+                let end = row
+                    .rchunks(CHUNK)
+                    .position(any_live)
+                    .and_then(|c| {
+                        let end = width - c * CHUNK;
+                        row[..end].iter().rposition(|b| live(*b))
+                    })
+                    .unwrap_or(first)
+                    + 1;
+                range = Some(match range {
+                    None => first..end,
+                    Some(r) => r.start.min(first)..r.end.max(end),
+                });
+            }
+        }
+    }
+    range.unwrap_or(0..0)
+}
+
+/// `cols` (of `3·block`, three key blocks each packed in panels of `nr`) widened to whole
+/// panels of their key blocks.
+fn whole_panels(cols: std::ops::Range<usize>, block: usize, nr: usize) -> std::ops::Range<usize> {
+    if cols.is_empty() {
+        return cols;
+    }
+    let j = cols.start / block;
+    let start = j * block + (cols.start - j * block) / nr * nr;
+    let j = (cols.end - 1) / block;
+    let end = j * block + ((cols.end - j * block).div_ceil(nr) * nr).min(block);
+    start..end
+}
+
+/// Query rows per group: this many tiles of the tier.
+const GROUP_TILES: usize = 4;
+
 /// One query block `c` of head `h` of item `b`: its scores, softmax, and context rows
-/// (`[block, head_dim]`), returned.
+/// (`[block, head_dim]`), returned. The block's rows go in groups of [`GROUP_TILES`] tiles,
+/// and group `g` scores only the window columns `columns[g]` (some row of it sees them:
+/// [`live_columns`]); with the exporter's band (radius `block`), a group of 32 rows needs 288
+/// of the 384 window columns.
 #[allow(clippy::too_many_arguments)]
 fn one_block(
     tier: fgemm::Tier,
@@ -263,82 +453,92 @@ fn one_block(
     queries: &[f32],
     bias: [&[f32]; 2],
     (b, h, c): (usize, usize, usize),
+    columns: &[std::ops::Range<usize>],
     kernels: &Kernels,
     scratch: &Scratch,
 ) -> TractResult<Vec<f32>> {
-    let (block, dh, width) = (d.block, d.head_dim, d.width());
+    let (block, dh, global) = (d.block, d.head_dim, d.global);
     let head = (b * d.heads + h) * d.seq() * dh;
-    let q = fgemm::Strided {
-        data: &queries[head + c * block * dh..],
-        row: dh,
-    };
-    let mut scores = scratch.scores.borrow_mut();
-    let scores = aligned(&mut scores, block * width);
-    // Key blocks c-1, c, c+1 in columns [0, block), [block, 2·block), [2·block, 3·block); a
-    // block outside the sequence is the graph's zero block: scores 0.
+    let band = &bias[0][(b * d.blocks + c) * block * 3 * block..][..block * 3 * block];
+    let global_bias = &bias[1][b * global..(b + 1) * global];
+    // Key blocks c-1, c, c+1 in window columns [0, block), [block, 2·block), [2·block,
+    // 3·block); a block outside the sequence is the graph's zero block: scores 0, no values.
     let neighbours = |j: usize| (c + j).checked_sub(1).filter(|&n| n < d.blocks);
-    // scores[.., col..] = scale · Q(block) · keys
-    let score = |scores: &mut [f32], keys: fgemm::PackedRows, col: usize| {
-        let store = fgemm::Store::Overwrite;
-        fgemm::gemm(
-            tier,
-            block,
-            scale,
-            q,
-            keys,
-            store,
-            &mut scores[col..],
-            width,
-        )
-    };
-    for j in 0..3 {
-        match neighbours(j) {
-            Some(n) => score(scores, scratch.key_blocks[n].rows(0..dh), j * block)?,
-            None => {
-                for row in scores.chunks_mut(width) {
-                    row[j * block..(j + 1) * block].fill(0.0);
+    let mut scores = scratch.scores.borrow_mut();
+    let mut context = vec![0f32; block * dh];
+    let group = GROUP_TILES * tier.mr();
+    for (r0, cols) in (0..block).step_by(group).zip(columns) {
+        let rows = group.min(block - r0);
+        let band = &band[r0 * 3 * block..(r0 + rows) * 3 * block];
+        let cols = cols.clone();
+        // A row of scores: the window columns `cols`, then the global keys.
+        let width = cols.len() + global;
+        if width == 0 {
+            continue;
+        }
+        let scores = aligned(&mut scores, rows * width);
+        // Key block j's columns within `cols` (as columns of that block), and where they
+        // start in a row of `scores`.
+        let parts: [Option<(usize, std::ops::Range<usize>, usize)>; 3] = std::array::from_fn(|j| {
+            let (lo, hi) = (cols.start.max(j * block), cols.end.min((j + 1) * block));
+            (lo < hi).then(|| (j, lo - j * block..hi - j * block, lo - cols.start))
+        });
+        let q = fgemm::Strided {
+            data: &queries[head + (c * block + r0) * dh..],
+            row: dh,
+        };
+        // scores = scale · Q(rows) · keys + bias (the band's, the global keys'), then softmax.
+        for (j, keys, at) in parts.iter().flatten() {
+            let bias = &band[j * block + keys.start..];
+            match neighbours(*j) {
+                Some(n) => {
+                    let keys = scratch.key_blocks[n].rows(0..dh).columns(keys.clone())?;
+                    let store = fgemm::Store::AddMatrix(bias, 3 * block);
+                    fgemm::gemm(tier, rows, scale, q, keys, store, &mut scores[*at..], width)?
+                }
+                None => {
+                    // Zero keys: their scores are their biases.
+                    for (row, bias) in scores.chunks_mut(width).zip(bias.chunks(3 * block)) {
+                        row[*at..*at + keys.len()].copy_from_slice(&bias[..keys.len()]);
+                    }
                 }
             }
         }
-    }
-    if d.global > 0 {
-        score(scores, scratch.global_keys.rows(0..dh), 3 * block)?;
-    }
-    // Bias, then softmax, row by row: the band row of this block, then the global keys'.
-    let band = &bias[0][(b * d.blocks + c) * block * 3 * block..][..block * 3 * block];
-    let global = &bias[1][b * d.global..(b + 1) * d.global];
-    let mut row_bias = scratch.row_bias.borrow_mut();
-    row_bias[3 * block..].copy_from_slice(global);
-    for (row, band_row) in scores.chunks_mut(width).zip(band.chunks(3 * block)) {
-        row_bias[..3 * block].copy_from_slice(band_row);
-        kernels.softmax(row, &row_bias)?;
-    }
-    // context = P[:, window j] · V(block) for the blocks in range (the centre first, which is
-    // always there), + P[:, global] · V[..global].
-    let mut context = vec![0f32; block * dh];
-    let mut first = true;
-    let mut accumulate = |col: usize, keys: usize, values: usize| {
-        let p = fgemm::Strided {
-            data: &scores[col..],
-            row: width,
-        };
-        let v = scratch.values.rows(values..values + keys);
-        let store = if first {
-            fgemm::Store::Overwrite
-        } else {
-            fgemm::Store::Accumulate
-        };
-        let r = fgemm::gemm(tier, block, 1.0, p, v, store, &mut context, dh);
-        first = false;
-        r
-    };
-    for j in [1, 0, 2] {
-        if let Some(n) = neighbours(j) {
-            accumulate(j * block, block, n * block)?;
+        if global > 0 {
+            let keys = scratch.global_keys.rows(0..dh);
+            let store = fgemm::Store::AddRow(global_bias);
+            let out = &mut scores[cols.len()..];
+            fgemm::gemm(tier, rows, scale, q, keys, store, out, width)?;
         }
-    }
-    if d.global > 0 {
-        accumulate(3 * block, d.global, 0)?;
+        for row in scores.chunks_mut(width) {
+            kernels.softmax_in_place(row)?;
+        }
+        // context(rows) = Σ P[:, part] · V(part) over the parts in the sequence,
+        // + P[:, global] · V[..global].
+        let context = &mut context[r0 * dh..];
+        let mut first = true;
+        let mut accumulate = |col: usize, values: std::ops::Range<usize>| {
+            let p = fgemm::Strided {
+                data: &scores[col..],
+                row: width,
+            };
+            let store = if first {
+                fgemm::Store::Overwrite
+            } else {
+                fgemm::Store::Accumulate
+            };
+            first = false;
+            let values = scratch.values.rows(values);
+            fgemm::gemm(tier, rows, 1.0, p, values, store, context, dh)
+        };
+        for (j, keys, at) in parts.iter().flatten() {
+            if let Some(n) = neighbours(*j) {
+                accumulate(*at, n * block + keys.start..n * block + keys.end)?;
+            }
+        }
+        if global > 0 {
+            accumulate(cols.len(), 0..global)?;
+        }
     }
     Ok(context)
 }
@@ -602,9 +802,108 @@ fn matches(model: &TypedModel, id: usize) -> TractResult<Option<Found>> {
             scale,
             block,
             global,
+            global_queries: false,
         },
         context,
     }))
+}
+
+/// Folds the graph's global queries into each [`WindowAttention`] ([`fuse`] first): the
+/// exporter computes them apart, a dense attention of the first `global` queries over every
+/// key (`softmax(scale · Qg·Kᵀ + key_bias) · V`), and puts their rows before the window's
+/// others (`concat(global rows, window context[global..])` on the sequence axis). On tract's
+/// plan that was two products of `global` rows per layer with K and V packed again for them
+/// (7 % of a run at 4,096 tokens); the op has both packed already. Returns how many.
+pub fn fuse_global_queries(model: &mut TypedModel) -> TractResult<usize> {
+    super::fuse_matches(
+        model,
+        "autoglm window attention's global queries",
+        "autoglm_global_queries",
+        global_queries,
+    )
+}
+
+/// Whether `id` is the concat of a window attention's global query rows and the rest of its
+/// context: then the six inputs of the op that computes both, and the concat's outlet.
+#[allow(clippy::type_complexity)]
+fn global_queries(
+    model: &TypedModel,
+    id: usize,
+) -> TractResult<Option<([OutletId; 6], WindowAttention, OutletId)>> {
+    let concat = model.node(id);
+    let Some(cat) = concat.op_as::<TypedConcat>() else {
+        return Ok(None);
+    };
+    let [dense, rest] = concat.inputs.as_slice() else {
+        return Ok(None);
+    };
+    if cat.axis != 2 || concat.outputs.len() != 1 {
+        return Ok(None);
+    }
+    // rest = Slice(Reshape(window attention), axis 2, global..seq)
+    let Some((unblocked, start, end)) = sliced(model, *rest, 2) else {
+        return Ok(None);
+    };
+    let Some((reshape, AxisOp::Reshape(2, from, to))) = op_at::<AxisOp>(model, unblocked) else {
+        return Ok(None);
+    };
+    let Some((window, op)) = op_at::<WindowAttention>(model, reshape.inputs[0]) else {
+        return Ok(None);
+    };
+    let seq = model.outlet_fact(unblocked)?.shape[2].clone();
+    let same = |a: &TDim, b: &TDim| (a.clone() - b.clone()).simplify() == TDim::Val(0);
+    if op.global_queries
+        || op.global == 0
+        || from.len() != 2
+        || to.len() != 1
+        || !same(&start, &TDim::from(op.global))
+        || !same(&end, &seq)
+    {
+        return Ok(None);
+    }
+    let Ok([q, k, v, band, global_bias]) = <[OutletId; 5]>::try_from(window.inputs.as_slice())
+    else {
+        return Ok(None);
+    };
+    // dense = softmax(scale · Slice(Q, 0..global)·Kᵀ + key_bias) · V
+    let Some([probs, v_dense]) = einsum(model, *dense, GLOBAL_QUERY_CONTEXT) else {
+        return Ok(None);
+    };
+    let softmax = model.node(probs.node);
+    let softmax_ok = softmax.op_as::<Softmax>().is_some_and(|s| {
+        s.axes.as_slice() == [3] && s.kind == SoftmaxKind::Softmax && s.quant_output_dt.is_none()
+    });
+    if !softmax_ok || probs.slot != 0 || !single_use(model, probs) || v_dense != v {
+        return Ok(None);
+    }
+    let Some(([q_global, k_dense], scale, key_bias)) =
+        biased_scores(model, softmax.inputs[0], GLOBAL_QUERY_SCORES)?
+    else {
+        return Ok(None);
+    };
+    let q_ok = matches!(
+        sliced(model, q_global, 2),
+        Some((from, TDim::Val(0), end)) if from == q && same(&end, &TDim::from(op.global))
+    );
+    let kf = model.outlet_fact(key_bias)?;
+    let qf = model.outlet_fact(q)?;
+    let key_bias_ok = kf.rank() == 4
+        && kf.shape[0] == qf.shape[0]
+        && kf.shape[1] == TDim::Val(1)
+        && kf.shape[2] == TDim::Val(1)
+        && same(&kf.shape[3], &seq);
+    if !q_ok || k_dense != k || scale != op.scale || !key_bias_ok {
+        return Ok(None);
+    }
+    let op = WindowAttention {
+        global_queries: true,
+        ..op.clone()
+    };
+    Ok(Some((
+        [q, k, v, band, global_bias, key_bias],
+        op,
+        OutletId::new(id, 0),
+    )))
 }
 
 #[cfg(test)]
@@ -613,8 +912,9 @@ mod tests {
     use crate::ops::attention::tests::values;
 
     /// The graph's definition in f64: each query block scores its three neighbouring key
-    /// blocks (zero keys outside the sequence) and the global keys, plus the biases.
-    fn reference(d: WindowDims, scale: f32, qkv: [&[f32]; 3], bias: [&[f32]; 2]) -> Vec<f32> {
+    /// blocks (zero keys outside the sequence) and the global keys, plus the biases; with a
+    /// key bias, the first `global` queries score every key with it instead.
+    fn reference(d: WindowDims, scale: f32, qkv: [&[f32]; 3], bias: Biases) -> Vec<f32> {
         let at = |b: usize, h: usize, t: usize, i: usize| {
             ((b * d.heads + h) * d.seq() + t) * d.head_dim + i
         };
@@ -626,18 +926,26 @@ mod tests {
                         let m = c * d.block + r;
                         // (key token or None for a zero key, bias)
                         let mut keys: Vec<(Option<usize>, f64)> = vec![];
-                        for j in 0..3 {
+                        if let Some(key_bias) = bias.keys.filter(|_| m < d.global) {
+                            for n in 0..d.seq() {
+                                keys.push((Some(n), f64::from(key_bias[b * d.seq() + n])));
+                            }
+                        }
+                        let dense = !keys.is_empty();
+                        for j in (0..3).filter(|_| !dense) {
                             for x in 0..d.block {
                                 let n = (c + j).checked_sub(1).filter(|&n| n < d.blocks);
                                 let band =
-                                    bias[0][((b * d.blocks + c) * d.block + r) * 3 * d.block
+                                    bias.band[((b * d.blocks + c) * d.block + r) * 3 * d.block
                                         + j * d.block
                                         + x];
                                 keys.push((n.map(|n| n * d.block + x), f64::from(band)));
                             }
                         }
-                        for g in 0..d.global {
-                            keys.push((Some(g), f64::from(bias[1][b * d.global + g])));
+                        if !dense {
+                            for g in 0..d.global {
+                                keys.push((Some(g), f64::from(bias.global[b * d.global + g])));
+                            }
                         }
                         let scores: Vec<f64> = keys
                             .iter()
@@ -650,7 +958,10 @@ mod tests {
                                         })
                                         .sum()
                                 });
-                                dot * f64::from(scale) + bias
+                                // Score plus bias in f32, as the graph adds them: a score
+                                // is lost in a −1e9 bias's rounding, which is what decides
+                                // a row that sees no key at all.
+                                f64::from((dot * f64::from(scale)) as f32 + *bias as f32)
                             })
                             .collect();
                         let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -683,6 +994,11 @@ mod tests {
             (1, 2, 5, 8, 32, 2),
             (2, 1, 4, 16, 7, 3),
             (1, 12, 3, 128, 32, 1),
+            // Rows that see no key at all (no globals, two thirds of item 2 padding), and
+            // groups of rows that skip masked columns, with a tail group.
+            (3, 2, 4, 8, 5, 0),
+            (2, 2, 4, 64, 32, 1),
+            (2, 1, 3, 100, 16, 2),
         ]
         .iter()
         .enumerate()
@@ -726,26 +1042,37 @@ mod tests {
             let global_bias: Vec<f32> = (0..batch)
                 .flat_map(|b| (0..global).map(move |g| if padded(b, g) { -1e9 } else { 0.0 }))
                 .collect();
-            let want = reference(d, 0.177, [&q, &k, &v], [&band, &global_bias]);
-            for tier in fgemm::Tier::available() {
+            let key_bias: Vec<f32> = (0..batch)
+                .flat_map(|b| (0..seq).map(move |t| if padded(b, t) { -1e9 } else { 0.0 }))
+                .collect();
+            // Without and (where there are global queries) with the global queries' rows.
+            let keys = [None, Some(&key_bias[..]).filter(|_| global > 0)];
+            for (biases, tier) in keys
+                .into_iter()
+                .enumerate()
+                .filter(|(i, k)| *i == 0 || k.is_some())
+                .map(|(_, keys)| Biases {
+                    band: &band,
+                    global: &global_bias,
+                    keys,
+                })
+                .flat_map(|b| fgemm::Tier::available().into_iter().map(move |t| (b, t)))
+            {
+                let want = reference(d, 0.177, [&q, &k, &v], biases);
                 let mut first: Option<Vec<f32>> = None;
                 for executor in [
                     tract_linalg::multithread::Executor::SingleThread,
                     pool.clone(),
                 ] {
                     let mut got = vec![f32::NAN; n];
-                    window_attention_on(
-                        tier,
-                        d,
-                        0.177,
-                        [&q, &k, &v],
-                        [&band, &global_bias],
-                        &mut got,
-                        &executor,
-                    )
-                    .unwrap();
+                    window_attention_on(tier, d, 0.177, [&q, &k, &v], biases, &mut got, &executor)
+                        .unwrap();
                     let worst = autoglm_testkit::max_abs_diff(&got, &want);
-                    assert!(worst < 1e-5, "{tier:?} {d:?}: max |Δ| {worst}");
+                    let global_rows = biases.keys.is_some();
+                    assert!(
+                        worst < 1e-5,
+                        "{tier:?} {d:?} {global_rows}: max |Δ| {worst}"
+                    );
                     match &first {
                         Some(f) => assert!(f == &got, "{tier:?} {d:?}: threads change the result"),
                         None => first = Some(got),
@@ -770,11 +1097,25 @@ mod tests {
         let mut out = vec![0f32; 8];
         let exec = tract_linalg::multithread::Executor::SingleThread;
         let run = |qkv: [&[f32]; 3], bias: [&[f32]; 2], out: &mut [f32]| {
-            window_attention(d, 1.0, qkv, bias, out, &exec)
+            let biases = Biases {
+                band: bias[0],
+                global: bias[1],
+                keys: None,
+            };
+            window_attention(d, 1.0, qkv, biases, out, &exec)
         };
         assert!(run([&x, &x, &x], [&band, &[0.0]], &mut out).is_ok());
         assert!(run([&x, &x, &x[..7]], [&band, &[0.0]], &mut out).is_err());
         assert!(run([&x, &x, &x], [&band[1..], &[0.0]], &mut out).is_err());
         assert!(run([&x, &x, &x], [&band, &[0.0, 0.0]], &mut out).is_err());
+        // A key bias of the wrong length.
+        for keys in [vec![0f32; 3], vec![0f32; 5]] {
+            let biases = Biases {
+                band: &band,
+                global: &[0.0],
+                keys: Some(&keys),
+            };
+            assert!(window_attention(d, 1.0, [&x, &x, &x], biases, &mut out, &exec).is_err());
+        }
     }
 }
