@@ -95,6 +95,8 @@ fn window_attention(c: &mut Criterion) {
         block: 128,
         head_dim: 32,
         global: 1,
+        token_major: false,
+        token_major_out: false,
     };
     let n = 16 * 128 * 12 * 32;
     let (q, k, v) = (activations(n), activations(n + 1), activations(n + 2));

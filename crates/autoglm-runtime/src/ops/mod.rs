@@ -300,7 +300,10 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = if cfg!(target_family = "wasm") {
         0
     } else {
-        attention::fuse(model)? + window::fuse(model)? + window::fuse_global_queries(model)?
+        attention::fuse(model)?
+            + window::fuse(model)?
+            + window::fuse_global_queries(model)?
+            + window::fuse_token_major(model)?
     };
     if !cfg!(target_family = "wasm") || cfg!(target_feature = "simd128") {
         replaced += qlinear::fuse(model)?;
