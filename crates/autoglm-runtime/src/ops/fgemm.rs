@@ -187,11 +187,6 @@ impl Packed {
             cols: 0..self.n,
         }
     }
-
-    /// Columns of B.
-    pub fn cols(&self) -> usize {
-        self.n
-    }
 }
 
 /// A range of the rows of a [`Packed`] B, and of its columns (whole panels).

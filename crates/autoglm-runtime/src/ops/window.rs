@@ -140,10 +140,24 @@ impl WindowDims {
 
     fn head_in(&self, token_major: bool, b: usize, h: usize) -> (usize, usize) {
         let (seq, dh) = (self.seq(), self.head_dim);
+        let stride = self.token_stride_in(token_major);
         if token_major {
-            (b * seq * self.heads * dh + h * dh, self.heads * dh)
+            (b * seq * stride + h * dh, stride)
         } else {
-            ((b * self.heads + h) * seq * dh, dh)
+            ((b * self.heads + h) * seq * dh, stride)
+        }
+    }
+
+    /// The distance between two tokens of a head in Q, K, V.
+    fn token_stride(&self) -> usize {
+        self.token_stride_in(self.token_major)
+    }
+
+    fn token_stride_in(&self, token_major: bool) -> usize {
+        if token_major {
+            self.heads * self.head_dim
+        } else {
+            self.head_dim
         }
     }
     /// Columns of one query row's scores: three key blocks, then the global keys.
@@ -164,30 +178,27 @@ impl EvalOp for WindowAttention {
         };
         let (q, k, v, band, global_bias) = args_5!(inputs);
         let shape = q.shape().to_vec();
+        let (heads_axis, seq_axis) = if self.token_major { (2, 1) } else { (1, 2) };
         ensure!(
             shape.len() == 4
                 && k.shape() == shape.as_slice()
                 && v.shape() == shape.as_slice()
                 && self.block > 0
-                && shape[1 + usize::from(!self.token_major)] % self.block == 0
-                && self.global <= shape[1 + usize::from(!self.token_major)],
+                && shape[seq_axis] % self.block == 0
+                && self.global <= shape[seq_axis],
             "AutoglmWindowAttention: Q {:?}, K {:?}, V {:?} must be one [batch, heads, seq, dim] \
-             shape, seq whole blocks of {} and at least {} global tokens",
+             shape ([batch, seq, heads, dim] token-major), seq whole blocks of {} and at least {} \
+             global tokens",
             q.shape(),
             k.shape(),
             v.shape(),
             self.block,
             self.global
         );
-        let (heads, seq) = if self.token_major {
-            (shape[2], shape[1])
-        } else {
-            (shape[1], shape[2])
-        };
         let d = WindowDims {
             batch: shape[0],
-            heads,
-            blocks: seq / self.block,
+            heads: shape[heads_axis],
+            blocks: shape[seq_axis] / self.block,
             block: self.block,
             head_dim: shape[3],
             global: self.global,
@@ -304,13 +315,17 @@ pub fn window_attention_on(
     // all heads (they share the band).
     let group = GROUP_TILES * tier.mr();
     let groups = d.block.div_ceil(group);
+    let global_live: Vec<bool> = (0..d.batch)
+        .map(|b| {
+            bias.global[b * d.global..(b + 1) * d.global]
+                .iter()
+                .any(|x| live(*x))
+        })
+        .collect();
     let columns: Vec<std::ops::Range<usize>> = (0..d.batch * d.blocks * groups)
         .map(|i| {
             let (item_block, g) = (i / groups, i % groups);
-            let b = item_block / d.blocks;
-            let global_live = bias.global[b * d.global..(b + 1) * d.global]
-                .iter()
-                .any(|x| live(*x));
+            let global_live = global_live[item_block / d.blocks];
             let (r0, width) = (g * group, 3 * d.block);
             let rows = group.min(d.block - r0);
             let band = &bias.band[(item_block * d.block + r0) * width..][..rows * width];
@@ -370,7 +385,7 @@ fn global_rows(
     let scores = aligned(&mut buffer, rows * seq);
     let q = fgemm::Strided {
         data: queries,
-        row: d.head(0, 0).1,
+        row: d.token_stride(),
     };
     // scores = scale · Qg · Kᵀ + key bias, the key blocks packed for the window reused.
     for (n, packed) in scratch.key_blocks.iter().enumerate() {
@@ -408,7 +423,7 @@ struct Scratch {
 impl Scratch {
     /// `kv`: the head's K and V, from its first token on.
     fn new(tier: fgemm::Tier, d: WindowDims, kv: [&[f32]; 2]) -> TractResult<Scratch> {
-        let (dh, row) = (d.head_dim, d.head(0, 0).1);
+        let (dh, row) = (d.head_dim, d.token_stride());
         let key_blocks = (0..d.blocks)
             .map(|n| {
                 let mut packed = fgemm::Packed::default();
