@@ -182,6 +182,144 @@ fn read_regular(path: &Path, limit: u64, stat_len: u64) -> Result<Vec<u8>, Packa
     Ok(bytes)
 }
 
+/// One package file read as a stream ([`Package::open_streaming_graph`]). What it yields is
+/// not verified until [`FileStream::finish`] returns `Ok`: read it, then call `finish` before
+/// trusting anything made from it. It never yields more than one byte past the size the
+/// manifest declares (which `finish` then refuses).
+pub struct FileStream {
+    name: String,
+    /// The size the manifest declares (and that `finish` checks).
+    size: u64,
+    /// The most bytes it can yield as far as is known when opened: `size`, or the file's
+    /// length then if smaller.
+    hint: u64,
+    source: Box<dyn Read + Send>,
+    /// For a file not yet verified: its digest so far and the manifest's entry.
+    check: Option<(Sha256, FileEntry)>,
+    read: u64,
+}
+
+impl std::fmt::Debug for FileStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStream")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .field("read", &self.read)
+            .field("verified_on_finish", &self.check.is_some())
+            .finish()
+    }
+}
+
+impl FileStream {
+    /// The package file `path`, checked to be a regular file (as [`Package::open`] does) and
+    /// read at most one byte past `entry.size`.
+    fn of_file(name: &str, path: &Path, entry: FileEntry) -> Result<Self, PackageError> {
+        let read_err = |source| FileError::Read {
+            path: path.into(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let meta = file.metadata().map_err(read_err)?;
+        if !meta.is_file() {
+            return Err(PackageError::NotRegular {
+                path: path.into(),
+                kind: file_kind(&meta.file_type()),
+            });
+        }
+        Ok(FileStream {
+            name: name.into(),
+            size: entry.size,
+            hint: entry.size.min(meta.len()),
+            source: Box::new(file.take(entry.size.saturating_add(1))),
+            check: Some((Sha256::new(), entry)),
+            read: 0,
+        })
+    }
+
+    /// A stream over `bytes` that the caller vouches for (already verified, or not from a
+    /// package): `finish` checks nothing but that they were all there.
+    pub fn of_bytes(name: &str, bytes: Vec<u8>) -> Self {
+        FileStream {
+            name: name.into(),
+            size: bytes.len() as u64,
+            hint: bytes.len() as u64,
+            source: Box::new(std::io::Cursor::new(bytes)),
+            check: None,
+            read: 0,
+        }
+    }
+
+    /// The file's name in the package.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its size as the manifest declares it: a reader may bound its buffers by it (the stream
+    /// never yields more than one byte past it).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The most bytes the stream can yield, as far as was known when it was opened (the
+    /// declared size, or the file's length then if smaller): what a reader may size a buffer by
+    /// before the bytes arrive (a file that grew since then is refused by `finish`).
+    pub fn capacity_hint(&self) -> u64 {
+        self.hint
+    }
+
+    /// Reads what is left of the file, then checks its size and sha256 against the manifest.
+    pub fn finish(mut self) -> Result<(), PackageError> {
+        std::io::copy(&mut self, &mut std::io::sink()).map_err(|source| FileError::Read {
+            path: self.name.clone().into(),
+            source,
+        })?;
+        if self.read != self.size {
+            return Err(PackageError::Size {
+                name: self.name,
+                expected: self.size,
+                actual: self.read,
+            });
+        }
+        if let Some((hasher, entry)) = self.check {
+            let actual = hex::encode(hasher.finalize());
+            if actual != entry.sha256 {
+                return Err(PackageError::Digest {
+                    name: self.name,
+                    expected: entry.sha256,
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole file, verified.
+    pub fn into_bytes(mut self) -> Result<Vec<u8>, PackageError> {
+        let capacity = usize::try_from(self.hint)
+            .unwrap_or(0)
+            .min(isize::MAX as usize);
+        let mut bytes = Vec::with_capacity(capacity);
+        self.read_to_end(&mut bytes)
+            .map_err(|source| FileError::Read {
+                path: self.name.clone().into(),
+                source,
+            })?;
+        self.finish()?;
+        Ok(bytes)
+    }
+}
+
+impl Read for FileStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.source.read(buf)?;
+        if let Some((hasher, _)) = &mut self.check {
+            hasher.update(&buf[..n]);
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 /// A verified package held in memory: its manifest and the bytes of every file it lists.
 #[derive(Clone, PartialEq)]
 pub struct Package {
@@ -284,6 +422,15 @@ impl Package {
     /// declares (so a file that grew is refused without reading all of it), into a buffer that
     /// grows as bytes arrive, never one sized from the manifest alone.
     fn open_dir(dir: &Path) -> Result<Self, PackageError> {
+        Self::open_dir_streaming(dir, false).map(|(package, _)| package)
+    }
+
+    /// [`Package::open_dir`], leaving the graph file out when `stream_graph`: it is checked to
+    /// be a regular file now, and read (and verified) later through the [`FileStream`] returned.
+    fn open_dir_streaming(
+        dir: &Path,
+        stream_graph: bool,
+    ) -> Result<(Self, Option<FileStream>), PackageError> {
         let manifest_path = dir.join(MANIFEST_FILE);
         let meta = regular_file(&manifest_path, MANIFEST_FILE)?;
         let manifest_bytes = read_regular(&manifest_path, MAX_MANIFEST_BYTES, meta.len())?;
@@ -294,9 +441,14 @@ impl Package {
         }
         let manifest = Manifest::from_json(&manifest_bytes)?;
         let mut files = BTreeMap::new();
+        let mut stream = None;
         for (name, entry) in &manifest.files {
             let path = dir.join(name);
             let meta = regular_file(&path, name)?;
+            if stream_graph && *name == manifest.graph.file {
+                stream = Some(FileStream::of_file(name, &path, entry.clone())?);
+                continue;
+            }
             let bytes = read_regular(&path, entry.size, meta.len())?;
             files.insert(name.clone(), bytes);
         }
@@ -310,7 +462,29 @@ impl Package {
                 meta.len(),
             )?)?),
         };
-        Self::verified(manifest, manifest_bytes, files, signature)
+        let skip = stream.as_ref().map(|s| s.name.as_str());
+        let package = Self::verified(manifest, manifest_bytes, files, signature, skip)?;
+        Ok((package, stream))
+    }
+
+    /// [`Package::open`] followed by [`Package::take_file`] of the graph, except that a package
+    /// directory's graph file is not read into memory here: it is read as the returned stream
+    /// is, and verified (size and sha256) by [`FileStream::finish`]. A loader can then parse the
+    /// graph without holding the file's bytes and its own copy of the weights at once. (From a
+    /// `.tar`, the stream reads the bytes already read and verified with the archive.)
+    pub fn open_streaming_graph(
+        path: impl AsRef<Path>,
+    ) -> Result<(Self, FileStream), PackageError> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            if let (package, Some(stream)) = Self::open_dir_streaming(path, true)? {
+                return Ok((package, stream));
+            }
+        }
+        let mut package = Self::open(path)?;
+        let graph = package.manifest.graph.file.clone();
+        let stream = package.take_stream(&graph)?;
+        Ok((package, stream))
     }
 
     /// Reads a package from the bytes of a tar archive (what `write_tar` produces) and verifies it.
@@ -418,16 +592,21 @@ impl Package {
                     .ok_or_else(|| PackageError::Missing { name: name.clone() })
             })
             .collect::<Result<_, _>>()?;
-        Self::verified(manifest, manifest_bytes, files, signature)
+        Self::verified(manifest, manifest_bytes, files, signature, None)
     }
 
+    /// Checks every file the manifest lists but `streamed` (verified as it is read instead).
     fn verified(
         manifest: Manifest,
         manifest_bytes: Vec<u8>,
         files: BTreeMap<String, Vec<u8>>,
         signature: Option<String>,
+        streamed: Option<&str>,
     ) -> Result<Self, PackageError> {
         for (name, entry) in &manifest.files {
+            if Some(name.as_str()) == streamed {
+                continue;
+            }
             let bytes = files
                 .get(name)
                 .ok_or_else(|| PackageError::Missing { name: name.clone() })?;
@@ -500,6 +679,12 @@ impl Package {
         self.files
             .remove(name)
             .ok_or_else(|| PackageError::NotListed { name: name.into() })
+    }
+
+    /// [`Package::take_file`] as a [`FileStream`] (over bytes the package already verified).
+    pub fn take_stream(&mut self, name: &str) -> Result<FileStream, PackageError> {
+        let bytes = self.take_file(name)?;
+        Ok(FileStream::of_bytes(name, bytes))
     }
 
     /// Names and sizes of the files, in name order.

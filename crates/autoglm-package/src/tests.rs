@@ -1,4 +1,5 @@
 use super::*;
+use std::io::Read;
 use std::path::Path;
 
 fn sample() -> Package {
@@ -572,5 +573,97 @@ fn tasks_that_do_not_cover_the_labels_are_refused() {
             m.labels.clear();
         },
         "only a classification package has tasks",
+    );
+}
+
+/// The graph of `path` opened as a stream, read whole, then verified.
+fn streamed(path: &Path) -> Result<(Package, Vec<u8>), PackageError> {
+    let (package, mut stream) = Package::open_streaming_graph(path)?;
+    assert_eq!(stream.name(), "model.onnx");
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).unwrap();
+    stream.finish()?;
+    Ok((package, bytes))
+}
+
+#[test]
+fn a_streamed_graph_is_the_file_and_is_verified_when_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    for path in [tmp.path().join("pkg"), tmp.path().join("pkg.tar")] {
+        sample().write(&path).unwrap();
+        let (package, bytes) = streamed(&path).unwrap();
+        assert_eq!(bytes, vec![7u8; 1000]);
+        // What `open` then `take_file` would give.
+        let mut whole = Package::open(&path).unwrap();
+        assert_eq!(whole.take_file("model.onnx").unwrap(), bytes);
+        assert_eq!(package, whole);
+        // `finish` reads what the reader left.
+        let (_, stream) = Package::open_streaming_graph(&path).unwrap();
+        assert_eq!(stream.capacity_hint(), 1000);
+        stream.finish().unwrap();
+    }
+    let path = tmp.path().join("pkg");
+    let graph = path.join("model.onnx");
+    // Tampered, truncated, grown: the stream opens, and `finish` refuses what it read.
+    let mut bytes = vec![7u8; 1000];
+    bytes[500] ^= 1;
+    std::fs::write(&graph, &bytes).unwrap();
+    let err = streamed(&path).unwrap_err();
+    assert!(
+        matches!(err, PackageError::Digest { ref name, .. } if name == "model.onnx"),
+        "{err}"
+    );
+    std::fs::write(&graph, [7u8; 999]).unwrap();
+    let err = streamed(&path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PackageError::Size {
+                expected: 1000,
+                actual: 999,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    std::fs::write(&graph, [7u8; 5000]).unwrap();
+    let (_, mut stream) = Package::open_streaming_graph(&path).unwrap();
+    let mut read = Vec::new();
+    stream.read_to_end(&mut read).unwrap();
+    assert_eq!(
+        read.len(),
+        1001,
+        "never more than one byte past the declared size"
+    );
+    let err = stream.finish().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PackageError::Size {
+                expected: 1000,
+                actual: 1001,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Checked at open, as `open` checks every file: missing, or not a regular file.
+    std::fs::remove_file(&graph).unwrap();
+    let err = Package::open_streaming_graph(&path).unwrap_err();
+    assert!(
+        matches!(err, PackageError::Missing { ref name } if name == "model.onnx"),
+        "{err}"
+    );
+    std::os::unix::fs::symlink("/dev/zero", &graph).unwrap();
+    let err = Package::open_streaming_graph(&path).unwrap_err();
+    assert!(matches!(err, PackageError::NotRegular { .. }), "{err}");
+    // The other files are verified at open as before.
+    std::fs::remove_file(&graph).unwrap();
+    std::fs::write(&graph, [7u8; 1000]).unwrap();
+    std::fs::write(path.join("tokenizer.json"), b"{\"a\":2}").unwrap();
+    let err = Package::open_streaming_graph(&path).unwrap_err();
+    assert!(
+        matches!(err, PackageError::Digest { ref name, .. } if name == "tokenizer.json"),
+        "{err}"
     );
 }

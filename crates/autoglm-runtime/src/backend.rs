@@ -104,9 +104,13 @@ mod tests {
     // Choosing the backend (`crate::open_backend`): tools/test.sh runs these in the build
     // without the `ort` feature too.
     fn err(options: &LoadOptions) -> String {
-        crate::open_backend(b"not parsed".to_vec(), 1, options)
-            .expect_err("must refuse")
-            .to_string()
+        crate::open_backend(
+            crate::FileStream::of_bytes("g", b"not parsed".to_vec()),
+            1,
+            options,
+        )
+        .expect_err("must refuse")
+        .to_string()
     }
 
     #[test]

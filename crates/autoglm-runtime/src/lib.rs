@@ -20,6 +20,7 @@ mod error;
 #[cfg(not(target_family = "wasm"))]
 pub mod fuzzing;
 mod graph_guard;
+mod onnx_stream;
 pub mod ops;
 #[cfg(feature = "ort")]
 pub mod ort;
@@ -28,7 +29,8 @@ pub mod tokenize;
 pub mod tract;
 
 pub use autoglm_package::{
-    Attention, Manifest, ModelKind, Package, Quantization, Signer, TaskSlice, TrustedKeys,
+    Attention, FileStream, Manifest, ModelKind, Package, Quantization, Signer, TaskSlice,
+    TrustedKeys,
 };
 pub use backend::{Backend, BackendKind, Device, GraphFacts};
 pub use error::{Result, RuntimeError};
@@ -148,16 +150,25 @@ impl Model {
         Self::load_with(path, &LoadOptions::default())
     }
 
+    /// A package directory's graph file is streamed into the backend and verified as it is
+    /// read, not read whole first ([`Package::open_streaming_graph`]).
     pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
-        Self::from_package(Package::open(path)?, options)
+        let (package, graph) = Package::open_streaming_graph(path)?;
+        Self::from_parts(package, graph, options)
     }
 
     /// Builds a model from a verified package, on the backend and device `options` name.
     pub fn from_package(mut package: Package, options: &LoadOptions) -> Result<Self> {
+        let graph = package.take_stream(&package.manifest().graph.file.clone())?;
+        Self::from_parts(package, graph, options)
+    }
+
+    /// A package whose graph file was taken out of it as `graph`.
+    fn from_parts(package: Package, graph: FileStream, options: &LoadOptions) -> Result<Self> {
         options.check()?;
-        // Before any of the package's content is parsed.
+        // Before any of the package's content is parsed (the graph's digest is checked as it
+        // is read, before it is parsed: see `onnx_stream`).
         let signer = package.verify(&options.trust)?;
-        let graph = package.take_file(&package.manifest().graph.file.clone())?;
         let sequence_multiple = package.manifest().graph.sequence_multiple;
         // Natively the tokenizer is parsed on a second thread while the backend loads the
         // graph (~15 ms of a ~185 ms load); WASI guests cannot spawn threads. The graph's
@@ -464,12 +475,12 @@ pub fn check_graph(manifest: &Manifest, facts: &GraphFacts) -> Result<()> {
 /// The backend `options` ask for, holding the graph `onnx`. A choice this build or this engine
 /// cannot honour is an error, never a quiet substitution.
 pub(crate) fn open_backend(
-    onnx: Vec<u8>,
+    onnx: FileStream,
     sequence_multiple: usize,
     options: &LoadOptions,
 ) -> Result<Box<dyn Backend>> {
     match (options.backend, options.device) {
-        (BackendKind::Tract, Device::Cpu) => Ok(Box::new(TractBackend::from_owned(
+        (BackendKind::Tract, Device::Cpu) => Ok(Box::new(TractBackend::from_stream(
             onnx,
             options.threads,
             sequence_multiple,
@@ -479,7 +490,7 @@ pub(crate) fn open_backend(
         )),
         #[cfg(feature = "ort")]
         (BackendKind::Ort, device) => Ok(Box::new(crate::ort::OrtBackend::new(
-            &onnx,
+            &onnx.into_bytes()?,
             options.threads,
             device,
             options.ort_library.as_deref(),

@@ -149,23 +149,55 @@ fn inference_facts(model: &InferenceModel) -> Result<GraphFacts> {
     })
 }
 
+/// Where a graph comes from: bytes in memory, or a package's stream.
+enum Source<'a> {
+    Bytes(Cow<'a, [u8]>),
+    Stream(autoglm_package::FileStream),
+}
+
 impl TractBackend {
     /// Loads ONNX bytes; `threads` > 1 gives the matrix products a thread pool of that size.
     /// `sequence_multiple` is the manifest's: the runtime always feeds sequences of whole blocks.
     pub fn new(onnx: &[u8], threads: usize, sequence_multiple: usize) -> Result<Self> {
-        Self::load(Cow::Borrowed(onnx), threads, sequence_multiple, true)
+        Self::load(
+            Source::Bytes(Cow::Borrowed(onnx)),
+            threads,
+            sequence_multiple,
+            true,
+        )
     }
 
     /// [`TractBackend::new`] on bytes it owns: they are freed as soon as they are parsed, so
     /// that the file and tract's copies of the weights are not all in memory at once.
     pub fn from_owned(onnx: Vec<u8>, threads: usize, sequence_multiple: usize) -> Result<Self> {
-        Self::load(Cow::Owned(onnx), threads, sequence_multiple, true)
+        Self::load(
+            Source::Bytes(Cow::Owned(onnx)),
+            threads,
+            sequence_multiple,
+            true,
+        )
+    }
+
+    /// [`TractBackend::new`] on a package's graph stream ([`autoglm_package::FileStream`]):
+    /// the file is verified as it is read, and its bytes are never held whole
+    /// ([`crate::onnx_stream`]), so the load's peak holds the weights about once.
+    pub fn from_stream(
+        graph: autoglm_package::FileStream,
+        threads: usize,
+        sequence_multiple: usize,
+    ) -> Result<Self> {
+        Self::load(Source::Stream(graph), threads, sequence_multiple, true)
     }
 
     /// The graph exactly as tract optimizes it on its own, without our operators: the
     /// reference that tests compare the patched plan with.
     pub fn plain(onnx: &[u8], threads: usize, sequence_multiple: usize) -> Result<Self> {
-        Self::load(Cow::Borrowed(onnx), threads, sequence_multiple, false)
+        Self::load(
+            Source::Bytes(Cow::Borrowed(onnx)),
+            threads,
+            sequence_multiple,
+            false,
+        )
     }
 
     /// How many nodes our own operators replaced.
@@ -189,34 +221,40 @@ impl TractBackend {
     }
 
     fn load(
-        onnx: Cow<'_, [u8]>,
+        source: Source<'_>,
         threads: usize,
         sequence_multiple: usize,
         patch: bool,
     ) -> Result<Self> {
         guarded("loading the graph", || {
-            Self::load_unguarded(onnx, threads, sequence_multiple, patch)
+            Self::load_unguarded(source, threads, sequence_multiple, patch)
         })
     }
 
     fn load_unguarded(
-        onnx: Cow<'_, [u8]>,
+        source: Source<'_>,
         threads: usize,
         sequence_multiple: usize,
         patch: bool,
     ) -> Result<Self> {
         let framework = tract_onnx::onnx();
-        // Decoded straight from the package's bytes: tract's `proto_model_for_read` first
-        // copies them into a buffer of its own, a third copy of the weights at the load's peak
-        // (peak RSS at batch 1: BENCHMARKS.md, "Wave 4").
-        let proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(&onnx[..])
-            .map_err(|e| RuntimeError::Model(format!("the graph is not an ONNX model: {e}")))?;
-        drop(onnx);
-        crate::graph_guard::check(&proto)?;
-        let mut model = framework
-            .model_for_proto_model(&proto)
-            .map_err(model_error)?;
-        drop(proto);
+        let mut model = match source {
+            Source::Stream(graph) => crate::onnx_stream::parse(graph, framework)?,
+            Source::Bytes(onnx) => {
+                // Decoded straight from the bytes: tract's `proto_model_for_read` first copies
+                // them into a buffer of its own, a third copy of the weights at the load's
+                // peak (peak RSS at batch 1: BENCHMARKS.md, "Wave 4").
+                let proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(&onnx[..])
+                    .map_err(|e| {
+                        RuntimeError::Model(format!("the graph is not an ONNX model: {e}"))
+                    })?;
+                drop(onnx);
+                crate::graph_guard::check(&proto)?;
+                framework
+                    .model_for_proto_model(&proto)
+                    .map_err(model_error)?
+            }
+        };
         state_whole_blocks(&mut model, sequence_multiple).map_err(model_error)?;
         let mut facts = inference_facts(&model)?;
         let mut typed = model

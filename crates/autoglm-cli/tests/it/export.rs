@@ -69,4 +69,34 @@ fn a_tampered_package_is_refused() {
         matches!(err, RuntimeError::Package(PackageError::Digest { ref name, .. }) if name == "tokenizer.json"),
         "{err}"
     );
+    // The graph is streamed into tract and verified as it is read: a changed byte in a weight
+    // (still a well-formed graph), or a cut, is refused as damage, not parsed.
+    std::fs::copy(pkg.join("tokenizer.json"), copy.join("tokenizer.json")).unwrap();
+    let mut graph = std::fs::read(copy.join("model.onnx")).unwrap();
+    let at = graph.len() / 2;
+    graph[at] ^= 1;
+    std::fs::write(copy.join("model.onnx"), &graph).unwrap();
+    let err = Model::load(&copy).unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::Package(PackageError::Digest { ref name, .. }) if name == "model.onnx"),
+        "{err}"
+    );
+    std::fs::write(copy.join("model.onnx"), &graph[..at]).unwrap();
+    let err = Model::load(&copy).unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::Package(PackageError::Size { ref name, .. }) if name == "model.onnx"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_streamed_graph_gives_the_same_outputs_as_a_graph_read_whole() {
+    let Some(pkg) = sentiment_package() else {
+        return;
+    };
+    let texts = ["a wonderful, moving film", "dull and far too long", ""];
+    let streamed = Model::load(&pkg).unwrap().outputs(&texts).unwrap();
+    let package = autoglm_package::Package::open(&pkg).unwrap();
+    let whole = Model::from_package(package, &Default::default()).unwrap();
+    assert_eq!(streamed, whole.outputs(&texts).unwrap());
 }
