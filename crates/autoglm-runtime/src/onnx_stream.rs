@@ -1,30 +1,35 @@
 //! Reads an ONNX graph from a package stream so that the file's bytes and tract's copy of the
-//! weights are never all in memory at once (issue #13: peak RSS at load; BENCHMARKS.md).
+//! weights are never both in memory (issue #13: load time and peak RSS; BENCHMARKS.md).
 //!
 //! An ONNX file is one protobuf message, and almost all of its bytes are the `raw_data` of the
-//! graph's initializers. [`split`] walks the wire format as the bytes arrive and copies every
-//! field verbatim into a small *skeleton* of the model, except those `raw_data` fields: each
-//! goes into a buffer of its own. Once the whole file has passed its sha256 check, the skeleton
-//! is decoded with prost and handed to tract, which reads each initializer's data through
-//! [`Slots`]: the buffer itself is handed over, and freed as soon as tract has made its tensor.
-//! So the load holds the weights about once (plus the largest tensor while it is copied),
-//! where decoding the whole file held the file, the protobuf and tract's tensors together.
+//! graph's initializers. [`split`] walks the wire format as the bytes arrive: an initializer
+//! whose dims and type precede its data (as every ONNX writer orders them) is read straight into
+//! the tract tensor that will hold it, and left out of the model; every other field is copied
+//! verbatim into a small *skeleton* of the model. Once the whole file has passed its sha256
+//! check, the skeleton is decoded with prost and parsed by tract, which makes an input of each
+//! name it finds no definition for; those inputs then become constants holding the tensors
+//! read before. So the weights are read once, into their final place: no buffer of the file,
+//! no protobuf copy of them, no second copy made by tract's parser.
 //!
-//! Only the wire format is walked before verification, never interpreted: nothing is decoded
-//! or analysed until the file's digest matched. Every length is bounded by the message that
-//! holds it, and buffers grow as bytes arrive, never to a size the file merely declares.
+//! Before verification the wire format is only walked, and an initializer's dims and type read
+//! to size its tensor: every length is bounded by the message that holds it and by the bytes the
+//! file can still yield, so nothing is allocated that the file does not hold. Nothing is
+//! decoded or analysed until the file's digest matched.
 
 use crate::{Result, RuntimeError};
 use autoglm_package::FileStream;
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
-use std::sync::Mutex;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::{ensure, format_err};
+use tract_onnx::tract_hir::ops::{konst::Const, source::Source};
 
-/// `ModelProto.graph`, `GraphProto.initializer`, `TensorProto.raw_data` (onnx.proto).
+/// Field numbers (onnx.proto).
 const MODEL_GRAPH: u64 = 7;
 const GRAPH_INITIALIZER: u64 = 5;
+const TENSOR_DIMS: u64 = 1;
+const TENSOR_DATA_TYPE: u64 = 2;
+const TENSOR_NAME: u64 = 8;
 const TENSOR_RAW_DATA: u64 = 9;
 
 /// Protobuf wire types.
@@ -33,28 +38,58 @@ const FIXED64: u64 = 1;
 const LEN: u64 = 2;
 const FIXED32: u64 = 5;
 
-/// The model without its initializers' data, and that data.
+/// An initializer read into its tensor.
+#[derive(Debug)]
+pub(crate) struct Weight {
+    pub name: String,
+    /// Its ONNX `data_type` (to write it back, should it be needed in the protobuf).
+    pub data_type: i32,
+    pub tensor: Tensor,
+}
+
+/// The model without the initializers read into tensors, and those.
 #[derive(Debug, Default)]
 pub(crate) struct Split {
-    /// A valid `ModelProto` encoding: the file's fields, initializers without `raw_data`.
+    /// A valid `ModelProto` encoding: the file's fields but the initializers in `weights`.
     pub skeleton: Vec<u8>,
-    /// `(position among the graph's initializers, raw_data)` for each initializer that had
-    /// data, in file order (positions are what prost's decoding of the skeleton gives).
-    pub weights: Vec<(usize, Vec<u8>)>,
+    pub weights: Vec<Weight>,
 }
 
 fn bad(what: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Model(format!("the graph is not an ONNX model: {what}"))
 }
 
+/// The tract type of an ONNX `data_type` whose raw data tract copies as it lies.
+fn plain_type(data_type: i32) -> Option<DatumType> {
+    use pb::tensor_proto::DataType as D;
+    Some(match D::try_from(data_type).ok()? {
+        D::Float => DatumType::F32,
+        D::Double => DatumType::F64,
+        D::Float16 => DatumType::F16,
+        D::Int8 => DatumType::I8,
+        D::Uint8 => DatumType::U8,
+        D::Int16 => DatumType::I16,
+        D::Uint16 => DatumType::U16,
+        D::Int32 => DatumType::I32,
+        D::Uint32 => DatumType::U32,
+        D::Int64 => DatumType::I64,
+        D::Uint64 => DatumType::U64,
+        _ => return None,
+    })
+}
+
+/// One initializer message: kept in the skeleton, or read into a tensor.
+enum Initializer {
+    Kept(Vec<u8>),
+    Read(Weight),
+}
+
 /// Walks one protobuf stream; `read` counts the bytes consumed.
 struct Walker<R> {
     r: R,
     read: u64,
-    /// The most bytes the stream can hold: what a buffer may be sized by in advance.
+    /// The most bytes the stream can yield: no length may go past it.
     hint: u64,
-    /// Initializers seen so far (over every occurrence of the graph field, as prost merges).
-    initializers: usize,
 }
 
 impl<R: BufRead> Walker<R> {
@@ -94,32 +129,37 @@ impl<R: BufRead> Walker<R> {
         self.varint_from(None)
     }
 
-    /// Appends the next `len` bytes to `into`.
+    fn cut(len: u64, got: u64) -> RuntimeError {
+        bad(format!(
+            "a field of {len} bytes is cut off after {got} (the file is truncated)"
+        ))
+    }
+
+    /// Appends the next `len` bytes to `into` (`len` was checked by [`Walker::length`]).
     fn bytes(&mut self, len: u64, into: &mut Vec<u8>) -> Result<()> {
-        let ahead = len.min(self.hint.saturating_sub(self.read));
-        into.reserve(usize::try_from(ahead).unwrap_or(0));
+        into.reserve(usize::try_from(len).map_err(|_| bad("a field too large"))?);
         let got = (&mut self.r)
             .take(len)
             .read_to_end(into)
             .map_err(Self::io)? as u64;
         self.read += got;
         if got < len {
-            return Err(bad(format!(
-                "a field of {len} bytes is cut off after {got} (the file is truncated)"
-            )));
+            return Err(Self::cut(len, got));
         }
         Ok(())
     }
 
-    /// A length-delimited field's length, checked to fit before `end` (when bounded).
+    /// A length-delimited field's length, checked to fit in the message that holds it (`end`)
+    /// and in what the stream can still yield.
     fn length(&mut self, end: Option<u64>) -> Result<u64> {
         let len = self.varint()?;
-        match end {
-            Some(end) if len > end.saturating_sub(self.read) => Err(bad(format!(
-                "a field of {len} bytes overruns the message that holds it"
-            ))),
-            _ => Ok(len),
+        let room = end.unwrap_or(u64::MAX).min(self.hint);
+        if len > room.saturating_sub(self.read) {
+            return Err(bad(format!(
+                "a field of {len} bytes overruns the message or the file that holds it"
+            )));
         }
+        Ok(len)
     }
 
     /// Copies the rest of the field `tag` (its tag already read) into `out`.
@@ -163,7 +203,7 @@ impl<R: BufRead> Walker<R> {
     }
 
     /// The `ModelProto`: the whole stream.
-    fn model(&mut self, weights: &mut Vec<(usize, Vec<u8>)>) -> Result<Vec<u8>> {
+    fn model(&mut self, weights: &mut Vec<Weight>) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(tag) = self.tag(None)? {
             if tag == MODEL_GRAPH << 3 | LEN {
@@ -177,17 +217,15 @@ impl<R: BufRead> Walker<R> {
         Ok(out)
     }
 
-    fn graph(&mut self, end: u64, weights: &mut Vec<(usize, Vec<u8>)>) -> Result<Vec<u8>> {
+    fn graph(&mut self, end: u64, weights: &mut Vec<Weight>) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(tag) = self.tag(Some(end))? {
             if tag == GRAPH_INITIALIZER << 3 | LEN {
                 let len = self.length(Some(end))?;
-                let (tensor, data) = self.tensor(self.read + len)?;
-                if let Some(data) = data {
-                    weights.push((self.initializers, data));
+                match self.initializer(self.read + len)? {
+                    Initializer::Kept(tensor) => nested_into(&mut out, tag, &tensor),
+                    Initializer::Read(weight) => weights.push(weight),
                 }
-                self.initializers += 1;
-                nested_into(&mut out, tag, &tensor);
             } else {
                 self.copy_field(tag, Some(end), &mut out)?;
             }
@@ -195,23 +233,139 @@ impl<R: BufRead> Walker<R> {
         Ok(out)
     }
 
-    /// One initializer without its `raw_data`, and that data (when not empty).
-    fn tensor(&mut self, end: u64) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    /// One `TensorProto` of the graph's initializers: read into its tensor when its dims and
+    /// type come before its raw data and match its size, else copied as it is.
+    fn initializer(&mut self, end: u64) -> Result<Initializer> {
         let mut out = Vec::new();
-        let mut data = None;
+        let mut dims: Vec<i64> = Vec::new();
+        let mut data_type = 0i32;
+        let mut name: Option<Vec<u8>> = None;
+        let mut read: Option<Tensor> = None;
         while let Some(tag) = self.tag(Some(end))? {
-            if tag == TENSOR_RAW_DATA << 3 | LEN {
-                let len = self.length(Some(end))?;
-                let mut bytes = Vec::new();
-                self.bytes(len, &mut bytes)?;
-                // A field that appears twice: the last one counts, as in prost's decoding.
-                data = (!bytes.is_empty()).then_some(bytes);
-            } else {
-                self.copy_field(tag, Some(end), &mut out)?;
+            let field = tag >> 3;
+            if read.is_some() && [TENSOR_DIMS, TENSOR_DATA_TYPE, TENSOR_RAW_DATA].contains(&field) {
+                return Err(bad(
+                    "an initializer's dims, type or data follow its data (no ONNX writer does that)",
+                ));
+            }
+            match (field, tag & 7) {
+                (TENSOR_DIMS, VARINT) => {
+                    let v = self.varint()?;
+                    dims.push(v as i64);
+                    varint_into(&mut out, tag);
+                    varint_into(&mut out, v);
+                }
+                (TENSOR_DIMS, LEN) => {
+                    let len = self.length(Some(end))?;
+                    let mut packed = Vec::new();
+                    self.bytes(len, &mut packed)?;
+                    dims.extend(packed_varints(&packed)?);
+                    varint_into(&mut out, tag);
+                    varint_into(&mut out, len);
+                    out.extend_from_slice(&packed);
+                }
+                (TENSOR_DATA_TYPE, VARINT) => {
+                    let v = self.varint()?;
+                    data_type = v as i32;
+                    varint_into(&mut out, tag);
+                    varint_into(&mut out, v);
+                }
+                (TENSOR_NAME, LEN) => {
+                    let len = self.length(Some(end))?;
+                    let mut bytes = Vec::new();
+                    self.bytes(len, &mut bytes)?;
+                    varint_into(&mut out, tag);
+                    varint_into(&mut out, len);
+                    out.extend_from_slice(&bytes);
+                    name = Some(bytes);
+                }
+                (TENSOR_RAW_DATA, LEN) => {
+                    let len = self.length(Some(end))?;
+                    match self.tensor_for(&dims, data_type, len)? {
+                        Some(mut tensor) => {
+                            let bytes = tensor.as_bytes_mut();
+                            let got = read_fully(&mut self.r, bytes).map_err(Self::io)?;
+                            self.read += got as u64;
+                            if got < bytes.len() {
+                                return Err(Self::cut(len, got as u64));
+                            }
+                            read = Some(tensor);
+                        }
+                        None => {
+                            varint_into(&mut out, tag);
+                            varint_into(&mut out, len);
+                            self.bytes(len, &mut out)?;
+                        }
+                    }
+                }
+                _ => self.copy_field(tag, Some(end), &mut out)?,
             }
         }
-        Ok((out, data))
+        let Some(tensor) = read else {
+            return Ok(Initializer::Kept(out));
+        };
+        let name = String::from_utf8(name.unwrap_or_default())
+            .map_err(|_| bad("an initializer's name is not UTF-8"))?;
+        if name.is_empty() {
+            return Err(bad("an initializer has no name"));
+        }
+        Ok(Initializer::Read(Weight {
+            name,
+            data_type,
+            tensor,
+        }))
     }
+
+    /// The tensor that `len` bytes of raw data of type `data_type` and shape `dims` fill
+    /// exactly, or `None` when they do not (tract then reads the field from the skeleton, and
+    /// says what is wrong with it).
+    fn tensor_for(&self, dims: &[i64], data_type: i32, len: u64) -> Result<Option<Tensor>> {
+        let Some(dt) = plain_type(data_type) else {
+            return Ok(None);
+        };
+        let shape: Option<Vec<usize>> = dims.iter().map(|&d| usize::try_from(d).ok()).collect();
+        let Some(shape) = shape else {
+            return Ok(None);
+        };
+        let size = shape
+            .iter()
+            .try_fold(dt.size_of(), |n, &d| n.checked_mul(d));
+        if len == 0 || size != usize::try_from(len).ok() {
+            return Ok(None);
+        }
+        // `len` fits in what the stream can still yield (`length`): a real allocation.
+        Tensor::zero_dt(dt, &shape)
+            .map(Some)
+            .map_err(|e| bad(format!("an initializer of shape {shape:?}: {e}")))
+    }
+}
+
+/// Reads into all of `buf` unless the stream ends first; how many bytes came.
+fn read_fully(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// The varints of a packed repeated field.
+fn packed_varints(bytes: &[u8]) -> Result<Vec<i64>> {
+    let mut walker = Walker {
+        r: bytes,
+        read: 0,
+        hint: bytes.len() as u64,
+    };
+    let mut values = Vec::new();
+    while walker.read < bytes.len() as u64 {
+        values.push(walker.varint()? as i64);
+    }
+    Ok(values)
 }
 
 fn varint_into(out: &mut Vec<u8>, mut v: u64) {
@@ -228,68 +382,18 @@ fn nested_into(out: &mut Vec<u8>, tag: u64, message: &[u8]) {
     out.extend_from_slice(message);
 }
 
-/// Splits the ONNX model that `r` yields (at most `hint` bytes) into its skeleton and weights.
+/// Splits the ONNX model that `r` yields (at most `hint` bytes) into its skeleton and the
+/// initializers read into tensors.
 pub(crate) fn split(r: impl BufRead, hint: u64) -> Result<Split> {
-    let mut walker = Walker {
-        r,
-        read: 0,
-        hint,
-        initializers: 0,
-    };
+    let mut walker = Walker { r, read: 0, hint };
     let mut weights = Vec::new();
     let skeleton = walker.model(&mut weights)?;
     Ok(Split { skeleton, weights })
 }
 
-/// The initializers' data for tract's external-data reader: slot `offset`, handed over whole.
-struct Slots(Mutex<Vec<Option<Vec<u8>>>>);
-
-/// Where [`Slots`] are said to live: tract checks that an external-data path names an existing
-/// place inside the model directory before it asks the reader, so both are the root, which
-/// every native file system has. No file is ever read there.
-const SLOT_DIR: &str = "/";
-const SLOT_LOCATION: &str = ".";
-
-impl tract_onnx::data_resolver::ModelDataResolver for Slots {
-    fn read_bytes_from_path(
-        &self,
-        buf: &mut Vec<u8>,
-        p: &std::path::Path,
-        offset: usize,
-        length: Option<usize>,
-    ) -> TractResult<()> {
-        ensure!(
-            p == std::path::Path::new(SLOT_DIR),
-            "external data ({p:?}): a package keeps its weights inside its graph file"
-        );
-        let mut slots = self
-            .0
-            .lock()
-            .map_err(|_| format_err!("the weights' slots are poisoned"))?;
-        let data = slots
-            .get_mut(offset)
-            .and_then(Option::take)
-            .ok_or_else(|| format_err!("external data slot {offset} does not exist or was used"))?;
-        ensure!(
-            length == Some(data.len()),
-            "external data slot {offset} holds {} bytes, not {length:?}",
-            data.len()
-        );
-        if buf.is_empty() {
-            *buf = data;
-        } else {
-            buf.extend_from_slice(&data);
-        }
-        Ok(())
-    }
-}
-
 /// Reads, verifies and parses the graph `stream` into tract's model: see the module's comment.
-/// `framework` is the ONNX front end to parse with (its data reader is replaced here).
-pub(crate) fn parse(
-    stream: FileStream,
-    mut framework: tract_onnx::Onnx,
-) -> Result<tract_onnx::prelude::InferenceModel> {
+/// `framework` is the ONNX front end to parse with.
+pub(crate) fn parse(stream: FileStream, framework: &tract_onnx::Onnx) -> Result<InferenceModel> {
     let hint = stream.capacity_hint();
     let mut reader = BufReader::with_capacity(1 << 16, stream);
     let split = split(&mut reader, hint);
@@ -304,52 +408,54 @@ pub(crate) fn parse(
         .graph
         .as_mut()
         .ok_or_else(|| RuntimeError::Model("the ONNX file has no graph".into()))?;
-    if let Some(t) = graph.initializer.iter().find(|t| {
-        !t.external_data.is_empty()
-            || t.data_location == Some(pb::tensor_proto::DataLocation::External as i32)
-    }) {
-        return Err(RuntimeError::Model(format!(
-            "initializer `{}` keeps its data outside the graph file (ONNX external data), \
-             which a package does not allow",
-            t.name
-        )));
-    }
-    let mut slots = Vec::with_capacity(weights.len());
-    for (slot, (index, data)) in weights.into_iter().enumerate() {
-        let tensor = graph
-            .initializer
-            .get_mut(index)
-            .ok_or_else(|| bad(format!("initializer {index} is missing from the skeleton")))?;
-        if cfg!(target_family = "wasm") {
-            // WASI has no `canonicalize`, which tract's external-data path needs: the data
-            // goes back into the protobuf (moved, not copied), and is freed after the parse.
-            tensor.raw_data = data;
-            continue;
-        }
-        let entry = |key: &str, value: String| pb::StringStringEntryProto {
-            key: key.into(),
-            value,
-        };
-        tensor.data_location = Some(pb::tensor_proto::DataLocation::External as i32);
-        tensor.external_data = vec![
-            entry("location", SLOT_LOCATION.into()),
-            entry("offset", slot.to_string()),
-            entry("length", data.len().to_string()),
-        ];
-        slots.push(Some(data));
-    }
-    framework.provider = std::sync::Arc::new(Slots(Mutex::new(slots)));
-    let dir = (!cfg!(target_family = "wasm")).then_some(SLOT_DIR);
+    // tract looks the graph's outputs up among the values it parsed: an initializer that is an
+    // output goes back into the protobuf.
+    let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    let (back, weights): (Vec<Weight>, Vec<Weight>) = weights
+        .into_iter()
+        .partition(|w| outputs.contains(w.name.as_str()));
+    graph
+        .initializer
+        .extend(back.into_iter().map(|w| pb::TensorProto {
+            name: w.name,
+            dims: w.tensor.shape().iter().map(|&d| d as i64).collect(),
+            data_type: w.data_type,
+            raw_data: w.tensor.as_bytes().to_vec(),
+            ..Default::default()
+        }));
     let parsed = framework
-        .parse(&proto, dir)
+        .parse(&proto, None)
         .map_err(|e| RuntimeError::Model(format!("{e:?}")))?;
-    if !parsed.unresolved_inputs.is_empty() {
+    drop(proto);
+    let mut model = parsed.model;
+    let mut names = HashSet::new();
+    for Weight { name, tensor, .. } in weights {
+        let Some(&outlet) = parsed.outlets_by_name.get(&name) else {
+            continue; // used by no node: tract would prune it
+        };
+        let node = &mut model.nodes[outlet.node];
+        if !names.insert(name.clone()) || !node.op_is::<Source>() {
+            return Err(RuntimeError::Model(format!(
+                "the graph defines `{name}` twice (as an initializer and again)"
+            )));
+        }
+        let tensor = tensor.into_arc_tensor();
+        let fact = TypedFact::try_from(tensor.clone()).map_err(|e| bad(format!("{e:?}")))?;
+        node.op = Box::new(Const::new(tensor).map_err(|e| bad(format!("{e:?}")))?);
+        node.outputs[0].fact = fact.into();
+        model.inputs.retain(|&i| i != outlet);
+    }
+    let unresolved: Vec<&String> = parsed
+        .unresolved_inputs
+        .iter()
+        .filter(|n| !names.contains(*n))
+        .collect();
+    if !unresolved.is_empty() {
         return Err(RuntimeError::Model(format!(
-            "the graph uses values it never defines: {:?}",
-            parsed.unresolved_inputs
+            "the graph uses values it never defines: {unresolved:?}"
         )));
     }
-    Ok(parsed.model)
+    Ok(model)
 }
 
 #[cfg(test)]
@@ -367,7 +473,15 @@ mod tests {
         }
     }
 
+    /// y = (a + x) + typed[0..1]… : `a` and `b` have raw data, `typed` float_data.
     fn model() -> pb::ModelProto {
+        let node = |name: &str, a: &str, b: &str, out: &str| pb::NodeProto {
+            name: name.into(),
+            op_type: "Add".into(),
+            input: vec![a.into(), b.into()],
+            output: vec![out.into()],
+            ..Default::default()
+        };
         pb::ModelProto {
             ir_version: 8,
             producer_name: "test".into(),
@@ -381,12 +495,12 @@ mod tests {
                     tensor("a", &[1.0, 2.0, 3.0]),
                     pb::TensorProto {
                         name: "typed".into(),
-                        dims: vec![2],
+                        dims: vec![3],
                         data_type: pb::tensor_proto::DataType::Float as i32,
-                        float_data: vec![4.0, 5.0],
+                        float_data: vec![4.0, 5.0, 6.0],
                         ..Default::default()
                     },
-                    tensor("b", &[6.0; 300]),
+                    tensor("b", &[0.5; 3]),
                 ],
                 input: vec![pb::ValueInfoProto {
                     name: "x".into(),
@@ -399,11 +513,13 @@ mod tests {
                     }),
                     ..Default::default()
                 }],
-                node: vec![pb::NodeProto {
-                    name: "add".into(),
-                    op_type: "Add".into(),
-                    input: vec!["a".into(), "x".into()],
-                    output: vec!["y".into()],
+                node: vec![
+                    node("n1", "a", "x", "s"),
+                    node("n2", "s", "typed", "t"),
+                    node("n3", "t", "b", "y"),
+                ],
+                output: vec![pb::ValueInfoProto {
+                    name: "y".into(),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -412,32 +528,138 @@ mod tests {
         }
     }
 
+    fn stream(bytes: Vec<u8>) -> FileStream {
+        FileStream::of_bytes("model.onnx", bytes)
+    }
+
+    /// Runs `model` on x = [10, 20, 30].
+    fn run(model: InferenceModel) -> Vec<f32> {
+        let plan = model
+            .with_input_fact(0, f32::fact([3]).into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .unwrap();
+        let out = plan.run(tvec![tensor1(&[10f32, 20., 30.]).into()]).unwrap();
+        out[0]
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec()
+    }
+
+    fn whole(bytes: &[u8]) -> InferenceModel {
+        tract_onnx::onnx()
+            .model_for_proto_model(&pb::ModelProto::decode(bytes).unwrap())
+            .unwrap()
+    }
+
+    /// The encoding of `model` with its initializer `at` replaced by the bytes `tensor`.
+    fn with_initializer_bytes(model: &pb::ModelProto, at: usize, tensor: &[u8]) -> Vec<u8> {
+        let mut graph = model.graph.clone().unwrap();
+        graph.initializer.remove(at);
+        let mut graph_bytes = graph.encode_to_vec();
+        nested_into(&mut graph_bytes, GRAPH_INITIALIZER << 3 | LEN, tensor);
+        let mut bytes = pb::ModelProto {
+            graph: None,
+            ..model.clone()
+        }
+        .encode_to_vec();
+        nested_into(&mut bytes, MODEL_GRAPH << 3 | LEN, &graph_bytes);
+        bytes
+    }
+
     #[test]
-    fn the_skeleton_is_the_model_without_raw_data() {
+    fn initializers_with_raw_data_are_read_into_tensors_and_left_out() {
         let m = model();
         let bytes = m.encode_to_vec();
         let split = split(&bytes[..], bytes.len() as u64).unwrap();
         let skeleton = pb::ModelProto::decode(&split.skeleton[..]).unwrap();
         let mut expected = m.clone();
-        let mut taken = vec![];
-        for (i, t) in expected
+        expected
             .graph
             .as_mut()
             .unwrap()
             .initializer
-            .iter_mut()
-            .enumerate()
-        {
-            if !t.raw_data.is_empty() {
-                taken.push((i, std::mem::take(&mut t.raw_data)));
-            }
-        }
+            .retain(|t| t.raw_data.is_empty());
         assert_eq!(skeleton, expected);
-        assert_eq!(split.weights, taken);
-        assert_eq!(
-            split.weights.iter().map(|w| w.0).collect::<Vec<_>>(),
-            [0, 2]
+        let read: Vec<(&str, &[f32])> = split
+            .weights
+            .iter()
+            .map(|w| {
+                let t = w.tensor.try_as_plain_ram().unwrap();
+                (w.name.as_str(), t.as_slice::<f32>().unwrap())
+            })
+            .collect();
+        assert_eq!(read, [("a", &[1.0, 2.0, 3.0][..]), ("b", &[0.5; 3][..])]);
+        assert_eq!(split.weights[0].tensor.shape(), [3]);
+    }
+
+    #[test]
+    fn tract_gets_the_same_model() {
+        let bytes = model().encode_to_vec();
+        let streamed = parse(stream(bytes.clone()), &tract_onnx::onnx()).unwrap();
+        let whole = whole(&bytes);
+        assert_eq!(streamed.inputs.len(), 1);
+        let consts = |m: &InferenceModel| -> Vec<(String, Tensor)> {
+            let mut c: Vec<_> = m
+                .nodes()
+                .iter()
+                .filter_map(|n| {
+                    let c = n.op_as::<Const>()?;
+                    Some((n.name.clone(), c.val().as_ref().clone()))
+                })
+                .collect();
+            c.sort_by(|a, b| a.0.cmp(&b.0));
+            c
+        };
+        assert_eq!(consts(&streamed).len(), 3);
+        assert_eq!(consts(&streamed), consts(&whole));
+        assert_eq!(run(streamed), [15.5, 27.5, 39.5]);
+        assert_eq!(run(whole), [15.5, 27.5, 39.5]);
+    }
+
+    #[test]
+    fn odd_but_valid_initializers_are_left_to_tract() {
+        let m = model();
+        // Raw data before dims and type: copied into the skeleton as it is.
+        let a = &m.graph.as_ref().unwrap().initializer[0];
+        let mut odd = pb::TensorProto {
+            raw_data: a.raw_data.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        odd.extend(
+            pb::TensorProto {
+                raw_data: vec![],
+                ..a.clone()
+            }
+            .encode_to_vec(),
         );
+        let bytes = with_initializer_bytes(&m, 0, &odd);
+        assert_eq!(
+            split(&bytes[..], bytes.len() as u64).unwrap().weights.len(),
+            1
+        );
+        let parsed = parse(stream(bytes), &tract_onnx::onnx()).unwrap();
+        assert_eq!(run(parsed), [15.5, 27.5, 39.5]);
+        // An initializer that is also the graph's output goes back into the protobuf.
+        let mut m = model();
+        m.graph.as_mut().unwrap().output.push(pb::ValueInfoProto {
+            name: "b".into(),
+            ..Default::default()
+        });
+        let parsed = parse(stream(m.encode_to_vec()), &tract_onnx::onnx()).unwrap();
+        assert_eq!(parsed.outputs.len(), 2);
+        // A size that does not match the dims: tract's parser reports it, as for any file.
+        let mut m = model();
+        m.graph.as_mut().unwrap().initializer[0].dims = vec![4];
+        let bytes = m.encode_to_vec();
+        assert_eq!(
+            split(&bytes[..], bytes.len() as u64).unwrap().weights.len(),
+            1
+        );
+        assert!(parse(stream(bytes), &tract_onnx::onnx()).is_err());
     }
 
     #[test]
@@ -457,55 +679,59 @@ mod tests {
         assert_eq!(bytes[head], 0x3a);
         for cut in head + 1..head + field {
             assert!(split(&bytes[..cut], cut as u64).is_err(), "cut at {cut}");
+            // What the stream says it can yield bounds every length too.
+            assert!(split(&bytes[..], cut as u64).is_err(), "hint {cut}");
         }
         // A group (wire type 3) and field 0.
         assert!(split(&[0x0b][..], 1).is_err());
         assert!(split(&[0x00, 0x00][..], 2).is_err());
         // A length past its message: graph of 2 bytes holding a field of 100.
         assert!(split(&[0x3a, 0x02, 0x0a, 0x64][..], 4).is_err());
-        // A huge declared length does not allocate it: the read just comes up short.
+        // A huge declared length is refused before anything is allocated for it.
         let huge = [0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2];
-        assert!(split(&huge[..], huge.len() as u64).is_err());
-        // Eleven-byte varint.
-        assert!(split(
-            &[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01][..],
-            12
-        )
-        .is_err());
+        assert!(split(&huge[..], u64::MAX).is_err());
+        // An eleven-byte varint.
+        let long = [
+            0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
+        assert!(split(&long[..], 12).is_err());
+        // Dims after the data they shape.
+        let a = &m.graph.as_ref().unwrap().initializer[0];
+        let mut late = a.encode_to_vec();
+        late.extend(
+            pb::TensorProto {
+                dims: vec![3],
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        let bytes = with_initializer_bytes(&m, 0, &late);
+        let e = split(&bytes[..], bytes.len() as u64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("follow its data"), "{e}");
+        // The same name twice.
+        let mut m = model();
+        m.graph.as_mut().unwrap().initializer[2].name = "a".into();
+        let e = parse(stream(m.encode_to_vec()), &tract_onnx::onnx())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("twice"), "{e}");
     }
 
     #[test]
-    fn tract_gets_the_same_constants() {
-        let bytes = model().encode_to_vec();
-        let stream = autoglm_package::FileStream::of_bytes("model.onnx", bytes.clone());
-        let streamed = parse(stream, tract_onnx::onnx()).unwrap();
-        let whole = tract_onnx::onnx()
-            .model_for_proto_model(&pb::ModelProto::decode(&bytes[..]).unwrap())
-            .unwrap();
-        let consts = |m: &InferenceModel| -> Vec<(String, Tensor)> {
-            m.nodes()
-                .iter()
-                .filter_map(|n| {
-                    let c = n.op_as::<tract_onnx::tract_hir::ops::konst::Const>()?;
-                    Some((n.name.clone(), c.val().as_ref().clone()))
-                })
-                .collect()
-        };
-        assert_eq!(consts(&streamed).len(), 3);
-        assert_eq!(consts(&streamed), consts(&whole));
-    }
-
-    #[test]
-    fn external_data_in_the_file_is_refused() {
+    fn external_data_is_refused() {
         let mut m = model();
         let t = &mut m.graph.as_mut().unwrap().initializer[1];
+        t.float_data.clear();
         t.data_location = Some(pb::tensor_proto::DataLocation::External as i32);
         t.external_data = vec![pb::StringStringEntryProto {
             key: "location".into(),
             value: "etc/passwd".into(),
         }];
-        let stream = autoglm_package::FileStream::of_bytes("model.onnx", m.encode_to_vec());
-        let e = parse(stream, tract_onnx::onnx()).unwrap_err().to_string();
+        let e = parse(stream(m.encode_to_vec()), &tract_onnx::onnx())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("external data"), "{e}");
     }
 }

@@ -239,7 +239,7 @@ impl TractBackend {
     ) -> Result<Self> {
         let framework = tract_onnx::onnx();
         let mut model = match source {
-            Source::Stream(graph) => crate::onnx_stream::parse(graph, framework)?,
+            Source::Stream(graph) => crate::onnx_stream::parse(graph, &framework)?,
             Source::Bytes(onnx) => {
                 // Decoded straight from the bytes: tract's `proto_model_for_read` first copies
                 // them into a buffer of its own, a third copy of the weights at the load's
