@@ -667,3 +667,34 @@ fn a_streamed_graph_is_the_file_and_is_verified_when_finished() {
         "{err}"
     );
 }
+
+#[test]
+fn a_streamed_graph_of_many_chunks_is_hashed_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("pkg");
+    // Over three of the digest thread's chunks, not a whole number of them.
+    let graph: Vec<u8> = (0..3 * Digester::CHUNK + 17)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    let files = vec![
+        ("model.onnx".to_string(), graph.clone()),
+        ("tokenizer.json".to_string(), b"{}".to_vec()),
+    ];
+    Package::new(Manifest::example(), files)
+        .unwrap()
+        .write(&path)
+        .unwrap();
+    assert_eq!(streamed(&path).unwrap().1, graph);
+    // Read in odd pieces, and only partly: `finish` hashes the rest.
+    let (_, mut stream) = Package::open_streaming_graph(&path).unwrap();
+    let mut piece = vec![0u8; 12_345];
+    stream.read_exact(&mut piece).unwrap();
+    assert_eq!(piece, graph[..12_345]);
+    stream.finish().unwrap();
+    // A change in the last chunk.
+    let mut tampered = graph.clone();
+    *tampered.last_mut().unwrap() ^= 1;
+    std::fs::write(path.join("model.onnx"), &tampered).unwrap();
+    let err = streamed(&path).unwrap_err();
+    assert!(matches!(err, PackageError::Digest { .. }), "{err}");
+}
