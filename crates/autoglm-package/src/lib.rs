@@ -329,38 +329,47 @@ impl Read for FileStream {
 /// exist, so that the reader's own work (reading the graph into tensors) overlaps it: on a
 /// Zen 4 core with SHA extensions that takes 68-75 ms instead of 85-90 for MiniLM's 90 MB
 /// graph, and where sha256 runs in software (a Raspberry Pi 4 has no crypto extensions:
-/// ~200 MB/s) hashing alone would be most of the load. The thread is handed copies of the chunks read, at most
-/// [`Digester::QUEUE`] of [`Digester::CHUNK`] bytes waiting at once (a bound on the memory it
-/// adds; the reader waits for it beyond that). Where no thread can start, it hashes inline.
+/// ~200 MB/s) hashing alone would be most of the load.
+///
+/// The thread is handed copies of the chunks read, in buffers it hands back once hashed: at
+/// most [`Digester::QUEUE`] chunks of [`Digester::CHUNK`] bytes wait at once (the reader waits
+/// beyond that), and the same few buffers are reused, never freed by the other thread (an
+/// allocator reclaims such frees late: the peak grew by tens of MB without this). Where no
+/// thread can start, it hashes inline.
 enum Digester {
     Inline(Sha256),
     Thread {
         chunks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+        spare: std::sync::mpsc::Receiver<Vec<u8>>,
         worker: std::thread::JoinHandle<String>,
     },
 }
 
 impl Digester {
-    const CHUNK: usize = 1 << 20;
-    const QUEUE: usize = 8;
+    const CHUNK: usize = 512 << 10;
+    const QUEUE: usize = 4;
 
     fn new() -> Self {
         if cfg!(target_family = "wasm") {
             return Digester::Inline(Sha256::new());
         }
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(Self::QUEUE);
+        let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
         let worker = std::thread::Builder::new()
             .name("package-digest".into())
             .spawn(move || {
                 let mut hasher = Sha256::new();
                 for chunk in rx {
                     hasher.update(&chunk);
+                    // The reader may be gone (it stops taking buffers back at its end).
+                    let _ = back.send(chunk);
                 }
                 hex::encode(hasher.finalize())
             });
         match worker {
             Ok(worker) => Digester::Thread {
                 chunks: Some(tx),
+                spare,
                 worker,
             },
             Err(_) => Digester::Inline(Sha256::new()),
@@ -374,9 +383,14 @@ impl Digester {
     fn update(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Digester::Inline(hasher) => hasher.update(bytes),
-            Digester::Thread { chunks, .. } => {
+            Digester::Thread { chunks, spare, .. } => {
                 let sender = chunks.as_ref().ok_or_else(Self::gone)?;
-                sender.send(bytes.to_vec()).map_err(|_| Self::gone())?;
+                let mut chunk = spare
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(Self::CHUNK));
+                chunk.clear();
+                chunk.extend_from_slice(bytes);
+                sender.send(chunk).map_err(|_| Self::gone())?;
             }
         }
         Ok(())
@@ -386,7 +400,7 @@ impl Digester {
     fn finish(self) -> std::io::Result<String> {
         match self {
             Digester::Inline(hasher) => Ok(hex::encode(hasher.finalize())),
-            Digester::Thread { chunks, worker } => {
+            Digester::Thread { chunks, worker, .. } => {
                 drop(chunks);
                 worker.join().map_err(|_| Self::gone())
             }
