@@ -236,6 +236,30 @@ impl FileStream {
         })
     }
 
+    /// The tar member `member` of the archive `path`, read through `file` (an open handle of
+    /// it); never more bytes than the member has.
+    fn of_member(
+        path: &Path,
+        mut file: std::fs::File,
+        member: &TarMember,
+        entry: FileEntry,
+    ) -> Result<Self, PackageError> {
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(member.start))
+            .map_err(|source| FileError::Read {
+                path: path.into(),
+                source,
+            })?;
+        Ok(FileStream {
+            name: member.name.clone(),
+            size: entry.size,
+            hint: entry.size.min(member.len),
+            source: Box::new(file.take(member.len)),
+            check: Some((Digester::new(), entry)),
+            read: 0,
+        })
+    }
+
     /// A stream over `bytes` that the caller vouches for (already verified, or not from a
     /// package): `finish` checks nothing but that they were all there.
     pub fn of_bytes(name: &str, bytes: Vec<u8>) -> Self {
@@ -408,6 +432,105 @@ impl Digester {
     }
 }
 
+/// Where a member of a tar archive lies in it.
+struct TarMember {
+    name: String,
+    /// Offset of its data in the archive, and its size there.
+    start: u64,
+    len: u64,
+}
+
+/// The members of the tar archive `reader` (`total` bytes) that a package holds, by name; when
+/// `stream_graph`, the manifest's graph file is not read but located (only if the manifest came
+/// before it, as in archives we write).
+///
+/// Every member is bounded before it is read: by the bytes the archive really has left, and
+/// once the manifest has been read, by the size it declares for that member; members the
+/// manifest does not list are skipped unread. A member's data is read into a buffer of exactly
+/// its size (growing one by doubling copied it into fresh pages each step: the CLI's peak RSS
+/// on the embedded default was 199 MB, then 158 MB).
+fn read_tar<R: Read + std::io::Seek>(
+    reader: R,
+    total: u64,
+    stream_graph: bool,
+) -> Result<(BTreeMap<String, Vec<u8>>, Option<TarMember>), PackageError> {
+    let archive_err = |e: std::io::Error| PackageError::Archive(e.to_string());
+    let mut archive = tar::Archive::new(reader);
+    let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut manifest: Option<Manifest> = None;
+    let mut streamed: Option<TarMember> = None;
+    for entry in archive.entries_with_seek().map_err(archive_err)? {
+        let mut entry = entry.map_err(archive_err)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry
+            .path()
+            .map_err(archive_err)?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        let claimed = entry.size();
+        let start = entry.raw_file_position();
+        let left = total.saturating_sub(start);
+        if claimed > left {
+            return Err(PackageError::Archive(format!(
+                "member `{name}` claims {claimed} bytes but the archive has {left} left: it is truncated or corrupt"
+            )));
+        }
+        let limit = if name == MANIFEST_FILE {
+            MAX_MANIFEST_BYTES
+        } else if name == SIGNATURE_FILE {
+            signature::MAX_SIGNATURE_BYTES
+        } else if let Some(m) = &manifest {
+            match m.files.get(&name) {
+                Some(e) => e.size,
+                None => continue,
+            }
+        } else {
+            MAX_PACKAGE_BYTES
+        };
+        if claimed > limit {
+            return Err(match (&manifest, name == MANIFEST_FILE) {
+                (Some(_), false) => PackageError::Size {
+                    name,
+                    expected: limit,
+                    actual: claimed,
+                },
+                _ => PackageError::Archive(format!(
+                    "member `{name}` claims {claimed} bytes, over the {limit}-byte limit"
+                )),
+            });
+        }
+        if entries.contains_key(&name) || streamed.as_ref().is_some_and(|m| m.name == name) {
+            return Err(PackageError::Archive(format!(
+                "member `{name}` appears twice"
+            )));
+        }
+        if stream_graph && manifest.as_ref().is_some_and(|m| m.graph.file == name) {
+            streamed = Some(TarMember {
+                name,
+                start,
+                len: claimed,
+            });
+            continue;
+        }
+        let len = usize::try_from(claimed).map_err(|_| {
+            PackageError::Archive(format!("member `{name}` is too large for this machine"))
+        })?;
+        let mut data = Vec::with_capacity(len);
+        (&mut entry)
+            .take(claimed)
+            .read_to_end(&mut data)
+            .map_err(archive_err)?;
+        if name == MANIFEST_FILE && manifest.is_none() {
+            manifest = Some(Manifest::from_json(&data)?);
+        }
+        entries.insert(name, data);
+    }
+    Ok((entries, streamed))
+}
+
 /// A verified package held in memory: its manifest and the bytes of every file it lists.
 #[derive(Clone, PartialEq)]
 pub struct Package {
@@ -496,14 +619,47 @@ impl Package {
                 meta.len()
             )));
         }
-        let bytes = read_regular(path, MAX_PACKAGE_BYTES, meta.len())?;
-        if bytes.len() as u64 > MAX_PACKAGE_BYTES {
+        Self::open_tar(path, false).map(|(package, _)| package)
+    }
+
+    /// Reads the `.tar` package `path` member by member from the file (never the whole archive
+    /// at once), leaving the graph out when `stream_graph` and the manifest came first: it is
+    /// then read (and verified) through the [`FileStream`] returned.
+    fn open_tar(
+        path: &Path,
+        stream_graph: bool,
+    ) -> Result<(Self, Option<FileStream>), PackageError> {
+        let read_err = |source| FileError::Read {
+            path: path.into(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        // The file checked before opening could have been swapped since: check what was opened.
+        let meta = file.metadata().map_err(read_err)?;
+        if !meta.is_file() {
+            return Err(PackageError::NotRegular {
+                path: path.into(),
+                kind: file_kind(&meta.file_type()),
+            });
+        }
+        if meta.len() > MAX_PACKAGE_BYTES {
             return Err(PackageError::Archive(format!(
-                "{} grew over the {MAX_PACKAGE_BYTES} byte limit while it was read",
-                path.display()
+                "{} is {} bytes, over the {MAX_PACKAGE_BYTES} byte limit",
+                path.display(),
+                meta.len()
             )));
         }
-        Self::from_tar(&bytes)
+        // A second handle for the graph's stream (where the platform has none, e.g. WASI, the
+        // graph is read with the rest).
+        let graph_handle = stream_graph.then(|| file.try_clone().ok()).flatten();
+        let reader = std::io::BufReader::new(file);
+        let (entries, streamed) = read_tar(reader, meta.len(), graph_handle.is_some())?;
+        let (Some(member), Some(handle)) = (streamed, graph_handle) else {
+            return Self::from_entries(entries).map(|package| (package, None));
+        };
+        let (package, entry) = Self::from_entries_streaming(entries, &member.name)?;
+        let stream = FileStream::of_member(path, handle, &member, entry)?;
+        Ok((package, Some(stream)))
     }
 
     /// Reads the manifest, then each file it lists: at most one byte more than the manifest
@@ -568,6 +724,10 @@ impl Package {
             if let (package, Some(stream)) = Self::open_dir_streaming(path, true)? {
                 return Ok((package, stream));
             }
+        } else if path.is_file() {
+            if let (package, Some(stream)) = Self::open_tar(path, true)? {
+                return Ok((package, stream));
+            }
         }
         let mut package = Self::open(path)?;
         let graph = package.manifest.graph.file.clone();
@@ -581,79 +741,7 @@ impl Package {
     /// once the manifest has been read (it comes first in archives we write), by the size it
     /// declares for that member; members the manifest does not list are skipped unread.
     pub fn from_tar(bytes: &[u8]) -> Result<Self, PackageError> {
-        let total = bytes.len() as u64;
-        let mut archive = tar::Archive::new(bytes);
-        let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        let mut manifest: Option<Manifest> = None;
-        let iter = archive
-            .entries()
-            .map_err(|e| PackageError::Archive(e.to_string()))?;
-        for entry in iter {
-            let entry = entry.map_err(|e| PackageError::Archive(e.to_string()))?;
-            if !entry.header().entry_type().is_file() {
-                continue;
-            }
-            let name = entry
-                .path()
-                .map_err(|e| PackageError::Archive(e.to_string()))?
-                .to_string_lossy()
-                .trim_start_matches("./")
-                .to_string();
-            let claimed = entry.size();
-            let left = total.saturating_sub(entry.raw_file_position());
-            if claimed > left {
-                return Err(PackageError::Archive(format!(
-                    "member `{name}` claims {claimed} bytes but the archive has {left} left: it is truncated or corrupt"
-                )));
-            }
-            let limit = if name == MANIFEST_FILE {
-                MAX_MANIFEST_BYTES
-            } else if name == SIGNATURE_FILE {
-                signature::MAX_SIGNATURE_BYTES
-            } else if let Some(m) = &manifest {
-                match m.files.get(&name) {
-                    Some(e) => e.size,
-                    None => continue,
-                }
-            } else {
-                MAX_PACKAGE_BYTES
-            };
-            if claimed > limit {
-                return Err(match (&manifest, name == MANIFEST_FILE) {
-                    (Some(_), false) => PackageError::Size {
-                        name,
-                        expected: limit,
-                        actual: claimed,
-                    },
-                    _ => PackageError::Archive(format!(
-                        "member `{name}` claims {claimed} bytes, over the {limit}-byte limit"
-                    )),
-                });
-            }
-            if entries.contains_key(&name) {
-                return Err(PackageError::Archive(format!(
-                    "member `{name}` appears twice"
-                )));
-            }
-            // A regular member's data is contiguous in the archive: one copy of exactly its
-            // size. (Reading it grew the buffer by doubling, each step copying into fresh
-            // pages: the CLI's peak RSS on the embedded default was 199 MB, now 158 MB.)
-            let start = entry.raw_file_position();
-            let data = usize::try_from(start)
-                .ok()
-                .zip(usize::try_from(claimed).ok())
-                .and_then(|(start, len)| bytes.get(start..start.checked_add(len)?))
-                .ok_or_else(|| {
-                    PackageError::Archive(format!(
-                        "member `{name}` ({claimed} bytes at offset {start}) lies outside the archive"
-                    ))
-                })?
-                .to_vec();
-            if name == MANIFEST_FILE && manifest.is_none() {
-                manifest = Some(Manifest::from_json(&data)?);
-            }
-            entries.insert(name, data);
-        }
+        let (entries, _) = read_tar(std::io::Cursor::new(bytes), bytes.len() as u64, false)?;
         Self::from_entries(entries)
     }
 
@@ -681,6 +769,46 @@ impl Package {
             })
             .collect::<Result<_, _>>()?;
         Self::verified(manifest, manifest_bytes, files, signature, None)
+    }
+
+    /// [`Package::from_entries`] without the file `streamed` (verified as it is read instead),
+    /// and that file's manifest entry.
+    fn from_entries_streaming(
+        mut entries: BTreeMap<String, Vec<u8>>,
+        streamed: &str,
+    ) -> Result<(Self, FileEntry), PackageError> {
+        let manifest_bytes =
+            entries
+                .remove(MANIFEST_FILE)
+                .ok_or_else(|| PackageError::Missing {
+                    name: MANIFEST_FILE.into(),
+                })?;
+        let manifest = Manifest::from_json(&manifest_bytes)?;
+        let entry =
+            manifest
+                .files
+                .get(streamed)
+                .cloned()
+                .ok_or_else(|| PackageError::NotListed {
+                    name: streamed.into(),
+                })?;
+        let signature = entries
+            .remove(SIGNATURE_FILE)
+            .map(signature_text)
+            .transpose()?;
+        let files = manifest
+            .files
+            .keys()
+            .filter(|name| *name != streamed)
+            .map(|name| {
+                entries
+                    .remove(name)
+                    .map(|b| (name.clone(), b))
+                    .ok_or_else(|| PackageError::Missing { name: name.clone() })
+            })
+            .collect::<Result<_, _>>()?;
+        let package = Self::verified(manifest, manifest_bytes, files, signature, Some(streamed))?;
+        Ok((package, entry))
     }
 
     /// Checks every file the manifest lists but `streamed` (verified as it is read instead).

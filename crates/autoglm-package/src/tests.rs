@@ -698,3 +698,43 @@ fn a_streamed_graph_of_many_chunks_is_hashed_whole() {
     let err = streamed(&path).unwrap_err();
     assert!(matches!(err, PackageError::Digest { .. }), "{err}");
 }
+
+#[test]
+fn a_tar_packages_graph_is_streamed_from_the_archive_and_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("pkg.tar");
+    sample().write(&path).unwrap();
+    let tar = std::fs::read(&path).unwrap();
+    let at = tar
+        .windows(1000)
+        .position(|w| w == [7u8; 1000])
+        .expect("the graph's data");
+    // Damage in the graph member: the archive opens, `finish` refuses what it read.
+    let mut bad = tar.clone();
+    bad[at + 999] ^= 1;
+    std::fs::write(&path, &bad).unwrap();
+    let err = streamed(&path).unwrap_err();
+    assert!(
+        matches!(err, PackageError::Digest { ref name, .. } if name == "model.onnx"),
+        "{err}"
+    );
+    // A cut inside the graph member: refused when the archive is read.
+    std::fs::write(&path, &tar[..at + 500]).unwrap();
+    assert!(Package::open_streaming_graph(&path).is_err());
+    // The graph before the manifest (not an archive we write): read with the rest, still right.
+    let mut builder = tar::Builder::new(Vec::new());
+    let pkg = sample();
+    let mut members: Vec<(&str, &[u8])> = pkg.files().collect();
+    members.push((MANIFEST_FILE, pkg.manifest_bytes()));
+    for (name, data) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, data).unwrap();
+    }
+    std::fs::write(&path, builder.into_inner().unwrap()).unwrap();
+    let (package, bytes) = streamed(&path).unwrap();
+    assert_eq!(bytes, vec![7u8; 1000]);
+    assert_eq!(package.manifest(), sample().manifest());
+}
