@@ -154,6 +154,24 @@ fn signature_text(bytes: Vec<u8>) -> Result<String, PackageError> {
         .map_err(|_| PackageError::BadSignature(format!("{SIGNATURE_FILE} is not text")))
 }
 
+/// Opens `path`, and refuses it unless what was opened is a regular file (the file checked
+/// before opening could have been swapped since).
+fn open_regular(path: &Path) -> Result<(std::fs::File, std::fs::Metadata), PackageError> {
+    let read_err = |source| FileError::Read {
+        path: path.into(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(PackageError::NotRegular {
+            path: path.into(),
+            kind: file_kind(&meta.file_type()),
+        });
+    }
+    Ok((file, meta))
+}
+
 /// Reads at most `limit + 1` bytes of the regular file `path` (the caller compares the length
 /// with what it expected). The buffer starts at the size the file system reports, never at a
 /// size someone declared, and grows only as bytes really arrive.
@@ -162,15 +180,7 @@ fn read_regular(path: &Path, limit: u64, stat_len: u64) -> Result<Vec<u8>, Packa
         path: path.into(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    // The file checked before opening could have been swapped since: check what was opened.
-    let meta = file.metadata().map_err(read_err)?;
-    if !meta.is_file() {
-        return Err(PackageError::NotRegular {
-            path: path.into(),
-            kind: file_kind(&meta.file_type()),
-        });
-    }
+    let (file, meta) = open_regular(path)?;
     let want = limit.saturating_add(1);
     let capacity = stat_len.min(meta.len()).min(want);
     // On a 32-bit target (the WASI component) a size may not fit: then let the buffer grow.
@@ -214,18 +224,7 @@ impl FileStream {
     /// The package file `path`, checked to be a regular file (as [`Package::open`] does) and
     /// read at most one byte past `entry.size`.
     fn of_file(name: &str, path: &Path, entry: FileEntry) -> Result<Self, PackageError> {
-        let read_err = |source| FileError::Read {
-            path: path.into(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(read_err)?;
-        let meta = file.metadata().map_err(read_err)?;
-        if !meta.is_file() {
-            return Err(PackageError::NotRegular {
-                path: path.into(),
-                kind: file_kind(&meta.file_type()),
-            });
-        }
+        let (file, meta) = open_regular(path)?;
         Ok(FileStream {
             name: name.into(),
             size: entry.size,
@@ -432,6 +431,9 @@ impl Digester {
     }
 }
 
+/// Files by name, as read from an archive.
+type Members = BTreeMap<String, Vec<u8>>;
+
 /// Where a member of a tar archive lies in it.
 struct TarMember {
     name: String,
@@ -453,10 +455,10 @@ fn read_tar<R: Read + std::io::Seek>(
     reader: R,
     total: u64,
     stream_graph: bool,
-) -> Result<(BTreeMap<String, Vec<u8>>, Option<TarMember>), PackageError> {
+) -> Result<(Members, Option<TarMember>), PackageError> {
     let archive_err = |e: std::io::Error| PackageError::Archive(e.to_string());
     let mut archive = tar::Archive::new(reader);
-    let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut entries = Members::new();
     let mut manifest: Option<Manifest> = None;
     let mut streamed: Option<TarMember> = None;
     for entry in archive.entries_with_seek().map_err(archive_err)? {
@@ -629,19 +631,7 @@ impl Package {
         path: &Path,
         stream_graph: bool,
     ) -> Result<(Self, Option<FileStream>), PackageError> {
-        let read_err = |source| FileError::Read {
-            path: path.into(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(read_err)?;
-        // The file checked before opening could have been swapped since: check what was opened.
-        let meta = file.metadata().map_err(read_err)?;
-        if !meta.is_file() {
-            return Err(PackageError::NotRegular {
-                path: path.into(),
-                kind: file_kind(&meta.file_type()),
-            });
-        }
+        let (file, meta) = open_regular(path)?;
         if meta.len() > MAX_PACKAGE_BYTES {
             return Err(PackageError::Archive(format!(
                 "{} is {} bytes, over the {MAX_PACKAGE_BYTES} byte limit",
@@ -657,7 +647,10 @@ impl Package {
         let (Some(member), Some(handle)) = (streamed, graph_handle) else {
             return Self::from_entries(entries).map(|package| (package, None));
         };
-        let (package, entry) = Self::from_entries_streaming(entries, &member.name)?;
+        let (package, entry) = Self::from_entries_except(entries, Some(&member.name))?;
+        let entry = entry.ok_or_else(|| PackageError::NotListed {
+            name: member.name.clone(),
+        })?;
         let stream = FileStream::of_member(path, handle, &member, entry)?;
         Ok((package, Some(stream)))
     }
@@ -746,37 +739,16 @@ impl Package {
     }
 
     /// Builds a package from named file contents (manifest included) and verifies it.
-    pub fn from_entries(mut entries: BTreeMap<String, Vec<u8>>) -> Result<Self, PackageError> {
-        let manifest_bytes =
-            entries
-                .remove(MANIFEST_FILE)
-                .ok_or_else(|| PackageError::Missing {
-                    name: MANIFEST_FILE.into(),
-                })?;
-        let manifest = Manifest::from_json(&manifest_bytes)?;
-        let signature = entries
-            .remove(SIGNATURE_FILE)
-            .map(signature_text)
-            .transpose()?;
-        let files = manifest
-            .files
-            .keys()
-            .map(|name| {
-                entries
-                    .remove(name)
-                    .map(|b| (name.clone(), b))
-                    .ok_or_else(|| PackageError::Missing { name: name.clone() })
-            })
-            .collect::<Result<_, _>>()?;
-        Self::verified(manifest, manifest_bytes, files, signature, None)
+    pub fn from_entries(entries: BTreeMap<String, Vec<u8>>) -> Result<Self, PackageError> {
+        Self::from_entries_except(entries, None).map(|(package, _)| package)
     }
 
-    /// [`Package::from_entries`] without the file `streamed` (verified as it is read instead),
-    /// and that file's manifest entry.
-    fn from_entries_streaming(
+    /// [`Package::from_entries`] without the file `streamed`, if named (it is verified as it
+    /// is read instead), and that file's manifest entry.
+    fn from_entries_except(
         mut entries: BTreeMap<String, Vec<u8>>,
-        streamed: &str,
-    ) -> Result<(Self, FileEntry), PackageError> {
+        streamed: Option<&str>,
+    ) -> Result<(Self, Option<FileEntry>), PackageError> {
         let manifest_bytes =
             entries
                 .remove(MANIFEST_FILE)
@@ -784,14 +756,15 @@ impl Package {
                     name: MANIFEST_FILE.into(),
                 })?;
         let manifest = Manifest::from_json(&manifest_bytes)?;
-        let entry =
-            manifest
-                .files
-                .get(streamed)
-                .cloned()
-                .ok_or_else(|| PackageError::NotListed {
-                    name: streamed.into(),
-                })?;
+        let entry = streamed
+            .map(|name| {
+                manifest
+                    .files
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| PackageError::NotListed { name: name.into() })
+            })
+            .transpose()?;
         let signature = entries
             .remove(SIGNATURE_FILE)
             .map(signature_text)
@@ -799,7 +772,7 @@ impl Package {
         let files = manifest
             .files
             .keys()
-            .filter(|name| *name != streamed)
+            .filter(|name| Some(name.as_str()) != streamed)
             .map(|name| {
                 entries
                     .remove(name)
@@ -807,7 +780,7 @@ impl Package {
                     .ok_or_else(|| PackageError::Missing { name: name.clone() })
             })
             .collect::<Result<_, _>>()?;
-        let package = Self::verified(manifest, manifest_bytes, files, signature, Some(streamed))?;
+        let package = Self::verified(manifest, manifest_bytes, files, signature, streamed)?;
         Ok((package, entry))
     }
 
