@@ -362,7 +362,7 @@ impl Read for FileStream {
 enum Digester {
     Inline(Sha256),
     Thread {
-        chunks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+        chunks: std::sync::mpsc::SyncSender<Vec<u8>>,
         spare: std::sync::mpsc::Receiver<Vec<u8>>,
         worker: std::thread::JoinHandle<String>,
     },
@@ -391,7 +391,7 @@ impl Digester {
             });
         match worker {
             Ok(worker) => Digester::Thread {
-                chunks: Some(tx),
+                chunks: tx,
                 spare,
                 worker,
             },
@@ -407,13 +407,12 @@ impl Digester {
         match self {
             Digester::Inline(hasher) => hasher.update(bytes),
             Digester::Thread { chunks, spare, .. } => {
-                let sender = chunks.as_ref().ok_or_else(Self::gone)?;
                 let mut chunk = spare
                     .try_recv()
                     .unwrap_or_else(|_| Vec::with_capacity(Self::CHUNK));
                 chunk.clear();
                 chunk.extend_from_slice(bytes);
-                sender.send(chunk).map_err(|_| Self::gone())?;
+                chunks.send(chunk).map_err(|_| Self::gone())?;
             }
         }
         Ok(())
@@ -600,13 +599,21 @@ impl Package {
     /// symlink) is refused before it is opened, so a hostile package can neither block the
     /// reader nor feed it endless bytes. `path` itself may be a symlink (the user named it).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, PackageError> {
-        let path = path.as_ref();
+        Self::open_streaming(path.as_ref(), false).map(|(package, _)| package)
+    }
+
+    /// [`Package::open`], leaving the graph file out when `stream_graph` (and the package's
+    /// form allows it): it is then read, and verified, through the [`FileStream`] returned.
+    fn open_streaming(
+        path: &Path,
+        stream_graph: bool,
+    ) -> Result<(Self, Option<FileStream>), PackageError> {
         let meta = std::fs::metadata(path).map_err(|source| FileError::Read {
             path: path.into(),
             source,
         })?;
         if meta.is_dir() {
-            return Self::open_dir(path);
+            return Self::open_dir_streaming(path, stream_graph);
         }
         if !meta.is_file() {
             return Err(PackageError::NotRegular {
@@ -614,14 +621,7 @@ impl Package {
                 kind: file_kind(&meta.file_type()),
             });
         }
-        if meta.len() > MAX_PACKAGE_BYTES {
-            return Err(PackageError::Archive(format!(
-                "{} is {} bytes, over the {MAX_PACKAGE_BYTES} byte limit",
-                path.display(),
-                meta.len()
-            )));
-        }
-        Self::open_tar(path, false).map(|(package, _)| package)
+        Self::open_tar(path, stream_graph)
     }
 
     /// Reads the `.tar` package `path` member by member from the file (never the whole archive
@@ -657,13 +657,9 @@ impl Package {
 
     /// Reads the manifest, then each file it lists: at most one byte more than the manifest
     /// declares (so a file that grew is refused without reading all of it), into a buffer that
-    /// grows as bytes arrive, never one sized from the manifest alone.
-    fn open_dir(dir: &Path) -> Result<Self, PackageError> {
-        Self::open_dir_streaming(dir, false).map(|(package, _)| package)
-    }
-
-    /// [`Package::open_dir`], leaving the graph file out when `stream_graph`: it is checked to
-    /// be a regular file now, and read (and verified) later through the [`FileStream`] returned.
+    /// grows as bytes arrive, never one sized from the manifest alone. The graph file, when
+    /// `stream_graph`, is only checked to be a regular file now, and read (and verified) later
+    /// through the [`FileStream`] returned.
     fn open_dir_streaming(
         dir: &Path,
         stream_graph: bool,
@@ -712,19 +708,14 @@ impl Package {
     pub fn open_streaming_graph(
         path: impl AsRef<Path>,
     ) -> Result<(Self, FileStream), PackageError> {
-        let path = path.as_ref();
-        if path.is_dir() {
-            if let (package, Some(stream)) = Self::open_dir_streaming(path, true)? {
-                return Ok((package, stream));
+        let (mut package, stream) = Self::open_streaming(path.as_ref(), true)?;
+        let stream = match stream {
+            Some(stream) => stream,
+            None => {
+                let graph = package.manifest.graph.file.clone();
+                package.take_stream(&graph)?
             }
-        } else if path.is_file() {
-            if let (package, Some(stream)) = Self::open_tar(path, true)? {
-                return Ok((package, stream));
-            }
-        }
-        let mut package = Self::open(path)?;
-        let graph = package.manifest.graph.file.clone();
-        let stream = package.take_stream(&graph)?;
+        };
         Ok((package, stream))
     }
 

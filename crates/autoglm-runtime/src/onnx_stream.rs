@@ -162,20 +162,42 @@ impl<R: BufRead> Walker<R> {
         Ok(len)
     }
 
+    /// Copies the varint field `tag` (its tag already read) into `out`; its value.
+    fn copy_varint(&mut self, tag: u64, out: &mut Vec<u8>) -> Result<u64> {
+        let v = self.varint()?;
+        varint_into(out, tag);
+        varint_into(out, v);
+        Ok(v)
+    }
+
+    /// Copies the length-delimited field `tag` (its tag already read) into `out`; where its
+    /// payload lies in `out`.
+    fn copy_len(
+        &mut self,
+        tag: u64,
+        end: Option<u64>,
+        out: &mut Vec<u8>,
+    ) -> Result<std::ops::Range<usize>> {
+        let len = self.length(end)?;
+        varint_into(out, tag);
+        varint_into(out, len);
+        let start = out.len();
+        self.bytes(len, out)?;
+        Ok(start..out.len())
+    }
+
     /// Copies the rest of the field `tag` (its tag already read) into `out`.
     fn copy_field(&mut self, tag: u64, end: Option<u64>, out: &mut Vec<u8>) -> Result<()> {
-        varint_into(out, tag);
         match tag & 7 {
             VARINT => {
-                let v = self.varint()?;
-                varint_into(out, v);
+                self.copy_varint(tag, out)?;
             }
-            FIXED64 => self.bytes(8, out)?,
-            FIXED32 => self.bytes(4, out)?,
+            FIXED64 | FIXED32 => {
+                varint_into(out, tag);
+                self.bytes(if tag & 7 == FIXED64 { 8 } else { 4 }, out)?;
+            }
             LEN => {
-                let len = self.length(end)?;
-                varint_into(out, len);
-                self.bytes(len, out)?;
+                self.copy_len(tag, end, out)?;
             }
             other => return Err(bad(format!("wire type {other} (groups are not ONNX)"))),
         }
@@ -249,35 +271,15 @@ impl<R: BufRead> Walker<R> {
                 ));
             }
             match (field, tag & 7) {
-                (TENSOR_DIMS, VARINT) => {
-                    let v = self.varint()?;
-                    dims.push(v as i64);
-                    varint_into(&mut out, tag);
-                    varint_into(&mut out, v);
-                }
+                (TENSOR_DIMS, VARINT) => dims.push(self.copy_varint(tag, &mut out)? as i64),
                 (TENSOR_DIMS, LEN) => {
-                    let len = self.length(Some(end))?;
-                    let mut packed = Vec::new();
-                    self.bytes(len, &mut packed)?;
-                    dims.extend(packed_varints(&packed)?);
-                    varint_into(&mut out, tag);
-                    varint_into(&mut out, len);
-                    out.extend_from_slice(&packed);
+                    let packed = self.copy_len(tag, Some(end), &mut out)?;
+                    dims.extend(packed_varints(&out[packed])?);
                 }
-                (TENSOR_DATA_TYPE, VARINT) => {
-                    let v = self.varint()?;
-                    data_type = v as i32;
-                    varint_into(&mut out, tag);
-                    varint_into(&mut out, v);
-                }
+                (TENSOR_DATA_TYPE, VARINT) => data_type = self.copy_varint(tag, &mut out)? as i32,
                 (TENSOR_NAME, LEN) => {
-                    let len = self.length(Some(end))?;
-                    let mut bytes = Vec::new();
-                    self.bytes(len, &mut bytes)?;
-                    varint_into(&mut out, tag);
-                    varint_into(&mut out, len);
-                    out.extend_from_slice(&bytes);
-                    name = Some(bytes);
+                    let bytes = self.copy_len(tag, Some(end), &mut out)?;
+                    name = Some(out[bytes].to_vec());
                 }
                 (TENSOR_RAW_DATA, LEN) => {
                     let len = self.length(Some(end))?;

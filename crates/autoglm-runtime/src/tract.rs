@@ -3,7 +3,6 @@
 use crate::backend::{Backend, GraphFacts};
 use crate::batch::Batch;
 use crate::error::{Result, RuntimeError};
-use std::borrow::Cow;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::{DimLike, Factoid};
 
@@ -151,7 +150,7 @@ fn inference_facts(model: &InferenceModel) -> Result<GraphFacts> {
 
 /// Where a graph comes from: bytes in memory, or a package's stream.
 enum Source<'a> {
-    Bytes(Cow<'a, [u8]>),
+    Bytes(&'a [u8]),
     Stream(autoglm_package::FileStream),
 }
 
@@ -159,23 +158,7 @@ impl TractBackend {
     /// Loads ONNX bytes; `threads` > 1 gives the matrix products a thread pool of that size.
     /// `sequence_multiple` is the manifest's: the runtime always feeds sequences of whole blocks.
     pub fn new(onnx: &[u8], threads: usize, sequence_multiple: usize) -> Result<Self> {
-        Self::load(
-            Source::Bytes(Cow::Borrowed(onnx)),
-            threads,
-            sequence_multiple,
-            true,
-        )
-    }
-
-    /// [`TractBackend::new`] on bytes it owns: they are freed as soon as they are parsed, so
-    /// that the file and tract's copies of the weights are not all in memory at once.
-    pub fn from_owned(onnx: Vec<u8>, threads: usize, sequence_multiple: usize) -> Result<Self> {
-        Self::load(
-            Source::Bytes(Cow::Owned(onnx)),
-            threads,
-            sequence_multiple,
-            true,
-        )
+        Self::load(Source::Bytes(onnx), threads, sequence_multiple, true)
     }
 
     /// [`TractBackend::new`] on a package's graph stream ([`autoglm_package::FileStream`]):
@@ -192,12 +175,7 @@ impl TractBackend {
     /// The graph exactly as tract optimizes it on its own, without our operators: the
     /// reference that tests compare the patched plan with.
     pub fn plain(onnx: &[u8], threads: usize, sequence_multiple: usize) -> Result<Self> {
-        Self::load(
-            Source::Bytes(Cow::Borrowed(onnx)),
-            threads,
-            sequence_multiple,
-            false,
-        )
+        Self::load(Source::Bytes(onnx), threads, sequence_multiple, false)
     }
 
     /// How many nodes our own operators replaced.
@@ -242,13 +220,11 @@ impl TractBackend {
             Source::Stream(graph) => crate::onnx_stream::parse(graph, &framework)?,
             Source::Bytes(onnx) => {
                 // Decoded straight from the bytes: tract's `proto_model_for_read` first copies
-                // them into a buffer of its own, a third copy of the weights at the load's
-                // peak (peak RSS at batch 1: BENCHMARKS.md, "Wave 4").
-                let proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(&onnx[..])
-                    .map_err(|e| {
+                // them into a buffer of its own.
+                let proto =
+                    <tract_onnx::pb::ModelProto as prost::Message>::decode(onnx).map_err(|e| {
                         RuntimeError::Model(format!("the graph is not an ONNX model: {e}"))
                     })?;
-                drop(onnx);
                 crate::graph_guard::check(&proto)?;
                 framework
                     .model_for_proto_model(&proto)
