@@ -71,22 +71,31 @@ pub fn state_whole_blocks(model: &mut InferenceModel, multiple: usize) -> TractR
 /// The default backend: tract, with symbolic batch and sequence dims, optimized once at load,
 /// with our own operators patched in ([`crate::ops`]).
 ///
-/// Rows: where rows are independent and the output is one `[batch, width]` tensor, the plan is
-/// built for one row (see `per_row`), and each row runs alone, cut to its own length.
+/// Rows: where rows are independent and the output is one `[batch, width]` tensor, each row
+/// runs cut to its own length (see `per_row`): alone, or in a block of short rows of similar
+/// length (below).
 ///
 /// int8 graphs quantize activations at run time, over the whole tensor: with a per-row plan
 /// the range is each text's own, so an answer is what the graph gives for that text alone, and
 /// never depends on which other texts share its batch (nor on the thread count). Without one
 /// (a graph whose output is not `[batch, width]`) they are never split.
 ///
+/// Short rows: a matrix product over one short text has too few rows to keep the CPU's
+/// kernels busy (32 tokens: 32 rows against weights of 384 × 1536). Where rows are independent
+/// and nothing is quantized at run time, consecutive rows of similar length run together, up
+/// to [`BLOCK_TOKENS`] tokens, on a second plan whose batch dim stays symbolic (`blocks`);
+/// BENCHMARKS.md, wave 10.
+///
 /// Threads: a batch of several texts is split into `threads` parts that run at once, each on
 /// its own single-threaded state (on 2 cores that scales close to 2x; tract's intra-op
 /// threading gained 1.1-1.7x); a single text uses tract's intra-op threads.
 pub struct TractBackend {
-    plan: Arc<TypedSimplePlan>,
-    /// Run states kept between calls, one per concurrent caller: building one costs an
-    /// allocation per node, and a state cannot be shared (`Send`, not `Sync`).
-    states: std::sync::Mutex<Vec<TypedSimpleState>>,
+    plan: Pooled,
+    /// Whether the plan's batch dim stays symbolic so that blocks of short rows can run at
+    /// once (where `per_row` and `splittable`).
+    blocks: bool,
+    /// Most tokens (rows × padded length) a block of rows may hold; 0: rows run alone.
+    block_tokens: usize,
     executor: Option<tract_linalg::multithread::Executor>,
     threads: usize,
     facts: GraphFacts,
@@ -94,12 +103,80 @@ pub struct TractBackend {
     /// Whether rows of a batch are independent in the batched plan (no run-time
     /// quantization), so that a batch can be split (see above).
     splittable: bool,
-    /// Whether the plan was built for one row (batch dim 1): then every row runs on its own,
-    /// trimmed of the padding that only its batch's longer rows needed. Only for graphs with
-    /// one `[batch, width]` output (a pooled embedding or logits), which padding cannot change.
+    /// Whether rows run on their own (or in blocks of similar short rows), trimmed of the
+    /// padding that only their batch's longer rows needed; the plan is built for one row
+    /// unless `blocks`. Only for graphs with one `[batch, width]` output (a pooled embedding or
+    /// logits), which padding cannot change.
     per_row: bool,
     /// The manifest's sequence block size (window attention): rows are cut to whole blocks.
     sequence_multiple: usize,
+}
+
+/// How many tokens a block of short rows holds at most (`AUTOGLM_BLOCK_TOKENS` overrides it;
+/// 0 runs every row alone on a plan built for one row). Measured on MiniLM-L6 (BENCHMARKS.md,
+/// wave 10): at 32 tokens tract's products ran at ~80 GFLOP/s on rows alone, ~99 on blocks of
+/// 256 rows and ~89 on one block of the whole batch (1,024 rows, out of the cache); blocks
+/// of 512 tokens were 0-4 % faster than 256 at 32 and 64 tokens, 128 and 1,024 slower.
+pub const BLOCK_TOKENS: usize = 512;
+
+/// A block adds a row only while the padding it needs stays within 1/`BLOCK_WASTE` of the
+/// block's tokens.
+const BLOCK_WASTE: usize = 8;
+
+/// A plan and the run states kept between calls, one per concurrent caller: building one
+/// costs an allocation per node, and a state cannot be shared (`Send`, not `Sync`).
+struct Pooled {
+    plan: Arc<TypedSimplePlan>,
+    states: std::sync::Mutex<Vec<TypedSimpleState>>,
+}
+
+impl Pooled {
+    fn new(plan: Arc<TypedSimplePlan>) -> Self {
+        Pooled {
+            plan,
+            states: Default::default(),
+        }
+    }
+
+    /// Runs the plan on a pooled state. A state whose run failed is dropped, not pooled: it
+    /// may hold a half-finished turn.
+    fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
+        let pooled = self.states.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut state = match pooled {
+            Some(state) => state,
+            None => self.plan.spawn().map_err(model_error)?,
+        };
+        let outputs = guarded("running the graph", || {
+            state.run(inputs).map_err(model_error)
+        })?;
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(state);
+        Ok(outputs)
+    }
+}
+
+/// Cuts `lengths` (the rows' own lengths, in order) into blocks of consecutive rows that run
+/// together, padded to their longest: a block grows while it holds at most `budget` tokens and
+/// its padding at most 1/[`BLOCK_WASTE`] of them. Returns each block's end and padded length.
+fn row_blocks(lengths: &[usize], budget: usize) -> Vec<(usize, usize)> {
+    let mut blocks = Vec::new();
+    let mut start = 0;
+    while start < lengths.len() {
+        let (mut end, mut longest, mut used) = (start + 1, lengths[start], lengths[start]);
+        while let Some(&next) = lengths.get(end) {
+            let (l, rows) = (longest.max(next), end + 1 - start);
+            let tokens = rows * l;
+            if tokens > budget || (tokens - (used + next)) * BLOCK_WASTE > tokens {
+                break;
+            }
+            (longest, used, end) = (l, used + next, end + 1);
+        }
+        blocks.push((end, longest));
+        start = end;
+    }
+    blocks
 }
 
 impl std::fmt::Debug for TractBackend {
@@ -186,6 +263,7 @@ impl TractBackend {
     /// How many nodes of the optimized plan run the operator `name` (e.g. `AutoglmAttention`).
     pub fn op_count(&self, name: &str) -> usize {
         self.plan
+            .plan
             .model()
             .nodes()
             .iter()
@@ -193,7 +271,12 @@ impl TractBackend {
             .count()
     }
 
-    /// Whether the plan runs one row at a time (built for a batch dim of 1).
+    /// Whether short rows run in blocks on a plan of their own ([`BLOCK_TOKENS`]).
+    pub fn blocks(&self) -> bool {
+        self.blocks
+    }
+
+    /// Whether rows run on their own, cut to their own length (alone or in blocks).
     pub fn per_row(&self) -> bool {
         self.per_row
     }
@@ -246,18 +329,26 @@ impl TractBackend {
         } else {
             0
         };
-        // One text per run, where rows are independent: with the batch dim known to be 1, tract
-        // folds LayerNorm's scale/shift and mean into kernels it cannot use for a symbolic
-        // batch (BENCHMARKS.md, "Wave 3": 13-17 % less time at batch 1), and a row runs
-        // at its own length instead of its batch's longest. The sequence stays symbolic: with
-        // it concrete tract's kernel cost model picks slower matmul tiles on some CPUs.
+        // One text per run, where rows are independent: a row runs at its own length instead
+        // of its batch's longest. int8 graphs get a plan for a batch dim of 1: tract then
+        // folds what it cannot for a symbolic batch (BENCHMARKS.md, "Wave 3": 13-17 % less
+        // time at batch 1, before our LayerNorm). fp32 graphs keep the batch symbolic, for
+        // blocks of short rows (`BLOCK_TOKENS`): one plan, not two (a second plan held
+        // another 57 MB of packed weights), and at batch 1 the two plans ran at one speed,
+        // alternated in one process (BENCHMARKS.md, wave 10). The sequence stays symbolic:
+        // with it concrete tract's kernel cost model picks slower matmul tiles on some CPUs.
         let output_rank = typed
             .output_outlets()
             .ok()
             .and_then(|o| typed.outlet_fact(*o.first()?).ok())
             .map(|f| f.rank());
         let per_row = patch && output_rank == Some(2);
-        if per_row {
+        let block_tokens = std::env::var("AUTOGLM_BLOCK_TOKENS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(BLOCK_TOKENS);
+        let blocks = per_row && splittable && block_tokens > 0;
+        if per_row && !blocks {
             if let Some(batch) = typed.symbols.get("batch") {
                 let one = SymbolValues::default().with(&batch, 1);
                 typed = typed.set_symbols(&one.to_dim_map()).map_err(model_error)?;
@@ -274,8 +365,9 @@ impl TractBackend {
         let plan = typed.into_runnable().map_err(model_error)?;
         let executor = (threads > 1).then(|| shared_executor(threads));
         Ok(TractBackend {
-            plan,
-            states: Default::default(),
+            plan: Pooled::new(plan),
+            blocks,
+            block_tokens,
             executor,
             threads: threads.max(1),
             facts,
@@ -344,15 +436,20 @@ impl Backend for TractBackend {
 
 impl TractBackend {
     /// Runs rows `rows` of `batch` on the calling thread: one run of the plan for all of them,
-    /// or, with a per-row plan, one run per row at that row's own length.
+    /// or, with a per-row plan, one run per row at that row's own length, or per block of
+    /// similar short rows on the block plan ([`row_blocks`]).
     fn run_rows(&self, batch: &Batch, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
         if !self.per_row {
             return self.run_block(batch, rows, batch.sequence);
         }
+        let lengths: Vec<usize> = rows.clone().map(|r| self.row_length(batch, r)).collect();
+        let budget = if self.blocks { self.block_tokens } else { 0 };
         let mut all = Vec::new();
-        for row in rows {
-            let length = self.row_length(batch, row);
-            all.extend(self.run_block(batch, row..row + 1, length)?);
+        let mut start = rows.start;
+        for (end, length) in row_blocks(&lengths, budget) {
+            let end = rows.start + end;
+            all.extend(self.run_block(batch, start..end, length)?);
+            start = end;
         }
         Ok(all)
     }
@@ -392,23 +489,47 @@ impl TractBackend {
             input(&batch.attention_mask)?,
             input(&batch.token_type_ids)?
         ];
-        let pooled = self.states.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut state = match pooled {
-            Some(state) => state,
-            None => self.plan.spawn().map_err(model_error)?,
-        };
-        // A state whose run failed is dropped, not pooled: it may hold a half-finished turn.
-        let outputs = guarded("running the graph", || {
-            state.run(inputs).map_err(model_error)
-        })?;
-        self.states
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(state);
+        let outputs = self.plan.run(inputs)?;
         let out = outputs
             .first()
             .ok_or_else(|| RuntimeError::Model("the graph produced no output".into()))?;
         let plain = out.try_as_plain_ram().map_err(model_error)?;
         Ok(plain.as_slice::<f32>().map_err(model_error)?.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_blocks;
+
+    #[test]
+    fn rows_of_one_length_fill_blocks_up_to_the_budget() {
+        assert_eq!(row_blocks(&[32; 10], 256), [(8, 32), (10, 32)]);
+        assert_eq!(row_blocks(&[32; 3], 64), [(2, 32), (3, 32)]);
+        // A row longer than the budget runs alone; so does every row with no budget.
+        assert_eq!(row_blocks(&[300, 300], 256), [(1, 300), (2, 300)]);
+        assert_eq!(row_blocks(&[8, 8, 8], 0), [(1, 8), (2, 8), (3, 8)]);
+        assert_eq!(row_blocks(&[], 256), []);
+    }
+
+    #[test]
+    fn a_block_takes_a_row_only_while_its_padding_stays_small() {
+        // 32 + 20 padded to 2 × 32: 12 of 64 tokens are padding (> 1/8).
+        assert_eq!(row_blocks(&[32, 20], 256), [(1, 32), (2, 20)]);
+        // 32, 30, 31, 32: at most 5 of 128 padded.
+        assert_eq!(row_blocks(&[32, 30, 31, 32], 256), [(4, 32)]);
+        // A longer row pads the rows already in the block: 3 × 20 → 40 would pad 40 of 120.
+        assert_eq!(row_blocks(&[20, 20, 40], 256), [(2, 20), (3, 40)]);
+        // Every block's padded length is its longest row, and the blocks cover every row once.
+        let lengths = [5, 7, 6, 64, 60, 3, 3, 3, 3, 200, 9];
+        let blocks = row_blocks(&lengths, 256);
+        let mut start = 0;
+        for &(end, padded) in &blocks {
+            assert!(end > start);
+            assert_eq!(padded, *lengths[start..end].iter().max().unwrap());
+            assert!((end - start) * padded <= 256 || end - start == 1);
+            start = end;
+        }
+        assert_eq!(start, lengths.len());
     }
 }

@@ -1,7 +1,7 @@
 //! Every fast path of the tract backend against the plain graph (tract's own optimization of
 //! the same ONNX, no operator of ours, one state, one thread): our operators patched into the
-//! plan, the per-row plan (batch dim 1, each row cut to its own length), pooled run states, and
-//! batches split across threads. Random token ids, lengths that
+//! plan, the per-row plan (each row cut to its own length), blocks of short rows run at once,
+//! pooled run states, and batches split across threads. Random token ids, lengths that
 //! are and are not multiples of anything, padding in every batch; dense, window and int8
 //! packages of the tiny fixture model. The real model has the same test in the CLI's suite
 //! (`fast_paths::`).
@@ -53,6 +53,12 @@ fn check(name: &str, options: ExportOptions) {
         let fast = TractBackend::new(onnx, threads, multiple).expect("patched plan");
         assert!(fast.rewrites() > 0, "{name}: no attention add was replaced");
         assert!(fast.per_row(), "{name}: per-row plan");
+        // Short rows run in blocks, except where activations are quantized per run (int8).
+        assert_eq!(
+            fast.blocks(),
+            !name.contains("int8"),
+            "{name}: blocks of rows"
+        );
         // Attention is fused, one operator per layer: dense (fp32 or int8) or window.
         let (dense, window) = (
             fast.op_count("AutoglmAttention"),
@@ -81,9 +87,19 @@ fn check(name: &str, options: ExportOptions) {
         // int8: every linear layer of every layer (q, k, v, output, up, down) is one op.
         let int8_linears = if is_int8 { 6 * fixture::LAYERS } else { 0 };
         assert_eq!(fast.op_count("AutoglmLinearI8"), int8_linears, "{name}");
-        for round in 0..4 {
+        for round in 0..6 {
             let count = 1 + rng.next(7);
-            let texts = random_texts(&mut rng, count, manifest.max_length, fixture::vocab_size());
+            let mut texts =
+                random_texts(&mut rng, count, manifest.max_length, fixture::vocab_size());
+            if round >= 4 {
+                // Rows of one length, or of lengths a step apart: what forms blocks of rows.
+                let len = texts[0].len().max(2);
+                for (i, t) in texts.iter_mut().enumerate() {
+                    let l = len - (round - 4) * (i % 2);
+                    t.ids.resize(l, 5);
+                    t.type_ids.resize(l, 0);
+                }
+            }
             for b in batch::plan(&texts, 8, 0, multiple) {
                 // int8 quantizes each text's activations over that text alone: the reference
                 // is the plain graph on each text alone (for fp32, on the padded batch).
