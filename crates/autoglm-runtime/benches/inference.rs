@@ -1,6 +1,8 @@
 //! Inference latency of all-MiniLM-L6-v2 on tract at 32/128/512 tokens, batch 1 and 8, one
-//! thread. The package is exported with `--max-length 512` (sentence-transformers' default is
-//! 256). The side-by-side comparison with ONNX Runtime is `tools/bench/peer_bench.py`.
+//! thread; and batches of 32 short texts with and without blocks of rows
+//! (`AUTOGLM_BLOCK_TOKENS`). The package is exported with `--max-length 512`
+//! (sentence-transformers' default is 256). The side-by-side comparison with ONNX Runtime is
+//! `tools/bench/peer_bench.py`.
 
 use autoglm_export::{export, ExportOptions};
 use autoglm_runtime::{Encoded, LoadOptions, Model};
@@ -45,6 +47,22 @@ fn inference(c: &mut Criterion) {
                 &inputs,
                 |b, inputs| b.iter(|| std::hint::black_box(model.outputs_for(inputs).unwrap())),
             );
+        }
+    }
+    group.finish();
+
+    // Blocks of short rows (the default) against every row alone on a batch-1 plan.
+    std::env::set_var("AUTOGLM_BLOCK_TOKENS", "0");
+    let alone = Model::from_package(export(&long).expect("export"), &options).unwrap();
+    std::env::remove_var("AUTOGLM_BLOCK_TOKENS");
+    let mut group = c.benchmark_group("minilm_tract_1thread_batch32");
+    group.sample_size(10);
+    for seq in [32, 64] {
+        let inputs: Vec<Encoded> = (0..32).map(|_| ids(seq)).collect();
+        for (name, model) in [("blocks", &model), ("rows_alone", &alone)] {
+            group.bench_with_input(BenchmarkId::new(name, seq), &inputs, |b, inputs| {
+                b.iter(|| std::hint::black_box(model.outputs_for(inputs).unwrap()))
+            });
         }
     }
     group.finish();
