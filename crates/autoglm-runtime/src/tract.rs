@@ -83,8 +83,8 @@ pub fn state_whole_blocks(model: &mut InferenceModel, multiple: usize) -> TractR
 /// Short rows: a matrix product over one short text has too few rows to keep the CPU's
 /// kernels busy (32 tokens: 32 rows against weights of 384 × 1536). Where rows are independent
 /// and nothing is quantized at run time, consecutive rows of similar length run together, up
-/// to [`BLOCK_TOKENS`] tokens, on a second plan whose batch dim stays symbolic (`blocks`);
-/// BENCHMARKS.md, wave 10.
+/// to [`BLOCK_TOKENS`] tokens, on a plan whose batch dim stays symbolic (`blocks`; native
+/// builds); BENCHMARKS.md, wave 10.
 ///
 /// Threads: a batch of several texts is split into `threads` parts that run at once, each on
 /// its own single-threaded state (on 2 cores that scales close to 2x; tract's intra-op
@@ -343,10 +343,16 @@ impl TractBackend {
             .and_then(|o| typed.outlet_fact(*o.first()?).ok())
             .map(|f| f.rank());
         let per_row = patch && output_rank == Some(2);
-        let block_tokens = std::env::var("AUTOGLM_BLOCK_TOKENS")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(BLOCK_TOKENS);
+        // Native only: in the WASI component (tract's attention, 4-lane products) neither
+        // plan has been measured against the other, so it keeps the batch-1 plan.
+        let block_tokens = if cfg!(target_family = "wasm") {
+            0
+        } else {
+            std::env::var("AUTOGLM_BLOCK_TOKENS")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(BLOCK_TOKENS)
+        };
         let blocks = per_row && splittable && block_tokens > 0;
         if per_row && !blocks {
             if let Some(batch) = typed.symbols.get("batch") {
