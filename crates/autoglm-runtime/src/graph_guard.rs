@@ -8,6 +8,8 @@
 //! only be -1 (the last axis, what every BERT-family export uses): any tensor has that axis.
 //! A `Transpose` whose `perm` is not a permutation (a repeated axis) made tract's lowering of
 //! it grow without end (2 GB in a second): `perm` must hold each of `0..n` once.
+//! Our own fused node (`AutoglmLinearI8`, written by the runtime into a graph it verified) is
+//! refused in a file.
 //! (Panics inside tract on other malformed graphs are caught by the backend instead.)
 
 use crate::{Result, RuntimeError};
@@ -36,6 +38,12 @@ fn check_graph(graph: &pb::GraphProto, depth: usize) -> Result<()> {
         )));
     }
     for node in &graph.node {
+        if node.op_type == crate::ops::qlinear::ONNX_OP || node.domain == "ai.autoglm" {
+            return Err(RuntimeError::Model(format!(
+                "node `{}` uses {} ({}), which only the runtime itself may write",
+                node.name, node.op_type, node.domain
+            )));
+        }
         for a in &node.attribute {
             let values: &[i64] = match a.name.as_str() {
                 "axis" => std::slice::from_ref(&a.i),

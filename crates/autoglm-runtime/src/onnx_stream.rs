@@ -395,7 +395,13 @@ pub(crate) fn split(r: impl BufRead, hint: u64) -> Result<Split> {
 
 /// Reads, verifies and parses the graph `stream` into tract's model: see the module's comment.
 /// `framework` is the ONNX front end to parse with.
-pub(crate) fn parse(stream: FileStream, framework: &tract_onnx::Onnx) -> Result<InferenceModel> {
+/// With `fuse`, the int8 linear layers are fused in the protobuf first
+/// ([`crate::ops::qlinear::fuse_onnx`]; `framework` must know the fused node).
+pub(crate) fn parse(
+    stream: FileStream,
+    framework: &tract_onnx::Onnx,
+    fuse: bool,
+) -> Result<InferenceModel> {
     let hint = stream.capacity_hint();
     let mut reader = BufReader::with_capacity(1 << 16, stream);
     let split = split(&mut reader, hint);
@@ -410,6 +416,20 @@ pub(crate) fn parse(stream: FileStream, framework: &tract_onnx::Onnx) -> Result<
         .graph
         .as_mut()
         .ok_or_else(|| RuntimeError::Model("the ONNX file has no graph".into()))?;
+    if fuse {
+        let by_name: std::collections::HashMap<&str, &Tensor> = weights
+            .iter()
+            .map(|w| (w.name.as_str(), &w.tensor))
+            .collect();
+        crate::ops::qlinear::fuse_onnx(graph, |name| {
+            let t = by_name.get(name)?;
+            Some(crate::ops::qlinear::Initializer {
+                datum_type: t.datum_type(),
+                shape: t.shape().to_vec(),
+                bytes: t.as_bytes(),
+            })
+        });
+    }
     // tract looks the graph's outputs up among the values it parsed: an initializer that is an
     // output goes back into the protobuf.
     let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
@@ -600,7 +620,7 @@ mod tests {
     #[test]
     fn tract_gets_the_same_model() {
         let bytes = model().encode_to_vec();
-        let streamed = parse(stream(bytes.clone()), &tract_onnx::onnx()).unwrap();
+        let streamed = parse(stream(bytes.clone()), &tract_onnx::onnx(), false).unwrap();
         let whole = whole(&bytes);
         assert_eq!(streamed.inputs.len(), 1);
         let consts = |m: &InferenceModel| -> Vec<(String, Tensor)> {
@@ -643,7 +663,7 @@ mod tests {
             split(&bytes[..], bytes.len() as u64).unwrap().weights.len(),
             1
         );
-        let parsed = parse(stream(bytes), &tract_onnx::onnx()).unwrap();
+        let parsed = parse(stream(bytes), &tract_onnx::onnx(), false).unwrap();
         assert_eq!(run(parsed), [15.5, 27.5, 39.5]);
         // An initializer that is also the graph's output goes back into the protobuf.
         let mut m = model();
@@ -651,7 +671,7 @@ mod tests {
             name: "b".into(),
             ..Default::default()
         });
-        let parsed = parse(stream(m.encode_to_vec()), &tract_onnx::onnx()).unwrap();
+        let parsed = parse(stream(m.encode_to_vec()), &tract_onnx::onnx(), false).unwrap();
         assert_eq!(parsed.outputs.len(), 2);
         // A size that does not match the dims: tract's parser reports it, as for any file.
         let mut m = model();
@@ -661,7 +681,7 @@ mod tests {
             split(&bytes[..], bytes.len() as u64).unwrap().weights.len(),
             1
         );
-        assert!(parse(stream(bytes), &tract_onnx::onnx()).is_err());
+        assert!(parse(stream(bytes), &tract_onnx::onnx(), false).is_err());
     }
 
     #[test]
@@ -715,7 +735,7 @@ mod tests {
         // The same name twice.
         let mut m = model();
         m.graph.as_mut().unwrap().initializer[2].name = "a".into();
-        let e = parse(stream(m.encode_to_vec()), &tract_onnx::onnx())
+        let e = parse(stream(m.encode_to_vec()), &tract_onnx::onnx(), false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("twice"), "{e}");
@@ -731,7 +751,7 @@ mod tests {
             key: "location".into(),
             value: "etc/passwd".into(),
         }];
-        let e = parse(stream(m.encode_to_vec()), &tract_onnx::onnx())
+        let e = parse(stream(m.encode_to_vec()), &tract_onnx::onnx(), false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("external data"), "{e}");

@@ -298,17 +298,23 @@ impl TractBackend {
         sequence_multiple: usize,
         patch: bool,
     ) -> Result<Self> {
-        let framework = tract_onnx::onnx();
+        let mut framework = tract_onnx::onnx();
+        if patch {
+            crate::ops::qlinear::register(&mut framework);
+        }
         let mut model = match source {
-            Source::Stream(graph) => crate::onnx_stream::parse(graph, &framework)?,
+            Source::Stream(graph) => crate::onnx_stream::parse(graph, &framework, patch)?,
             Source::Bytes(onnx) => {
                 // Decoded straight from the bytes: tract's `proto_model_for_read` first copies
                 // them into a buffer of its own.
-                let proto =
-                    <tract_onnx::pb::ModelProto as prost::Message>::decode(onnx).map_err(|e| {
+                let mut proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(onnx)
+                    .map_err(|e| {
                         RuntimeError::Model(format!("the graph is not an ONNX model: {e}"))
                     })?;
                 crate::graph_guard::check(&proto)?;
+                if let (true, Some(graph)) = (patch, proto.graph.as_mut()) {
+                    crate::ops::qlinear::fuse_onnx(graph, |_| None);
+                }
                 framework
                     .model_for_proto_model(&proto)
                     .map_err(model_error)?

@@ -212,9 +212,495 @@ pub fn fuse_with(model: &mut TypedModel, tier: Tier) -> TractResult<usize> {
     )
 }
 
+/// An initializer as [`fuse_onnx`] sees it: type, dims and bytes.
+pub(crate) struct Initializer<'a> {
+    pub datum_type: DatumType,
+    pub shape: Vec<usize>,
+    pub bytes: &'a [u8],
+}
+
+/// The name of the ONNX node [`fuse_onnx`] writes (ours, in our own domain).
+pub(crate) const ONNX_OP: &str = "AutoglmLinearI8";
+
+/// **At parse time**: replaces each int8 linear layer of the exporter's form in the ONNX graph
+/// itself, before tract analyses it: `MatMulInteger(q, W, zp)` of a `DynamicQuantizeLinear`'s
+/// outputs and an int8 initializer `W [k, n]` → `Cast` to float → `Mul` by a scale → (`Add` of
+/// an f32 initializer of `n` values), each value used once, become one `AutoglmLinearI8` node,
+/// which tract's typing wires straight to [`LinearI8`]. tract then never lowers
+/// `MatMulInteger` into its chain and its declutter never walks it: that was most of an int8
+/// load (BENCHMARKS.md, wave 10). The result is the same operator [`fuse`] makes from the
+/// lowered chain, so the same numbers. Layers of any other form, or whose weights this CPU's
+/// kernel would not sum exactly, are left as they are (and [`fuse`] still sees them).
+/// Returns how many were replaced.
+pub(crate) fn fuse_onnx<'a>(
+    graph: &mut tract_onnx::pb::GraphProto,
+    initializer: impl Fn(&str) -> Option<Initializer<'a>>,
+) -> usize {
+    use std::collections::HashMap;
+    // A subgraph may use a value of this one by name, which the counts below do not see.
+    if graph.node.iter().any(|n| {
+        n.attribute
+            .iter()
+            .any(|a| a.g.is_some() || !a.graphs.is_empty())
+    }) {
+        return 0;
+    }
+    let tier = Tier::chosen();
+    let from_proto = |name: &str| -> Option<Initializer<'_>> {
+        let t = graph.initializer.iter().find(|t| t.name == name)?;
+        let datum_type = match t.data_type {
+            3 => i8::datum_type(),
+            1 => f32::datum_type(),
+            _ => return None,
+        };
+        let shape = t
+            .dims
+            .iter()
+            .map(|&d| usize::try_from(d).ok())
+            .collect::<Option<_>>()?;
+        (t.data_location.unwrap_or(0) == 0 && !t.raw_data.is_empty()).then_some(Initializer {
+            datum_type,
+            shape,
+            bytes: &t.raw_data,
+        })
+    };
+    let initializer = |name: &str| initializer(name).or_else(|| from_proto(name));
+    // Every use of a value (node inputs and graph outputs), and the node that makes it.
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    let mut maker: HashMap<&str, usize> = HashMap::new();
+    for (i, node) in graph.node.iter().enumerate() {
+        for input in &node.input {
+            *uses.entry(input.as_str()).or_default() += 1;
+        }
+        for output in &node.output {
+            maker.insert(output.as_str(), i);
+        }
+    }
+    for output in &graph.output {
+        *uses.entry(output.name.as_str()).or_default() += 1;
+    }
+    let consumer = |value: &str| -> Option<usize> {
+        if uses.get(value) != Some(&1) {
+            return None;
+        }
+        graph
+            .node
+            .iter()
+            .position(|n| n.input.iter().any(|i| i == value))
+    };
+    let standard = |i: usize, op: &str| {
+        let n = &graph.node[i];
+        n.op_type == op && (n.domain.is_empty() || n.domain == "ai.onnx")
+    };
+    // (MatMulInteger, Cast, Mul, Add?, k, n, the scale, the bias)
+    let mut found = Vec::new();
+    for (i, node) in graph.node.iter().enumerate() {
+        if !standard(i, "MatMulInteger") || node.input.len() != 3 || node.output.len() != 1 {
+            continue;
+        }
+        let (q, w, zp) = (&node.input[0], &node.input[1], &node.input[2]);
+        // q and zp: outputs 0 and 2 of one DynamicQuantizeLinear (u8 by ONNX's definition).
+        let Some(&dq) = maker.get(q.as_str()) else {
+            continue;
+        };
+        let dq_node = &graph.node[dq];
+        if !standard(dq, "DynamicQuantizeLinear")
+            || dq_node.output.first() != Some(q)
+            || dq_node.output.get(2) != Some(zp)
+        {
+            continue;
+        }
+        let Some(weights) = initializer(w) else {
+            continue;
+        };
+        let &[k, n] = &weights.shape[..] else {
+            continue;
+        };
+        if weights.datum_type != i8::datum_type() || weights.bytes.len() != k * n {
+            continue;
+        }
+        let max_abs = weights
+            .bytes
+            .iter()
+            .map(|&b| (b as i8).unsigned_abs())
+            .max()
+            .unwrap_or(0);
+        if !tier.exact_for(max_abs) {
+            continue;
+        }
+        let Some(cast) = consumer(&node.output[0]) else {
+            continue;
+        };
+        let cast_node = &graph.node[cast];
+        let to_float = cast_node
+            .attribute
+            .iter()
+            .any(|a| a.name == "to" && a.i == tract_onnx::pb::tensor_proto::DataType::Float as i64);
+        if !standard(cast, "Cast") || !to_float || cast_node.output.len() != 1 {
+            continue;
+        }
+        let Some(mul) = consumer(&cast_node.output[0]) else {
+            continue;
+        };
+        let mul_node = &graph.node[mul];
+        if !standard(mul, "Mul") || mul_node.input.len() != 2 || mul_node.output.len() != 1 {
+            continue;
+        }
+        let scale = if mul_node.input[0] == cast_node.output[0] {
+            mul_node.input[1].clone()
+        } else {
+            mul_node.input[0].clone()
+        };
+        let mut add = None;
+        if let Some(a) = consumer(&mul_node.output[0]) {
+            let add_node = &graph.node[a];
+            if standard(a, "Add") && add_node.input.len() == 2 && add_node.output.len() == 1 {
+                let other = if add_node.input[0] == mul_node.output[0] {
+                    &add_node.input[1]
+                } else {
+                    &add_node.input[0]
+                };
+                let is_bias = initializer(other).is_some_and(|b| {
+                    b.datum_type == f32::datum_type()
+                        && b.shape.iter().product::<usize>() == n
+                        && b.shape.last() == Some(&n)
+                });
+                if is_bias {
+                    add = Some((a, other.clone()));
+                }
+            }
+        }
+        found.push((i, cast, mul, add, k, n, scale));
+    }
+    let count = found.len();
+    let mut gone = vec![false; graph.node.len()];
+    for (i, cast, mul, add, k, n, scale) in found {
+        let product = &graph.node[i];
+        let mut inputs = vec![
+            product.input[0].clone(),
+            product.input[2].clone(),
+            scale,
+            product.input[1].clone(),
+        ];
+        let last = match &add {
+            Some((a, bias)) => {
+                inputs.push(bias.clone());
+                *a
+            }
+            None => mul,
+        };
+        let int = |name: &str, value: usize| tract_onnx::pb::AttributeProto {
+            name: name.into(),
+            r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+            i: value as i64,
+            ..Default::default()
+        };
+        let fused = tract_onnx::pb::NodeProto {
+            name: format!("{}.autoglm_linear_i8", product.name),
+            op_type: ONNX_OP.into(),
+            domain: "ai.autoglm".into(),
+            input: inputs,
+            output: graph.node[last].output.clone(),
+            attribute: vec![int("k", k), int("n", n)],
+            ..Default::default()
+        };
+        // In the place of the last node replaced: every input is made before it.
+        graph.node[last] = fused;
+        for j in [i, cast, mul] {
+            if j != last {
+                gone[j] = true;
+            }
+        }
+    }
+    let mut index = 0;
+    graph.node.retain(|_| {
+        index += 1;
+        !gone[index - 1]
+    });
+    count
+}
+
+/// Adds [`fuse_onnx`]'s node to `framework`'s operators.
+pub(crate) fn register(framework: &mut tract_onnx::Onnx) {
+    framework.op_register.insert(ONNX_OP, onnx_linear_i8);
+}
+
+fn onnx_linear_i8(
+    _ctx: &tract_onnx::model::ParsingContext,
+    node: &tract_onnx::pb::NodeProto,
+) -> TractResult<(
+    Box<dyn tract_onnx::tract_hir::infer::InferenceOp>,
+    Vec<String>,
+)> {
+    let attr = |name: &str| -> TractResult<usize> {
+        node.attribute
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| usize::try_from(a.i).ok())
+            .with_context(|| format!("{ONNX_OP} `{}`: no attribute {name}", node.name))
+    };
+    let op = OnnxLinearI8 {
+        k: attr("k")?,
+        n: attr("n")?,
+        bias: node.input.len() == 5,
+    };
+    Ok((tract_onnx::tract_hir::ops::expandable::expand(op), vec![]))
+}
+
+/// [`fuse_onnx`]'s node while tract types the graph: inputs `q` (u8), its zero point (u8), the
+/// scale (f32, `n` values), the weights (i8 `[k, n]`, a constant) and optionally the bias (f32,
+/// `n` values, a constant).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct OnnxLinearI8 {
+    k: usize,
+    n: usize,
+    bias: bool,
+}
+
+impl tract_onnx::tract_hir::ops::expandable::Expansion for OnnxLinearI8 {
+    fn name(&self) -> StaticName {
+        ONNX_OP.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut tract_onnx::tract_hir::infer::Solver<'r>,
+        inputs: &'p [tract_onnx::tract_hir::infer::TensorProxy],
+        outputs: &'p [tract_onnx::tract_hir::infer::TensorProxy],
+    ) -> TractResult<()> {
+        use tract_onnx::tract_hir::infer::*;
+        check_input_arity(inputs, 4 + self.bias as usize)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, u8::datum_type())?;
+        s.equals(&inputs[1].datum_type, u8::datum_type())?;
+        s.equals(&inputs[2].datum_type, f32::datum_type())?;
+        s.equals(&inputs[3].datum_type, i8::datum_type())?;
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].rank, &inputs[0].rank)?;
+        let n = self.n;
+        s.given(&inputs[0].shape, move |s, shape| {
+            let mut shape = shape.to_vec();
+            let last = shape
+                .last_mut()
+                .with_context(|| format!("{ONNX_OP}: a scalar input"))?;
+            *last = TDim::Val(n as i64);
+            s.equals(&outputs[0].shape, ShapeFactoid::from(shape))
+        })
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let (k, n) = (self.k, self.n);
+        let weights = model
+            .outlet_fact(inputs[3])?
+            .konst
+            .clone()
+            .with_context(|| format!("{prefix}: the weights are not a constant"))?;
+        ensure!(
+            weights.datum_type() == i8::datum_type() && weights.shape() == [k, n],
+            "{prefix}: weights {:?} of {:?}, not [{k}, {n}] of i8",
+            weights.shape(),
+            weights.datum_type()
+        );
+        let bias = if self.bias {
+            let values = const_f32(model, inputs[4], n)?
+                .with_context(|| format!("{prefix}: the bias is not {n} constant f32 values"))?;
+            Some(Arc::new(values))
+        } else {
+            None
+        };
+        let tier = Tier::chosen();
+        let weights = PackedI8::new(weights.try_as_plain_ram()?.as_slice::<i8>()?, k, n, tier)?;
+        ensure!(
+            tier.exact_for(weights.max_abs),
+            "{prefix}: weights too large for the {} kernel",
+            tier.name()
+        );
+        let op = LinearI8 {
+            weights: Arc::new(weights),
+            bias,
+        };
+        model.wire_node(prefix, op, &inputs[..3])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tiny int8 fixture's ONNX graph.
+    fn fixture_onnx() -> TractResult<tract_onnx::pb::ModelProto> {
+        let dir = tempfile::tempdir()?;
+        autoglm_export::fixture::write_base(&dir.path().join("base"));
+        let mut options = autoglm_export::ExportOptions::new(dir.path().join("base"));
+        options.quantization = autoglm_package::Quantization::Int8;
+        let package = autoglm_export::export(&options)?;
+        let onnx = package.file(&package.manifest().graph.file)?;
+        Ok(<tract_onnx::pb::ModelProto as prost::Message>::decode(
+            onnx,
+        )?)
+    }
+
+    fn fixture_inputs(model: &TypedModel) -> TractResult<TVec<TValue>> {
+        let (batch, seq) = (2usize, 7usize);
+        let vocab = autoglm_export::fixture::vocab_size();
+        let ids: Vec<i64> = (0..batch * seq).map(|i| (i * 7 % vocab) as i64).collect();
+        let mut mask = vec![1i64; batch * seq];
+        mask[seq - 2..seq].fill(0);
+        model
+            .input_outlets()?
+            .iter()
+            .map(|o| {
+                let name = &model.node(o.node).name;
+                let values = if name.contains("mask") {
+                    mask.clone()
+                } else if name.contains("type") {
+                    vec![0; batch * seq]
+                } else {
+                    ids.clone()
+                };
+                Tensor::from_shape(&[batch, seq], &values).map(|t| t.into_tvalue())
+            })
+            .collect()
+    }
+
+    /// The model `proto` parses to (with our fused node known), typed, decluttered and
+    /// rewritten as the backend does.
+    fn rewritten(proto: &tract_onnx::pb::ModelProto) -> TractResult<TypedModel> {
+        let mut framework = tract_onnx::onnx();
+        register(&mut framework);
+        let mut model = framework
+            .model_for_proto_model(proto)?
+            .into_typed()?
+            .into_decluttered()?;
+        crate::ops::rewrite(&mut model)?;
+        Ok(model)
+    }
+
+    fn count(model: &TypedModel, op: &str) -> usize {
+        model.nodes().iter().filter(|n| n.op().name() == op).count()
+    }
+
+    /// Fused in the protobuf, every linear layer is the same operator as fused after tract's
+    /// declutter, and the plan's outputs are bit-identical.
+    #[test]
+    fn layers_fused_at_parse_equal_layers_fused_after_declutter() -> TractResult<()> {
+        let layers = autoglm_export::fixture::LAYERS;
+        let proto = fixture_onnx()?;
+        let late = rewritten(&proto)?;
+        let mut early = proto.clone();
+        let graph = early.graph.as_mut().context("graph")?;
+        let nodes = graph.node.len();
+        let fused = fuse_onnx(graph, |_| None);
+        assert_eq!(fused, 6 * layers, "q, k, v, output, up and down per layer");
+        // Each layer's product, cast, rescale and bias add became one node.
+        assert_eq!(graph.node.len(), nodes - 3 * fused);
+        assert_eq!(
+            graph
+                .node
+                .iter()
+                .filter(|n| n.op_type == "MatMulInteger")
+                .count(),
+            0
+        );
+        let early = rewritten(&early)?;
+        for model in [&late, &early] {
+            assert_eq!(count(model, "AutoglmLinearI8"), 6 * layers);
+            assert_eq!(count(model, "EinSum"), count(&late, "EinSum"));
+        }
+        // Fewer nodes for tract to type and declutter.
+        let plain = tract_onnx::onnx()
+            .model_for_proto_model(&proto)?
+            .into_typed()?;
+        let mut framework = tract_onnx::onnx();
+        register(&mut framework);
+        let mut small = proto.clone();
+        fuse_onnx(small.graph.as_mut().context("graph")?, |_| None);
+        let small = framework.model_for_proto_model(&small)?.into_typed()?;
+        assert!(small.nodes().len() < plain.nodes().len());
+        let run = |m: TypedModel| -> TractResult<TVec<TValue>> {
+            let inputs = fixture_inputs(&m)?;
+            m.into_optimized()?.into_runnable()?.run(inputs)
+        };
+        let (want, got) = (run(late)?, run(early)?);
+        for (w, g) in want.iter().zip(got.iter()) {
+            assert_eq!(**w, **g);
+        }
+        Ok(())
+    }
+
+    /// A layer whose intermediate values are used elsewhere, whose weights are not an int8
+    /// initializer, whose cast is not to float or whose quantization is not
+    /// `DynamicQuantizeLinear`'s is left to tract.
+    #[test]
+    fn only_the_exporters_form_is_fused_at_parse() -> TractResult<()> {
+        let proto = fixture_onnx()?;
+        let all = fuse_onnx(&mut proto.graph.clone().context("graph")?, |_| None);
+        let graph = || proto.graph.clone().unwrap();
+        let first = |g: &tract_onnx::pb::GraphProto, op: &str| {
+            g.node.iter().position(|n| n.op_type == op).unwrap()
+        };
+        // The product is also a graph output.
+        let mut g = graph();
+        let product = g.node[first(&g, "MatMulInteger")].output[0].clone();
+        g.output.push(tract_onnx::pb::ValueInfoProto {
+            name: product,
+            ..Default::default()
+        });
+        assert_eq!(fuse_onnx(&mut g, |_| None), all - 1);
+        // The weights are not an initializer (nor are they given).
+        let mut g = graph();
+        let i = first(&g, "MatMulInteger");
+        g.node[i].input[1] = "elsewhere".into();
+        assert_eq!(fuse_onnx(&mut g, |_| None), all - 1);
+        // A cast to another type.
+        let mut g = graph();
+        let product = g.node[first(&g, "MatMulInteger")].output[0].clone();
+        let i = g
+            .node
+            .iter()
+            .position(|n| n.input.contains(&product))
+            .unwrap();
+        assert_eq!(g.node[i].op_type, "Cast");
+        g.node[i].attribute[0].i = tract_onnx::pb::tensor_proto::DataType::Double as i64;
+        assert_eq!(fuse_onnx(&mut g, |_| None), all - 1);
+        // Weights given by the caller (a streamed load) count as initializers.
+        let mut g = graph();
+        let weights: Vec<_> = std::mem::take(&mut g.initializer);
+        let by_name = |name: &str| {
+            weights
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| Initializer {
+                    datum_type: if t.data_type == 3 {
+                        i8::datum_type()
+                    } else {
+                        f32::datum_type()
+                    },
+                    shape: t.dims.iter().map(|&d| d as usize).collect(),
+                    bytes: &t.raw_data,
+                })
+        };
+        assert_eq!(fuse_onnx(&mut g, by_name), all);
+        // A graph with a subgraph is left alone.
+        let mut g = graph();
+        g.node[0].attribute.push(tract_onnx::pb::AttributeProto {
+            name: "body".into(),
+            g: Some(Default::default()),
+            ..Default::default()
+        });
+        assert_eq!(fuse_onnx(&mut g, |_| None), 0);
+        // A file that names the fused node itself is refused before anything else.
+        let mut m = proto.clone();
+        let g = m.graph.as_mut().unwrap();
+        fuse_onnx(g, |_| None);
+        assert!(crate::graph_guard::check(&m).is_err());
+        Ok(())
+    }
 
     /// Every linear layer of the int8 graph is fused, on every tier this CPU has, and the
     /// fused graph's outputs are bit-identical to tract's own plan of the unfused graph.
