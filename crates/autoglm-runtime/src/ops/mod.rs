@@ -28,7 +28,9 @@
 //!
 //! **Int8 linear layers** ([`LinearI8`], in `qlinear.rs`, on the integer kernels of
 //! `qgemm.rs`, native and in the component): the product of the quantized activations by the int8 weights, its
-//! zero-point correction, rescale and bias in one pass, on the CPU's integer instructions.
+//! zero-point correction, rescale and bias in one pass, on the CPU's integer instructions. The
+//! exporter's layers are fused in the ONNX graph, before tract types it
+//! ([`qlinear::fuse_onnx`]): load time.
 
 #[allow(unsafe_code)]
 pub mod attention;

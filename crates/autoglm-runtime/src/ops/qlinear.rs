@@ -11,6 +11,10 @@
 //! of its own ([`super::DynamicQuantize`]): its output is shared by the three projections of
 //! attention. The results are bit-identical to tract's chain (the same i32 sums, then the same
 //! three f32 operations in the same order), which the tests check.
+//!
+//! Where a layer has the exporter's exact form, [`fuse_onnx`] makes the same operator earlier,
+//! in the ONNX graph itself before tract types it, so that tract never lowers and declutters
+//! the chain (most of an int8 load's analysis); [`fuse`] still takes every other layer.
 
 use super::attention::{is_bin, single_use};
 use super::const_f32;
