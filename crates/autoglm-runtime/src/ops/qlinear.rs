@@ -712,28 +712,7 @@ mod tests {
     fn fused_layers_equal_tracts_chain() -> TractResult<()> {
         let plain = crate::ops::fixture_graph(autoglm_package::Quantization::Int8)?;
         let layers = autoglm_export::fixture::LAYERS;
-        let inputs = || -> TractResult<TVec<TValue>> {
-            let (batch, seq) = (2usize, 7usize);
-            let vocab = autoglm_export::fixture::vocab_size();
-            let ids: Vec<i64> = (0..batch * seq).map(|i| (i * 7 % vocab) as i64).collect();
-            let mut mask = vec![1i64; batch * seq];
-            mask[seq - 2..seq].fill(0);
-            Ok(plain
-                .input_outlets()?
-                .iter()
-                .map(|o| {
-                    let name = &plain.node(o.node).name;
-                    let values = if name.contains("mask") {
-                        mask.clone()
-                    } else if name.contains("type") {
-                        vec![0; batch * seq]
-                    } else {
-                        ids.clone()
-                    };
-                    Tensor::from_shape(&[batch, seq], &values).map(|t| t.into_tvalue())
-                })
-                .collect::<TractResult<_>>()?)
-        };
+        let inputs = || fixture_inputs(&plain);
         let expected = plain
             .clone()
             .into_optimized()?
