@@ -271,7 +271,7 @@ impl TractBackend {
             .count()
     }
 
-    /// Whether short rows run in blocks on a plan of their own ([`BLOCK_TOKENS`]).
+    /// Whether short rows run in blocks ([`BLOCK_TOKENS`]; the plan keeps a symbolic batch).
     pub fn blocks(&self) -> bool {
         self.blocks
     }
@@ -448,8 +448,8 @@ impl Backend for TractBackend {
 
 impl TractBackend {
     /// Runs rows `rows` of `batch` on the calling thread: one run of the plan for all of them,
-    /// or, with a per-row plan, one run per row at that row's own length, or per block of
-    /// similar short rows on the block plan ([`row_blocks`]).
+    /// or, with `per_row`, one run per row at that row's own length, or per block of similar
+    /// short rows at the block's longest ([`row_blocks`]).
     fn run_rows(&self, batch: &Batch, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
         if !self.per_row {
             return self.run_block(batch, rows, batch.sequence);
