@@ -91,10 +91,9 @@ pub fn state_whole_blocks(model: &mut InferenceModel, multiple: usize) -> TractR
 /// threading gained 1.1-1.7x); a single text uses tract's intra-op threads.
 pub struct TractBackend {
     plan: Pooled,
-    /// Whether the plan's batch dim stays symbolic so that blocks of short rows can run at
-    /// once (where `per_row` and `splittable`).
-    blocks: bool,
-    /// Most tokens (rows × padded length) a block of rows may hold; 0: rows run alone.
+    /// Most tokens (rows × padded length) a block of rows may hold; 0: rows run alone (and,
+    /// with `per_row`, the plan is built for one row). Non-zero only where `per_row` and
+    /// `splittable`: then the plan's batch dim stays symbolic.
     block_tokens: usize,
     executor: Option<tract_linalg::multithread::Executor>,
     threads: usize,
@@ -273,7 +272,7 @@ impl TractBackend {
 
     /// Whether short rows run in blocks ([`BLOCK_TOKENS`]; the plan keeps a symbolic batch).
     pub fn blocks(&self) -> bool {
-        self.blocks
+        self.block_tokens > 0
     }
 
     /// Whether rows run on their own, cut to their own length (alone or in blocks).
@@ -351,7 +350,7 @@ impl TractBackend {
         let per_row = patch && output_rank == Some(2);
         // Native only: in the WASI component (tract's attention, 4-lane products) neither
         // plan has been measured against the other, so it keeps the batch-1 plan.
-        let block_tokens = if cfg!(target_family = "wasm") {
+        let block_tokens = if cfg!(target_family = "wasm") || !(per_row && splittable) {
             0
         } else {
             std::env::var("AUTOGLM_BLOCK_TOKENS")
@@ -359,8 +358,7 @@ impl TractBackend {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(BLOCK_TOKENS)
         };
-        let blocks = per_row && splittable && block_tokens > 0;
-        if per_row && !blocks {
+        if per_row && block_tokens == 0 {
             if let Some(batch) = typed.symbols.get("batch") {
                 let one = SymbolValues::default().with(&batch, 1);
                 typed = typed.set_symbols(&one.to_dim_map()).map_err(model_error)?;
@@ -378,7 +376,6 @@ impl TractBackend {
         let executor = (threads > 1).then(|| shared_executor(threads));
         Ok(TractBackend {
             plan: Pooled::new(plan),
-            blocks,
             block_tokens,
             executor,
             threads: threads.max(1),
@@ -455,10 +452,9 @@ impl TractBackend {
             return self.run_block(batch, rows, batch.sequence);
         }
         let lengths: Vec<usize> = rows.clone().map(|r| self.row_length(batch, r)).collect();
-        let budget = if self.blocks { self.block_tokens } else { 0 };
         let mut all = Vec::new();
         let mut start = rows.start;
-        for (end, length) in row_blocks(&lengths, budget) {
+        for (end, length) in row_blocks(&lengths, self.block_tokens) {
             let end = rows.start + end;
             all.extend(self.run_block(batch, start..end, length)?);
             start = end;
