@@ -207,6 +207,15 @@ pub struct FileStream {
     /// For a file not yet verified: its digest so far and the manifest's entry.
     check: Option<(Digester, FileEntry)>,
     read: u64,
+    /// Where the bytes come from on disk, for [`FileStream::reopen`].
+    origin: Option<Origin>,
+}
+
+/// A package file's place on disk: a file of a directory, or a member of a tar archive.
+#[derive(Debug, Clone)]
+enum Origin {
+    File(PathBuf),
+    Member(PathBuf, TarMember),
 }
 
 impl std::fmt::Debug for FileStream {
@@ -232,6 +241,7 @@ impl FileStream {
             source: Box::new(file.take(entry.size.saturating_add(1))),
             check: Some((Digester::new(), entry)),
             read: 0,
+            origin: Some(Origin::File(path.into())),
         })
     }
 
@@ -256,6 +266,7 @@ impl FileStream {
             source: Box::new(file.take(member.len)),
             check: Some((Digester::new(), entry)),
             read: 0,
+            origin: Some(Origin::Member(path.into(), member.clone())),
         })
     }
 
@@ -269,12 +280,32 @@ impl FileStream {
             source: Box::new(std::io::Cursor::new(bytes)),
             check: None,
             read: 0,
+            origin: None,
         }
+    }
+
+    /// A second stream over the same file from its start, checked against the same manifest
+    /// entry: one reader may verify the file while another goes on with the first. `None` for
+    /// a stream over bytes ([`FileStream::of_bytes`]).
+    pub fn reopen(&self) -> Option<Result<FileStream, PackageError>> {
+        let (_, entry) = self.check.as_ref()?;
+        let entry = entry.clone();
+        Some(match self.origin.as_ref()? {
+            Origin::File(path) => FileStream::of_file(&self.name, path, entry),
+            Origin::Member(path, member) => open_regular(path)
+                .and_then(|(file, _)| FileStream::of_member(path, file, member, entry)),
+        })
     }
 
     /// The file's name in the package.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The sha256 (hex) the manifest declares for the file, which [`FileStream::finish`]
+    /// checks; `None` for a stream over bytes the caller vouches for.
+    pub fn declared_sha256(&self) -> Option<&str> {
+        self.check.as_ref().map(|(_, entry)| entry.sha256.as_str())
     }
 
     /// Its size as the manifest declares it: a reader may bound its buffers by it (the stream
@@ -434,6 +465,7 @@ impl Digester {
 type Members = BTreeMap<String, Vec<u8>>;
 
 /// Where a member of a tar archive lies in it.
+#[derive(Debug, Clone)]
 struct TarMember {
     name: String,
     /// Offset of its data in the archive, and its size there.

@@ -3,7 +3,7 @@
 //! BENCHMARKS.md ("Where the time goes") records its output.
 //!
 //! cargo run --release -p autoglm-runtime --example profile -- PKG [--seq 32,128,512]
-//!     [--batch 1] [--iters 5] [--concrete]
+//!     [--batch 1] [--iters 5] [--concrete] [--threads 1]
 
 // The allocator the `autoglm` binary uses (crates/autoglm-cli/src/main.rs): glibc's malloc
 // unmaps and re-faults the large activations of every run.
@@ -39,6 +39,15 @@ fn main() -> TractResult<()> {
     // --batch-only: only the batch dim is made concrete (the sequence stays symbolic).
     let batch_only = args.iter().any(|a| a == "--batch-only");
     let concrete = batch_only || args.iter().any(|a| a == "--concrete");
+    // --threads N: the runs go through an N-thread pool, as `autoglm --threads N` does.
+    let threads: usize = flag("--threads")
+        .map(|s| s.parse().expect("threads"))
+        .unwrap_or(1);
+    let executor = if threads > 1 {
+        tract_linalg::multithread::Executor::multithread(threads)
+    } else {
+        tract_linalg::multithread::Executor::SingleThread
+    };
     let top_nodes: Option<usize> = flag("--nodes").map(|s| s.parse().expect("nodes"));
 
     let pkg = Package::open(package)?;
@@ -98,19 +107,30 @@ fn main() -> TractResult<()> {
                 ])
             };
             let mut state = plan.spawn()?;
-            state.run(inputs()?)?;
-            let nodes = plan.model().nodes().len();
-            let mut per_node = vec![Duration::ZERO; nodes];
-            let started = Instant::now();
-            for _ in 0..iters {
-                state.run_plan_with_eval(inputs()?, |session, op_state, node, node_inputs| {
-                    let t = Instant::now();
-                    let out =
-                        tract_onnx::tract_core::plan::eval(session, op_state, node, node_inputs);
-                    per_node[node.id] += t.elapsed();
-                    out
+            let mut per_node = vec![Duration::ZERO; plan.model().nodes().len()];
+            let started =
+                tract_linalg::multithread::multithread_tract_scope(executor.clone(), || {
+                    state.run(inputs()?)?;
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        state.run_plan_with_eval(
+                            inputs()?,
+                            |session, op_state, node, node_inputs| {
+                                let t = Instant::now();
+                                let out = tract_onnx::tract_core::plan::eval(
+                                    session,
+                                    op_state,
+                                    node,
+                                    node_inputs,
+                                );
+                                per_node[node.id] += t.elapsed();
+                                out
+                            },
+                        )?;
+                    }
+                    TractResult::Ok(started)
                 })?;
-            }
+            let nodes = plan.model().nodes().len();
             let total = started.elapsed() / iters as u32;
             let mut by_op: BTreeMap<String, (Duration, usize)> = BTreeMap::new();
             for (id, t) in per_node.iter().enumerate() {

@@ -24,6 +24,8 @@ mod onnx_stream;
 pub mod ops;
 #[cfg(feature = "ort")]
 pub mod ort;
+#[cfg(not(target_family = "wasm"))]
+pub mod plan_cache;
 pub mod scores;
 pub mod tokenize;
 pub mod tract;
@@ -36,7 +38,7 @@ pub use backend::{Backend, BackendKind, Device, GraphFacts};
 pub use error::{Result, RuntimeError};
 pub use scores::{argmax, softmax, Prediction, Real};
 pub use tokenize::{Encoded, TextEncoder};
-pub use tract::TractBackend;
+pub use tract::{PlanCache, TractBackend};
 
 use std::path::{Path, PathBuf};
 

@@ -109,6 +109,8 @@ pub struct TractBackend {
     per_row: bool,
     /// The manifest's sequence block size (window attention): rows are cut to whole blocks.
     sequence_multiple: usize,
+    /// What the plan cache did for this load.
+    plan_cache: PlanCache,
 }
 
 /// How many tokens a block of short rows holds at most (`AUTOGLM_BLOCK_TOKENS` overrides it;
@@ -224,6 +226,78 @@ fn inference_facts(model: &InferenceModel) -> Result<GraphFacts> {
     })
 }
 
+/// A decluttered graph with our operators and what the load learnt on the way: what the plan
+/// cache keeps (src/plan_cache.rs).
+#[derive(Debug)]
+pub(crate) struct Graph {
+    pub model: TypedModel,
+    pub facts: GraphFacts,
+    /// How many nodes our operators replaced.
+    pub rewrites: usize,
+    /// Whether rows may run apart: not where the graph quantizes activations at run time.
+    pub splittable: bool,
+}
+
+/// The plan cache's file in `dir` for a package's graph (native builds; not for a stream
+/// over bytes, which has no digest to name it by).
+#[cfg(not(target_family = "wasm"))]
+fn plan_cache_file(
+    dir: &std::path::Path,
+    graph: &autoglm_package::FileStream,
+    sequence_multiple: usize,
+) -> Option<std::path::PathBuf> {
+    let digest = graph.declared_sha256()?;
+    Some(crate::plan_cache::path(dir, digest, sequence_multiple))
+}
+
+#[cfg(target_family = "wasm")]
+fn plan_cache_file(
+    _dir: &std::path::Path,
+    _graph: &autoglm_package::FileStream,
+    _sequence_multiple: usize,
+) -> Option<std::path::PathBuf> {
+    None
+}
+
+#[cfg(not(target_family = "wasm"))]
+fn plan_cache_dir() -> Option<std::path::PathBuf> {
+    crate::plan_cache::cache_dir()
+}
+
+#[cfg(target_family = "wasm")]
+fn plan_cache_dir() -> Option<std::path::PathBuf> {
+    None
+}
+
+#[cfg(not(target_family = "wasm"))]
+use crate::plan_cache::{read as cache_read, write as cache_write};
+
+#[cfg(target_family = "wasm")]
+fn cache_read(_file: &std::path::Path) -> TractResult<Graph> {
+    Err(tract_onnx::tract_core::internal::format_err!(
+        "a WASI guest has no plan cache"
+    ))
+}
+
+#[cfg(target_family = "wasm")]
+fn cache_write(_file: &std::path::Path, _graph: &Graph) -> TractResult<()> {
+    Ok(())
+}
+
+/// What the plan cache (src/plan_cache.rs) did for a load. Its troubles are not errors: the
+/// load then takes the ONNX path, and says why here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanCache {
+    /// Not used: off (`AUTOGLM_PLAN_CACHE=off`), not a package's graph, or tract's own plan.
+    Off,
+    /// The plan was read from this file.
+    Read(std::path::PathBuf),
+    /// The graph was loaded from ONNX and its plan written to this file.
+    Written(std::path::PathBuf),
+    /// The graph was loaded from ONNX; the cache could not be read or written: why.
+    Failed(String),
+}
+
 /// Where a graph comes from: bytes in memory, or a package's stream.
 enum Source<'a> {
     Bytes(&'a [u8]),
@@ -234,7 +308,7 @@ impl TractBackend {
     /// Loads ONNX bytes; `threads` > 1 gives the matrix products a thread pool of that size.
     /// `sequence_multiple` is the manifest's: the runtime always feeds sequences of whole blocks.
     pub fn new(onnx: &[u8], threads: usize, sequence_multiple: usize) -> Result<Self> {
-        Self::load(Source::Bytes(onnx), threads, sequence_multiple, true)
+        Self::load(Source::Bytes(onnx), threads, sequence_multiple, true, None)
     }
 
     /// [`TractBackend::new`] on a package's graph stream ([`autoglm_package::FileStream`]):
@@ -245,13 +319,32 @@ impl TractBackend {
         threads: usize,
         sequence_multiple: usize,
     ) -> Result<Self> {
-        Self::load(Source::Stream(graph), threads, sequence_multiple, true)
+        let cache = plan_cache_dir();
+        Self::from_stream_with_cache(graph, threads, sequence_multiple, cache.as_deref())
+    }
+
+    /// [`TractBackend::from_stream`] with the plan cache in `cache` (`None`: off) instead of
+    /// the default directory ([`crate::plan_cache::cache_dir`]).
+    pub fn from_stream_with_cache(
+        graph: autoglm_package::FileStream,
+        threads: usize,
+        sequence_multiple: usize,
+        cache: Option<&std::path::Path>,
+    ) -> Result<Self> {
+        let file = cache.and_then(|dir| plan_cache_file(dir, &graph, sequence_multiple));
+        Self::load(
+            Source::Stream(graph),
+            threads,
+            sequence_multiple,
+            true,
+            file,
+        )
     }
 
     /// The graph exactly as tract optimizes it on its own, without our operators: the
     /// reference that tests compare the patched plan with.
     pub fn plain(onnx: &[u8], threads: usize, sequence_multiple: usize) -> Result<Self> {
-        Self::load(Source::Bytes(onnx), threads, sequence_multiple, false)
+        Self::load(Source::Bytes(onnx), threads, sequence_multiple, false, None)
     }
 
     /// How many nodes our own operators replaced.
@@ -280,14 +373,21 @@ impl TractBackend {
         self.per_row
     }
 
+    /// What the plan cache did for this load (src/plan_cache.rs).
+    pub fn plan_cache(&self) -> &PlanCache {
+        &self.plan_cache
+    }
+
+    /// Loads `source`; `cache` is the plan cache's file for it, if any.
     fn load(
         source: Source<'_>,
         threads: usize,
         sequence_multiple: usize,
         patch: bool,
+        cache: Option<std::path::PathBuf>,
     ) -> Result<Self> {
         guarded("loading the graph", || {
-            Self::load_unguarded(source, threads, sequence_multiple, patch)
+            Self::load_unguarded(source, threads, sequence_multiple, patch, cache)
         })
     }
 
@@ -296,7 +396,61 @@ impl TractBackend {
         threads: usize,
         sequence_multiple: usize,
         patch: bool,
+        cache: Option<std::path::PathBuf>,
     ) -> Result<Self> {
+        // A package's graph whose plan is cached: read the plan, then verify the package's
+        // file (src/plan_cache.rs). Any trouble with the cache sends the load the ONNX way.
+        let mut failed = None;
+        let source = match (source, &cache) {
+            (Source::Stream(graph), Some(file)) if file.is_file() => {
+                // The package's file is verified on a second stream, beside the cache's read.
+                let verify = graph.reopen().and_then(|second| {
+                    std::thread::Builder::new()
+                        .name("autoglm-verify".into())
+                        .spawn(move || second?.finish())
+                        .ok()
+                });
+                match cache_read(file) {
+                    Ok(cached) => {
+                        match verify {
+                            Some(verify) => verify.join().map_err(|_| {
+                                RuntimeError::Model("verifying the graph file panicked".into())
+                            })??,
+                            None => graph.finish()?,
+                        }
+                        let outcome = PlanCache::Read(file.clone());
+                        return Self::finish_load(
+                            cached,
+                            threads,
+                            sequence_multiple,
+                            true,
+                            outcome,
+                        );
+                    }
+                    Err(e) => {
+                        failed = Some(format!("reading {}: {e}", file.display()));
+                        Source::Stream(graph)
+                    }
+                }
+            }
+            (source, _) => source,
+        };
+        let graph = Self::decluttered(source, sequence_multiple, patch)?;
+        let outcome = match (&cache, failed) {
+            (None, _) => PlanCache::Off,
+            (Some(file), failed) => match cache_write(file, &graph) {
+                Ok(()) => PlanCache::Written(file.clone()),
+                Err(e) => {
+                    let wrote = format!("writing {}: {e}", file.display());
+                    PlanCache::Failed(failed.map_or(wrote.clone(), |f| format!("{f}; {wrote}")))
+                }
+            },
+        };
+        Self::finish_load(graph, threads, sequence_multiple, patch, outcome)
+    }
+
+    /// The graph parsed, typed, decluttered and (with `patch`) rewritten with our operators.
+    fn decluttered(source: Source<'_>, sequence_multiple: usize, patch: bool) -> Result<Graph> {
         let mut framework = tract_onnx::onnx();
         if patch {
             crate::ops::qlinear::register(&mut framework);
@@ -320,7 +474,7 @@ impl TractBackend {
             }
         };
         state_whole_blocks(&mut model, sequence_multiple).map_err(model_error)?;
-        let mut facts = inference_facts(&model)?;
+        let facts = inference_facts(&model)?;
         let mut typed = model
             .into_typed()
             .and_then(|m| m.into_decluttered())
@@ -334,6 +488,28 @@ impl TractBackend {
         } else {
             0
         };
+        Ok(Graph {
+            model: typed,
+            facts,
+            rewrites,
+            splittable,
+        })
+    }
+
+    /// The plan for `graph`, for `threads` threads.
+    fn finish_load(
+        graph: Graph,
+        threads: usize,
+        sequence_multiple: usize,
+        patch: bool,
+        plan_cache: PlanCache,
+    ) -> Result<Self> {
+        let Graph {
+            model: mut typed,
+            mut facts,
+            rewrites,
+            splittable,
+        } = graph;
         // One text per run, where rows are independent: a row runs at its own length instead
         // of its batch's longest. int8 graphs get a plan for a batch dim of 1: tract then
         // folds what it cannot for a symbolic batch (BENCHMARKS.md, "Wave 3": 13-17 % less
@@ -384,6 +560,7 @@ impl TractBackend {
             splittable,
             per_row,
             sequence_multiple,
+            plan_cache,
         })
     }
 }
@@ -394,7 +571,13 @@ impl Backend for TractBackend {
     }
 
     fn describe(&self) -> String {
-        format!("tract on the CPU, {} threads", self.threads)
+        let plan = match &self.plan_cache {
+            PlanCache::Off => String::new(),
+            PlanCache::Read(_) => ", plan from the cache".into(),
+            PlanCache::Written(_) => ", plan cached".into(),
+            PlanCache::Failed(why) => format!(", plan cache not used: {why}"),
+        };
+        format!("tract on the CPU, {} threads{plan}", self.threads)
     }
 
     fn facts(&self) -> GraphFacts {

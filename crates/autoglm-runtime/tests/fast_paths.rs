@@ -181,3 +181,98 @@ fn int8_answers_do_not_depend_on_the_thread_count() {
         assert_eq!(one.run(&b).expect("run"), two.run(&b).expect("run"));
     }
 }
+
+/// The plan cache (src/plan_cache.rs): a package's first load writes its plan, the second
+/// reads it, and both answer bit for bit as the ONNX load does, on dense, window and int8
+/// packages. A damaged or truncated cache file is ignored and written again; a damaged
+/// package is still refused when its plan is cached.
+#[test]
+fn cached_plans_answer_as_the_onnx_load() {
+    use autoglm_runtime::{Package, PlanCache};
+    let mut int8 = ExportOptions::new("unused");
+    int8.quantization = Quantization::Int8;
+    let mut window = ExportOptions::new("unused");
+    window.attention = Attention::Window {
+        window: 4,
+        global: 1,
+    };
+    let mut int8_window = window.clone();
+    int8_window.quantization = Quantization::Int8;
+    for (name, options) in [
+        ("dense", ExportOptions::new("unused")),
+        ("int8", int8),
+        ("window", window),
+        ("int8 window", int8_window),
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sources = fixture::options(dir.path(), true);
+        let options = ExportOptions {
+            base: sources.base,
+            adapter: sources.adapter,
+            ..options
+        };
+        let out = dir.path().join("package");
+        let package = autoglm_export::export_to(&options, &out).expect("export");
+        let manifest = package.manifest().clone();
+        let multiple = manifest.graph.sequence_multiple;
+        let onnx = package.file(&manifest.graph.file).expect("graph");
+        let reference = TractBackend::new(onnx, 1, multiple).expect("ONNX load");
+        let cache = dir.path().join("plans");
+        let load = || {
+            let (_, graph) = Package::open_streaming_graph(&out).expect("open");
+            TractBackend::from_stream_with_cache(graph, 1, multiple, Some(&cache))
+        };
+        let first = load().expect("first load");
+        let Some(PlanCache::Written(file)) = Some(first.plan_cache().clone()) else {
+            panic!("{name}: first load: {:?}", first.plan_cache());
+        };
+        let second = load().expect("second load");
+        assert_eq!(
+            second.plan_cache(),
+            &PlanCache::Read(file.clone()),
+            "{name}"
+        );
+        assert_eq!(second.rewrites(), reference.rewrites(), "{name}");
+        assert_eq!(second.blocks(), reference.blocks(), "{name}");
+        for op in [
+            "AutoglmAttention",
+            "AutoglmWindowAttention",
+            "AutoglmLinearI8",
+        ] {
+            assert_eq!(second.op_count(op), reference.op_count(op), "{name}: {op}");
+        }
+        let mut rng = Lcg(0xcac4e ^ name.len() as u64);
+        let texts = random_texts(&mut rng, 7, manifest.max_length, fixture::vocab_size());
+        for b in batch::plan(&texts, 4, 0, multiple) {
+            let want = reference.run(&b).expect("reference run");
+            assert_eq!(first.run(&b).expect("first run"), want, "{name}");
+            assert_eq!(second.run(&b).expect("cached run"), want, "{name}");
+        }
+        // A flipped byte in the archive, then a cut file: the load takes the ONNX way and
+        // writes the plan again.
+        let bytes = std::fs::read(&file).expect("cache file");
+        let mut flipped = bytes.clone();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0x40;
+        for damaged in [flipped, bytes[..bytes.len() / 3].to_vec()] {
+            std::fs::write(&file, damaged).expect("damage the cache");
+            let again = load().expect("load past a damaged cache");
+            assert_eq!(
+                again.plan_cache(),
+                &PlanCache::Written(file.clone()),
+                "{name}"
+            );
+            assert_eq!(
+                load().expect("reload").plan_cache(),
+                &PlanCache::Read(file.clone())
+            );
+        }
+        // A damaged graph file is refused even though its plan is cached.
+        let graph_file = out.join(&manifest.graph.file);
+        let mut graph = std::fs::read(&graph_file).expect("graph file");
+        let at = graph.len() / 2;
+        graph[at] ^= 1;
+        std::fs::write(&graph_file, graph).expect("damage the graph");
+        assert!(load().is_err(), "{name}: a damaged graph file was loaded");
+    }
+}

@@ -225,6 +225,46 @@ impl PackedI8 {
         })
     }
 
+    /// The packed layout and the column sums, as [`PackedI8::from_parts`] takes them back.
+    pub fn parts(&self) -> (&[i8], &[i32]) {
+        (&self.data, &self.colsum)
+    }
+
+    /// Weights packed for `tier` from their [`PackedI8::parts`] (a cached plan's), checked to
+    /// have the sizes that `[k, n]` packed for `tier` has.
+    pub fn from_parts(
+        k: usize,
+        n: usize,
+        tier: Tier,
+        data: Vec<i8>,
+        colsum: Vec<i32>,
+        max_abs: u8,
+    ) -> TractResult<PackedI8> {
+        let group = tier.group();
+        let kp = k.div_ceil(group) * group;
+        let len = n
+            .div_ceil(NR)
+            .checked_mul(kp)
+            .and_then(|v| v.checked_mul(NR));
+        ensure!(
+            tier != Tier::Simd128 && Some(data.len()) == len && colsum.len() == n,
+            "packed int8 weights: {} values and {} column sums for [{k}, {n}] on {}",
+            data.len(),
+            colsum.len(),
+            tier.name()
+        );
+        Ok(PackedI8 {
+            k,
+            n,
+            tier,
+            kp,
+            data,
+            wide: Vec::new(),
+            colsum,
+            max_abs,
+        })
+    }
+
     fn panel(&self, p: usize) -> &[i8] {
         let len = self.kp * NR;
         self.data.get(p * len..(p + 1) * len).unwrap_or(&[])
