@@ -7,6 +7,8 @@
 //! optimisation (BENCHMARKS.md, wave 11). The cached graph is the one our rewrites left,
 //! before tract's optimisation (which depends on the thread count and the shapes). Loading it
 //! wires the operators back with their weights already packed, and the load goes on as before.
+//! Only graphs with int8 layers are kept: an fp32 load is mostly reading and packing the
+//! weights, which a cached plan does too, and it loaded no faster (src/tract.rs).
 //!
 //! - **Where**: `AUTOGLM_PLAN_CACHE` (a directory; `off` disables the cache), else
 //!   `$XDG_CACHE_HOME/autoglm-edge/plans`, else `~/.cache/autoglm-edge/plans`. A cache that

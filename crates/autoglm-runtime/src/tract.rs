@@ -288,7 +288,8 @@ fn cache_write(_file: &std::path::Path, _graph: &Graph) -> TractResult<()> {
 /// load then takes the ONNX path, and says why here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanCache {
-    /// Not used: off (`AUTOGLM_PLAN_CACHE=off`), not a package's graph, or tract's own plan.
+    /// Not used: off (`AUTOGLM_PLAN_CACHE=off`), not a package's graph, tract's own plan, or
+    /// a graph without int8 layers (an fp32 plan loaded no faster from the cache).
     Off,
     /// The plan was read from this file.
     Read(std::path::PathBuf),
@@ -436,8 +437,17 @@ impl TractBackend {
             (source, _) => source,
         };
         let graph = Self::decluttered(source, sequence_multiple, patch)?;
+        // Only graphs with int8 layers are kept: their load is mostly tract's analysis of the
+        // quantization chains. An fp32 load is mostly reading and packing the weights, which
+        // a cached plan does as well: it loaded no faster (BENCHMARKS.md, wave 11).
+        let int8 = graph
+            .model
+            .nodes()
+            .iter()
+            .any(|n| n.op_is::<crate::ops::LinearI8>());
         let outcome = match (&cache, failed) {
             (None, _) => PlanCache::Off,
+            (Some(_), _) if !int8 => PlanCache::Off,
             (Some(file), failed) => match cache_write(file, &graph) {
                 Ok(()) => PlanCache::Written(file.clone()),
                 Err(e) => {
