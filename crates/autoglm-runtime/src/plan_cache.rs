@@ -34,7 +34,7 @@ use crate::ops::qgemm::{PackedI8, Tier};
 use crate::ops::{Attention, DynamicQuantize, LayerNorm, LinearI8, WindowAttention};
 use crate::ops::{KeyBiasAdd, SameShapeAdd};
 use crate::tract::Graph;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use tract_nnef::internal::*;
 use tract_nnef::ser::{invocation, logical, numeric, string};
@@ -554,12 +554,13 @@ pub(crate) fn read(file: &Path) -> TractResult<Graph> {
     let splittable = header["splittable"]
         .as_bool()
         .ok_or_else(|| format_err!("a plan cache header without `splittable`"))?;
+    // The checksum first, in a pass of its own: the NNEF reader allocates what the archive's
+    // tensor headers declare, so it only ever reads an archive known to be the one written.
+    let start = 16 + len;
     let mut hashing = Hashing {
         inner: (&mut r).take(archive),
         hasher: crc32fast::Hasher::new(),
     };
-    let model = nnef().model_for_read(&mut hashing);
-    // The whole archive is checksummed, whatever of it the NNEF reader read.
     std::io::copy(&mut hashing, &mut std::io::sink())?;
     let crc = hashing.hasher.finalize();
     let mut trailer = [0u8; 12];
@@ -568,12 +569,14 @@ pub(crate) fn read(file: &Path) -> TractResult<Graph> {
         trailer[..8] == archive.to_le_bytes() && trailer[8..] == crc.to_le_bytes(),
         "a plan cache file whose archive does not match its checksum"
     );
+    r.seek(std::io::SeekFrom::Start(start))?;
+    let model = nnef().model_for_read(&mut (&mut r).take(archive))?;
     // Used now: the last to go when the cache is pruned.
     if let Ok(f) = std::fs::File::options().write(true).open(file) {
         let _ = f.set_modified(std::time::SystemTime::now());
     }
     Ok(Graph {
-        model: model?,
+        model,
         facts,
         rewrites,
         splittable,
