@@ -209,6 +209,8 @@ pub struct FileStream {
     read: u64,
     /// Where the bytes come from on disk, for [`FileStream::reopen`].
     origin: Option<Origin>,
+    /// For bytes a package already verified: the digest they were verified against.
+    verified_sha256: Option<String>,
 }
 
 /// A package file's place on disk: a file of a directory, or a member of a tar archive.
@@ -242,6 +244,7 @@ impl FileStream {
             check: Some((Digester::new(), entry)),
             read: 0,
             origin: Some(Origin::File(path.into())),
+            verified_sha256: None,
         })
     }
 
@@ -267,6 +270,7 @@ impl FileStream {
             check: Some((Digester::new(), entry)),
             read: 0,
             origin: Some(Origin::Member(path.into(), member.clone())),
+            verified_sha256: None,
         })
     }
 
@@ -281,6 +285,7 @@ impl FileStream {
             check: None,
             read: 0,
             origin: None,
+            verified_sha256: None,
         }
     }
 
@@ -302,10 +307,14 @@ impl FileStream {
         &self.name
     }
 
-    /// The sha256 (hex) the manifest declares for the file, which [`FileStream::finish`]
-    /// checks; `None` for a stream over bytes the caller vouches for.
+    /// The sha256 (hex) the manifest declares for the file: the one [`FileStream::finish`]
+    /// checks, or the one a package verified its bytes against ([`Package::take_stream`]);
+    /// `None` for a stream over bytes the caller vouches for.
     pub fn declared_sha256(&self) -> Option<&str> {
-        self.check.as_ref().map(|(_, entry)| entry.sha256.as_str())
+        match &self.check {
+            Some((_, entry)) => Some(entry.sha256.as_str()),
+            None => self.verified_sha256.as_deref(),
+        }
     }
 
     /// Its size as the manifest declares it: a reader may bound its buffers by it (the stream
@@ -896,7 +905,9 @@ impl Package {
     /// [`Package::take_file`] as a [`FileStream`] (over bytes the package already verified).
     pub fn take_stream(&mut self, name: &str) -> Result<FileStream, PackageError> {
         let bytes = self.take_file(name)?;
-        Ok(FileStream::of_bytes(name, bytes))
+        let mut stream = FileStream::of_bytes(name, bytes);
+        stream.verified_sha256 = self.manifest.files.get(name).map(|e| e.sha256.clone());
+        Ok(stream)
     }
 
     /// Names and sizes of the files, in name order.

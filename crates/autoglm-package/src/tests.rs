@@ -738,3 +738,37 @@ fn a_tar_packages_graph_is_streamed_from_the_archive_and_verified() {
     assert_eq!(bytes, vec![7u8; 1000]);
     assert_eq!(package.manifest(), sample().manifest());
 }
+
+/// A stream names the digest its bytes are (or were) verified against, and a second stream
+/// over the same file verifies it again from its start: the plan cache keys its files by the
+/// one and verifies the package with the other.
+#[test]
+fn streams_name_their_digest_and_reopen_from_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = sample();
+    let digest = pkg.manifest().files["model.onnx"].sha256.clone();
+    // A package directory's graph: read from the file as the stream is.
+    let dir = tmp.path().join("pkg");
+    pkg.write(&dir).unwrap();
+    let (_, mut stream) = Package::open_streaming_graph(&dir).unwrap();
+    assert_eq!(stream.declared_sha256(), Some(digest.as_str()));
+    let mut head = [0u8; 10];
+    stream.read_exact(&mut head).unwrap();
+    let second = stream.reopen().expect("a file's stream reopens").unwrap();
+    second.finish().unwrap();
+    stream.finish().unwrap();
+    // Reopened after the file changed: the second stream refuses it.
+    let (_, stream) = Package::open_streaming_graph(&dir).unwrap();
+    std::fs::write(dir.join("model.onnx"), vec![8u8; 1000]).unwrap();
+    let second = stream.reopen().expect("a file's stream reopens").unwrap();
+    assert!(second.finish().is_err());
+    // Bytes a package verified: the digest, and nothing to reopen.
+    let mut pkg = sample();
+    let stream = pkg.take_stream("model.onnx").unwrap();
+    assert_eq!(stream.declared_sha256(), Some(digest.as_str()));
+    assert!(stream.reopen().is_none());
+    // Bytes nobody verified: neither.
+    let stream = FileStream::of_bytes("model.onnx", vec![1, 2, 3]);
+    assert_eq!(stream.declared_sha256(), None);
+    assert!(stream.reopen().is_none());
+}

@@ -22,8 +22,9 @@
 //!   recently used beyond [`MAX_FILES`].
 //! - **Integrity**: our own container: a magic, a JSON header (the graph's facts: names of
 //!   its inputs and output, the position table's size, how many nodes our operators
-//!   replaced, whether rows may run apart), the NNEF archive, and the archive's length and
-//!   CRC-32. A file that does not check out is ignored, and written again. The checksum
+//!   replaced, whether rows may run apart), the NNEF archive, then the archive's length and the
+//!   CRC-32 of header and archive. A file that does not check out is ignored, and written
+//!   again; the checksum is verified before tract-nnef reads the archive. The checksum
 //!   catches damage, not tampering: whoever can write the cache directory can write the
 //!   user's binaries too (the `.cwasm` cache of the component trusts it the same way).
 //! - The package's own graph file is still read and verified against its digest on every
@@ -440,7 +441,7 @@ impl<W: Write> Write for Summing<W> {
 }
 
 /// Writes `graph` to `file`: the magic, the header's length and the header, the NNEF
-/// archive, then the archive's length and CRC-32. Written to a temporary file renamed into
+/// archive, then the archive's length and the CRC-32 of header and archive. Written to a temporary file renamed into
 /// place when complete; the other files of the same graph (older code's) are removed.
 pub(crate) fn write(file: &Path, graph: &Graph) -> TractResult<()> {
     let dir = file
@@ -456,9 +457,12 @@ pub(crate) fn write(file: &Path, graph: &Graph) -> TractResult<()> {
         f.write_all(MAGIC)?;
         f.write_all(&(header.len() as u64).to_le_bytes())?;
         f.write_all(&header)?;
+        // The checksum covers the header too; the length, the archive alone.
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header);
         let summing = Summing {
             inner: f,
-            hasher: crc32fast::Hasher::new(),
+            hasher,
             len: 0,
         };
         let mut summing = nnef().write_to_tar_with_config(&graph.model, summing, false, true)?;
@@ -540,6 +544,8 @@ pub(crate) fn read(file: &Path) -> TractResult<Graph> {
         .ok_or_else(|| format_err!("a plan cache file of {size} bytes with a header of {len}"))?;
     let mut header = vec![0u8; len as usize];
     r.read_exact(&mut header)?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header);
     let header: serde_json::Value = serde_json::from_slice(&header)?;
     let str_of = |v: &serde_json::Value| v.as_str().map(str::to_string);
     let facts = GraphFacts {
@@ -559,7 +565,7 @@ pub(crate) fn read(file: &Path) -> TractResult<Graph> {
     let start = 16 + len;
     let mut hashing = Hashing {
         inner: (&mut r).take(archive),
-        hasher: crc32fast::Hasher::new(),
+        hasher,
     };
     std::io::copy(&mut hashing, &mut std::io::sink())?;
     let crc = hashing.hasher.finalize();

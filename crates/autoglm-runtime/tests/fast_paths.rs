@@ -253,13 +253,28 @@ fn cached_plans_answer_as_the_onnx_load() {
             assert_eq!(first.run(&b).expect("first run"), want, "{name}");
             assert_eq!(second.run(&b).expect("cached run"), want, "{name}");
         }
-        // A flipped byte in the archive, then a cut file: the load takes the ONNX way and
-        // writes the plan again.
+        // Flipped bytes in every part of the file, a header length past its end, cut files:
+        // each time the load takes the ONNX way and writes the plan again.
         let bytes = std::fs::read(&file).expect("cache file");
-        let mut flipped = bytes.clone();
-        let middle = flipped.len() / 2;
-        flipped[middle] ^= 0x40;
-        for damaged in [flipped, bytes[..bytes.len() / 3].to_vec()] {
+        let flip = |at: usize, bits: u8| {
+            let mut b = bytes.clone();
+            b[at] ^= bits;
+            b
+        };
+        let mut huge_header = bytes.clone();
+        huge_header[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        let damages = [
+            flip(bytes.len() / 2, 0x40),
+            flip(0, 1),                // the magic
+            flip(20, 0x20),            // the header
+            flip(bytes.len() - 1, 1),  // the checksum
+            flip(bytes.len() - 12, 1), // the archive's length
+            huge_header,
+            bytes[..bytes.len() / 3].to_vec(),
+            bytes[..10].to_vec(),
+            Vec::new(),
+        ];
+        for damaged in damages {
             std::fs::write(&file, damaged).expect("damage the cache");
             let again = load().expect("load past a damaged cache");
             assert_eq!(
