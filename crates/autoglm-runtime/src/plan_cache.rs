@@ -441,8 +441,9 @@ impl<W: Write> Write for Summing<W> {
 }
 
 /// Writes `graph` to `file`: the magic, the header's length and the header, the NNEF
-/// archive, then the archive's length and the CRC-32 of header and archive. Written to a temporary file renamed into
-/// place when complete; the other files of the same graph (older code's) are removed.
+/// archive, then the archive's length and the CRC-32 of header and archive. Written to a
+/// temporary file renamed into place when complete; the other files of the same graph (older
+/// code's) are removed.
 pub(crate) fn write(file: &Path, graph: &Graph) -> TractResult<()> {
     let dir = file
         .parent()
@@ -481,8 +482,9 @@ pub(crate) fn write(file: &Path, graph: &Graph) -> TractResult<()> {
     Ok(())
 }
 
-/// Removes the plans that will not be read again (older code's plans of the same graph), and
-/// the least recently used ones beyond [`MAX_FILES`].
+/// Removes the plans that will not be read again (older code's plans of the same graph), the
+/// least recently used ones beyond [`MAX_FILES`], and temporary files an hour old (a write
+/// that never finished).
 fn prune(dir: &Path, kept: &Path) {
     let Some(name) = kept.file_name().and_then(|n| n.to_str()) else {
         return;
@@ -496,6 +498,17 @@ fn prune(dir: &Path, kept: &Path) {
     let mut others = vec![];
     for entry in entries.flatten() {
         let other = entry.file_name().to_string_lossy().into_owned();
+        if other.starts_with('.') && other.ends_with(".tmp") {
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            if age.is_some_and(|a| a > std::time::Duration::from_secs(3600)) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+            continue;
+        }
         if other == name || !other.ends_with(".plan") {
             continue;
         }
@@ -587,4 +600,49 @@ pub(crate) fn read(file: &Path) -> TractResult<Graph> {
         rewrites,
         splittable,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn touch(path: &Path, age_s: u64) {
+        std::fs::write(path, b"x").expect("write");
+        let f = std::fs::File::options()
+            .write(true)
+            .open(path)
+            .expect("open");
+        f.set_modified(SystemTime::now() - Duration::from_secs(age_s))
+            .expect("set mtime");
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_plans_and_one_per_graph() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        // Ten other graphs' plans, the oldest first to go; an older plan of the kept graph;
+        // temporary files, one abandoned an hour ago; a file that is not a plan.
+        for i in 0..10 {
+            touch(&d.join(format!("g{i:02}-k.plan")), 100 + i);
+        }
+        touch(&d.join("kept-old.plan"), 5);
+        touch(&d.join(".1-0.tmp"), 7200);
+        touch(&d.join(".2-0.tmp"), 10);
+        touch(&d.join("notes.txt"), 9999);
+        let kept = d.join("kept-new.plan");
+        touch(&kept, 0);
+        prune(d, &kept);
+        let mut left: Vec<String> = std::fs::read_dir(d)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want: Vec<String> = (0..MAX_FILES - 1)
+            .map(|i| format!("g{i:02}-k.plan"))
+            .collect();
+        want.extend([".2-0.tmp", "kept-new.plan", "notes.txt"].map(String::from));
+        want.sort();
+        assert_eq!(left, want);
+    }
 }
