@@ -63,27 +63,9 @@ pub fn nnef() -> tract_nnef::framework::Nnef {
 pub fn registry() -> Registry {
     let mut r = Registry::new("autoglm");
     let x = || TypeName::Scalar.tensor();
-    r.register_dumper(ser_same_shape_add);
-    r.register_primitive(
-        "autoglm_same_shape_add",
-        &[x().named("a"), x().named("b")],
-        &[("output", x())],
-        de_same_shape_add,
-    );
-    r.register_dumper(ser_key_bias_add);
-    r.register_primitive(
-        "autoglm_key_bias_add",
-        &[x().named("scores"), x().named("bias")],
-        &[("output", x())],
-        de_key_bias_add,
-    );
-    r.register_dumper(ser_dynamic_quantize);
-    r.register_primitive(
-        "autoglm_dynamic_quantize",
-        &[x().named("input")],
-        &[("q", x()), ("scale", x()), ("zero_point", x())],
-        de_dynamic_quantize,
-    );
+    register_plain::<SameShapeAdd>(&mut r, &["output"]);
+    register_plain::<KeyBiasAdd>(&mut r, &["output"]);
+    register_plain::<DynamicQuantize>(&mut r, &["q", "scale", "zero_point"]);
     r.register_dumper(ser_layer_norm);
     r.register_primitive(
         "autoglm_layer_norm",
@@ -151,57 +133,50 @@ fn inputs(ast: &IntoAst, node: &TypedNode) -> Vec<Arc<RValue>> {
     node.inputs.iter().map(|i| ast.mapping[i].clone()).collect()
 }
 
-fn ser_same_shape_add(
+/// Our operators without parameters: their fragment's name and inputs.
+trait Plain: TypedOp + Default {
+    const NAME: &'static str;
+    const INPUTS: &'static [&'static str];
+}
+
+impl Plain for SameShapeAdd {
+    const NAME: &'static str = "autoglm_same_shape_add";
+    const INPUTS: &'static [&'static str] = &["a", "b"];
+}
+
+impl Plain for KeyBiasAdd {
+    const NAME: &'static str = "autoglm_key_bias_add";
+    const INPUTS: &'static [&'static str] = &["scores", "bias"];
+}
+
+impl Plain for DynamicQuantize {
+    const NAME: &'static str = "autoglm_dynamic_quantize";
+    const INPUTS: &'static [&'static str] = &["input"];
+}
+
+fn ser_plain<O: Plain>(
     ast: &mut IntoAst,
     node: &TypedNode,
-    _: &SameShapeAdd,
+    _: &O,
 ) -> TractResult<Option<Arc<RValue>>> {
-    Ok(Some(invocation(
-        "autoglm_same_shape_add",
-        &inputs(ast, node),
-        &[],
-    )))
+    Ok(Some(invocation(O::NAME, &inputs(ast, node), &[])))
 }
 
-fn de_same_shape_add(b: &mut ModelBuilder, i: &ResolvedInvocation) -> TractResult<Value> {
-    let a: OutletId = i.named_arg_as(b, "a")?;
-    let c: OutletId = i.named_arg_as(b, "b")?;
-    b.wire(SameShapeAdd, &[a, c])
+fn de_plain<O: Plain>(b: &mut ModelBuilder, i: &ResolvedInvocation) -> TractResult<Value> {
+    let mut wires = vec![];
+    for name in O::INPUTS {
+        wires.push(i.named_arg_as::<OutletId>(b, name)?);
+    }
+    b.wire(O::default(), &wires)
 }
 
-fn ser_key_bias_add(
-    ast: &mut IntoAst,
-    node: &TypedNode,
-    _: &KeyBiasAdd,
-) -> TractResult<Option<Arc<RValue>>> {
-    Ok(Some(invocation(
-        "autoglm_key_bias_add",
-        &inputs(ast, node),
-        &[],
-    )))
-}
-
-fn de_key_bias_add(b: &mut ModelBuilder, i: &ResolvedInvocation) -> TractResult<Value> {
-    let scores: OutletId = i.named_arg_as(b, "scores")?;
-    let bias: OutletId = i.named_arg_as(b, "bias")?;
-    b.wire(KeyBiasAdd, &[scores, bias])
-}
-
-fn ser_dynamic_quantize(
-    ast: &mut IntoAst,
-    node: &TypedNode,
-    _: &DynamicQuantize,
-) -> TractResult<Option<Arc<RValue>>> {
-    Ok(Some(invocation(
-        "autoglm_dynamic_quantize",
-        &inputs(ast, node),
-        &[],
-    )))
-}
-
-fn de_dynamic_quantize(b: &mut ModelBuilder, i: &ResolvedInvocation) -> TractResult<Value> {
-    let input: OutletId = i.named_arg_as(b, "input")?;
-    b.wire(DynamicQuantize, &[input])
+/// Registers a [`Plain`] operator: its inputs are f32 tensors, its outputs `outputs`.
+fn register_plain<O: Plain>(r: &mut Registry, outputs: &[&str]) {
+    let x = || TypeName::Scalar.tensor();
+    let params: Vec<_> = O::INPUTS.iter().map(|name| x().named(name)).collect();
+    let results: Vec<_> = outputs.iter().map(|name| (*name, x())).collect();
+    r.register_dumper(ser_plain::<O>);
+    r.register_primitive(O::NAME, &params, &results, de_plain::<O>);
 }
 
 fn f32_tensor(values: &[f32]) -> Arc<Tensor> {

@@ -35,14 +35,19 @@ fn random_texts(rng: &mut Lcg, count: usize, max_len: usize, vocab: usize) -> Ve
         .collect()
 }
 
-fn check(name: &str, options: ExportOptions) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sources = fixture::options(dir.path(), true);
-    let options = ExportOptions {
+/// `options` on the fixture model and adapter, written under `dir`.
+fn on_fixture(dir: &std::path::Path, options: ExportOptions) -> ExportOptions {
+    let sources = fixture::options(dir, true);
+    ExportOptions {
         base: sources.base,
         adapter: sources.adapter,
         ..options
-    };
+    }
+}
+
+fn check(name: &str, options: ExportOptions) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = on_fixture(dir.path(), options);
     let package = export(&options).expect("export");
     let manifest = package.manifest().clone();
     let onnx = package.file(&manifest.graph.file).expect("graph");
@@ -205,12 +210,7 @@ fn cached_plans_answer_as_the_onnx_load() {
         ("int8 window", int8_window),
     ] {
         let dir = tempfile::tempdir().expect("temp dir");
-        let sources = fixture::options(dir.path(), true);
-        let options = ExportOptions {
-            base: sources.base,
-            adapter: sources.adapter,
-            ..options
-        };
+        let options = on_fixture(dir.path(), options);
         let out = dir.path().join("package");
         let package = autoglm_export::export_to(&options, &out).expect("export");
         let manifest = package.manifest().clone();
