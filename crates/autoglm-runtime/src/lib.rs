@@ -482,6 +482,11 @@ pub(crate) fn open_backend(
     options: &LoadOptions,
 ) -> Result<Box<dyn Backend>> {
     match (options.backend, options.device) {
+        // A package that must be signed runs only what its signature covers: not a plan from
+        // the cache directory (src/plan_cache.rs), which anyone who can write there can replace.
+        (BackendKind::Tract, Device::Cpu) if !options.trust.is_empty() => Ok(Box::new(
+            TractBackend::from_stream_with_cache(onnx, options.threads, sequence_multiple, None)?,
+        )),
         (BackendKind::Tract, Device::Cpu) => Ok(Box::new(TractBackend::from_stream(
             onnx,
             options.threads,

@@ -296,3 +296,40 @@ fn cached_plans_answer_as_the_onnx_load() {
         assert!(load().is_err(), "{name}: a damaged graph file was loaded");
     }
 }
+
+/// A package that must be signed (trusted keys) runs only what its signature covers: its plan
+/// is neither read from nor written to the cache directory. Without keys the same package
+/// goes through the cache.
+#[test]
+fn signed_loads_do_not_use_the_plan_cache() {
+    use autoglm_package::signature::{generate_keypair, write_new_key_file};
+    use autoglm_package::{SigningKey, TrustedKeys};
+    use autoglm_runtime::{LoadOptions, Model};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut options = ExportOptions::new("unused");
+    options.quantization = Quantization::Int8;
+    let options = on_fixture(dir.path(), options);
+    let mut package = export(&options).expect("export");
+    let (public, secret) = generate_keypair(None).expect("keys");
+    let (pk, sk) = (dir.path().join("k.pub"), dir.path().join("k.key"));
+    write_new_key_file(&pk, &public, false).expect("public key");
+    write_new_key_file(&sk, &secret, true).expect("secret key");
+    package
+        .sign(&SigningKey::from_file(&sk, None).expect("key"), "test")
+        .expect("sign");
+    let out = dir.path().join("signed");
+    package.write(&out).expect("write");
+    let signed = LoadOptions {
+        trust: TrustedKeys::from_files(&[&pk]).expect("trusted keys"),
+        ..LoadOptions::default()
+    };
+    for _ in 0..2 {
+        let model = Model::load_with(&out, &signed).expect("signed load");
+        let described = model.backend_description();
+        assert!(!described.contains("plan"), "{described}");
+    }
+    let model = Model::load_with(&out, &LoadOptions::default()).expect("load");
+    if autoglm_runtime::plan_cache::cache_dir().is_some() {
+        assert!(model.backend_description().contains("plan"));
+    }
+}
