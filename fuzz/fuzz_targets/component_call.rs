@@ -19,8 +19,16 @@ fn host() -> (Host, Mutex<WasmModel>) {
     (host, Mutex::new(model))
 }
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let (host, model) = HOST.get_or_init(host);
-    let mut model = model.lock().unwrap_or_else(|e| e.into_inner());
-    fuzzing::component_call(host, &mut model, data)
-});
+// The host starts before fuzzing: on a machine without the `.cwasm` cache, compiling the
+// component (with an instrumented Cranelift) took longer than libFuzzer's per-input timeout,
+// which the first input would otherwise have run into.
+libfuzzer_sys::fuzz_target!(
+    init: {
+        HOST.get_or_init(host);
+    },
+    |data: &[u8]| {
+        let (host, model) = HOST.get_or_init(host);
+        let mut model = model.lock().unwrap_or_else(|e| e.into_inner());
+        fuzzing::component_call(host, &mut model, data)
+    }
+);
