@@ -26,6 +26,9 @@ pub mod ops;
 pub mod ort;
 #[cfg(not(target_family = "wasm"))]
 pub mod plan_cache;
+#[cfg(target_family = "wasm")]
+#[path = "plan_cache_none.rs"]
+pub mod plan_cache;
 pub mod scores;
 pub mod tokenize;
 pub mod tract;

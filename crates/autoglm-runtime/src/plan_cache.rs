@@ -13,7 +13,7 @@
 //! - **Where**: `AUTOGLM_PLAN_CACHE` (a directory; `off` disables the cache), else
 //!   `$XDG_CACHE_HOME/autoglm-edge/plans`, else `~/.cache/autoglm-edge/plans`. A cache that
 //!   cannot be read or written only costs time: the load takes the ONNX path, and says why
-//!   ([`crate::PlanCache`]).
+//!   ([`crate::PlanCache`]). None in a WASI guest (`plan_cache_none.rs`).
 //! - **Key**: a file is named by the graph file's sha256 as the package's manifest states it,
 //!   then by a hash of the runtime's sources and lock file (`build.rs`: a plan serialized by
 //!   other code or another tract is never read), the CPU's kernel tiers (they decide which
@@ -28,7 +28,8 @@
 //!   catches damage, not tampering: whoever can write the cache directory can write the
 //!   user's binaries too (the `.cwasm` cache of the component trusts it the same way).
 //! - The package's own graph file is still read and verified against its digest on every
-//!   load, on a second thread beside the plan's read: a damaged package is refused as before.
+//!   load, on a second thread beside the plan's read (after it where threads cannot start): a
+//!   damaged package is refused as before.
 
 use crate::backend::GraphFacts;
 use crate::ops::qgemm::{PackedI8, Tier};
@@ -396,22 +397,67 @@ fn header(graph: &Graph) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A writer that counts and checksums what goes through it.
-struct Summing<W> {
-    inner: W,
+/// A reader or writer that counts and checksums (CRC-32) the bytes that go through it.
+struct Checksummed<T> {
+    inner: T,
     hasher: crc32fast::Hasher,
     len: u64,
 }
 
-impl<W: Write> Write for Summing<W> {
+impl<T> Checksummed<T> {
+    /// `inner`, its checksum starting from `hasher`'s.
+    fn new(inner: T, hasher: crc32fast::Hasher) -> Self {
+        Checksummed {
+            inner,
+            hasher,
+            len: 0,
+        }
+    }
+
+    fn count(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+    }
+}
+
+impl<W: Write> Write for Checksummed<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
+        self.count(&buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Checksummed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A new temporary file in `dir`, never one another writer (another process, thread or WASI
+/// guest sharing the directory) holds: created exclusively, under a name from the clock and a
+/// counter (a guest has no process id).
+fn temporary(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    loop {
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{clock:x}-{n}.tmp"));
+        match std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            opened => return Ok((tmp, opened?)),
+        }
     }
 }
 
@@ -424,23 +470,17 @@ pub(crate) fn write(file: &Path, graph: &Graph) -> TractResult<()> {
         .parent()
         .ok_or_else(|| format_err!("a cache file has no directory"))?;
     std::fs::create_dir_all(dir)?;
-    static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{}-{n}.tmp", std::process::id()));
+    let (tmp, f) = temporary(dir)?;
     let written = (|| -> TractResult<()> {
         let header = header(graph);
-        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, f);
         f.write_all(MAGIC)?;
         f.write_all(&(header.len() as u64).to_le_bytes())?;
         f.write_all(&header)?;
         // The checksum covers the header too; the length, the archive alone.
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&header);
-        let summing = Summing {
-            inner: f,
-            hasher,
-            len: 0,
-        };
+        let summing = Checksummed::new(f, hasher);
         let mut summing = nnef().write_to_tar_with_config(&graph.model, summing, false, true)?;
         let (len, crc) = (summing.len, summing.hasher.finalize());
         summing.inner.write_all(&len.to_le_bytes())?;
@@ -500,20 +540,6 @@ fn prune(dir: &Path, kept: &Path) {
     }
 }
 
-/// A reader that checksums what it yields.
-struct Hashing<R> {
-    inner: R,
-    hasher: crc32fast::Hasher,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
 /// The cached graph in `file`, if the file checks out.
 pub(crate) fn read(file: &Path) -> TractResult<Graph> {
     let f = std::fs::File::open(file)?;
@@ -551,10 +577,7 @@ pub(crate) fn read(file: &Path) -> TractResult<Graph> {
     // The checksum first, in a pass of its own: the NNEF reader allocates what the archive's
     // tensor headers declare, so it only ever reads an archive known to be the one written.
     let start = 16 + len;
-    let mut hashing = Hashing {
-        inner: (&mut r).take(archive),
-        hasher,
-    };
+    let mut hashing = Checksummed::new((&mut r).take(archive), hasher);
     std::io::copy(&mut hashing, &mut std::io::sink())?;
     let crc = hashing.hasher.finalize();
     let mut trailer = [0u8; 12];

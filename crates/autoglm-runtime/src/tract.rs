@@ -238,9 +238,8 @@ pub(crate) struct Graph {
     pub splittable: bool,
 }
 
-/// The plan cache's file in `dir` for a package's graph (native builds; not for a stream
-/// over bytes, which has no digest to name it by).
-#[cfg(not(target_family = "wasm"))]
+/// The plan cache's file in `dir` for a package's graph (not for a stream over bytes, which
+/// has no digest to name it by).
 fn plan_cache_file(
     dir: &std::path::Path,
     graph: &autoglm_package::FileStream,
@@ -250,39 +249,7 @@ fn plan_cache_file(
     Some(crate::plan_cache::path(dir, digest, sequence_multiple))
 }
 
-#[cfg(target_family = "wasm")]
-fn plan_cache_file(
-    _dir: &std::path::Path,
-    _graph: &autoglm_package::FileStream,
-    _sequence_multiple: usize,
-) -> Option<std::path::PathBuf> {
-    None
-}
-
-#[cfg(not(target_family = "wasm"))]
-fn plan_cache_dir() -> Option<std::path::PathBuf> {
-    crate::plan_cache::cache_dir()
-}
-
-#[cfg(target_family = "wasm")]
-fn plan_cache_dir() -> Option<std::path::PathBuf> {
-    None
-}
-
-#[cfg(not(target_family = "wasm"))]
 use crate::plan_cache::{read as cache_read, write as cache_write};
-
-#[cfg(target_family = "wasm")]
-fn cache_read(_file: &std::path::Path) -> TractResult<Graph> {
-    Err(tract_onnx::tract_core::internal::format_err!(
-        "a WASI guest has no plan cache"
-    ))
-}
-
-#[cfg(target_family = "wasm")]
-fn cache_write(_file: &std::path::Path, _graph: &Graph) -> TractResult<()> {
-    Ok(())
-}
 
 /// What the plan cache (src/plan_cache.rs) did for a load. Its troubles are not errors: the
 /// load then takes the ONNX path, and says why here.
@@ -320,7 +287,7 @@ impl TractBackend {
         threads: usize,
         sequence_multiple: usize,
     ) -> Result<Self> {
-        let cache = plan_cache_dir();
+        let cache = crate::plan_cache::cache_dir();
         Self::from_stream_with_cache(graph, threads, sequence_multiple, cache.as_deref())
     }
 
@@ -404,7 +371,8 @@ impl TractBackend {
         let mut failed = None;
         let source = match (source, &cache) {
             (Source::Stream(graph), Some(file)) if file.is_file() => {
-                // The package's file is verified on a second stream, beside the cache's read.
+                // The package's file is verified on a second stream, beside the cache's read
+                // (after it where no thread can start).
                 let verify = graph.reopen().and_then(|second| {
                     std::thread::Builder::new()
                         .name("autoglm-verify".into())

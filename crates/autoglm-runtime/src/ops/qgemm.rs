@@ -1009,4 +1009,43 @@ mod tests {
             assert_eq!(chosen == tier, tier.supported(), "{tier:?}");
         }
     }
+
+    /// What a cached plan keeps of packed weights (`parts`) packs them back exactly, for every
+    /// native tier's layout, on odd shapes; sizes that do not fit the shape are refused, and so
+    /// is `simd128` (the component keeps no plans: its layout is widened, `parts` has none).
+    #[test]
+    fn packed_weights_round_trip_through_their_parts() -> TractResult<()> {
+        for (k, n) in [(1, 1), (7, 5), (33, 17), (384, 384)] {
+            let w: Vec<i8> = (0..k * n)
+                .map(|i| ((i * 37 + 11) % 256) as u8 as i8)
+                .collect();
+            for tier in Tier::ALL {
+                let packed = PackedI8::new(&w, k, n, tier)?;
+                let (data, colsum) = packed.parts();
+                let back = PackedI8::from_parts(
+                    k,
+                    n,
+                    tier,
+                    data.to_vec(),
+                    colsum.to_vec(),
+                    packed.max_abs,
+                );
+                if tier == Tier::Simd128 {
+                    assert!(back.is_err(), "{k}x{n}: simd128 from parts");
+                    continue;
+                }
+                let back = back?;
+                assert_eq!(back.data, packed.data, "{tier:?} {k}x{n}");
+                assert_eq!(back.colsum, packed.colsum, "{tier:?} {k}x{n}");
+                assert_eq!(back.kp, packed.kp, "{tier:?} {k}x{n}");
+                assert_eq!(back.max_abs, packed.max_abs, "{tier:?} {k}x{n}");
+                let short = data[1..].to_vec();
+                assert!(
+                    PackedI8::from_parts(k, n, tier, short, colsum.to_vec(), 0).is_err(),
+                    "{tier:?} {k}x{n}: one value short"
+                );
+            }
+        }
+        Ok(())
+    }
 }
