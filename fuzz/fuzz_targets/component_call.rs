@@ -19,9 +19,9 @@ fn host() -> (Host, Mutex<WasmModel>) {
     (host, Mutex::new(model))
 }
 
-// The host starts before fuzzing: on a machine without the `.cwasm` cache, compiling the
-// component (with an instrumented Cranelift) took longer than libFuzzer's per-input timeout,
-// which the first input would otherwise have run into.
+// The host starts before fuzzing: for a component without a `.cwasm` in the cache, compiling
+// it (with the instrumented Cranelift of this build) took 66 s, past libFuzzer's per-input
+// timeout, which the first input would otherwise have run into.
 libfuzzer_sys::fuzz_target!(
     init: {
         HOST.get_or_init(host);
