@@ -439,9 +439,8 @@ impl<R: Read> Read for Checksummed<R> {
     }
 }
 
-/// A new temporary file in `dir`, never one another writer (another process, thread or WASI
-/// guest sharing the directory) holds: created exclusively, under a name from the clock and a
-/// counter (a guest has no process id).
+/// A new temporary file in `dir`, never one another writer (another process or thread sharing
+/// the directory) holds: created exclusively, under a name from the clock and a counter.
 fn temporary(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let clock = std::time::SystemTime::now()
