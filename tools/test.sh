@@ -67,15 +67,14 @@ step "fuzzing (nightly, 20 s per target)"
 # Every cargo-fuzz target from the committed seeds; says so and goes on where no nightly is.
 # The targets that run a model need an instrumented build of tract and wasmtime: 22-25 min
 # cold, which would take a cold CI run to ~80 min (BENCHMARKS.md, wave 12). Where that build
-# has never been made here (no instrumented `onnx_load` binary) or the run is already past
-# 30 min, only the package readers are fuzzed, and it says so; the model targets' seeds still
-# replay in the stable tests above. Warm runs, the usual case, fuzz every target.
-fuzz_bin=${AUTOGLM_FUZZ_TARGET_DIR:-$(dirname "$CARGO_TARGET_DIR")/fuzz-target}/$(rustc -vV | sed -n 's/^host: //p')/release/onnx_load
-if [ -x "$fuzz_bin" ] && [ $(($(date +%s) - started)) -lt 1800 ]; then
-  tools/check/fuzz.sh 20
+# has never been made here, or the run is already past 30 min, only the package readers are
+# fuzzed, and it says so; the model targets' seeds still replay in the stable tests above.
+# Warm runs, the usual case, fuzz every target.
+if [ $(($(date +%s) - started)) -lt 1800 ]; then
+  tools/check/fuzz.sh --models-if-built 20
 else
-  echo "fuzz: the instrumented build of the model targets is cold here (or this run is past 30 min): the package targets only" >&2
-  tools/check/fuzz.sh 20 package_tar package_dir manifest_json
+  echo "fuzz: this run is past 30 min: the package targets only" >&2
+  tools/check/fuzz.sh --packages-only 20
 fi
 step "aarch64 under qemu (Cortex-A72, Cortex-A76)"
 tools/check/test-aarch64.sh
