@@ -488,6 +488,14 @@ impl TractBackend {
             rewrites,
             splittable,
         } = graph;
+        // The f32 linear layers on our kernel, split over the threads (not in cached plans:
+        // fused here, after the cache).
+        #[cfg(not(target_family = "wasm"))]
+        let rewrites = if patch && crate::ops::flinear::chosen() {
+            rewrites + crate::ops::flinear::fuse(&mut typed).map_err(model_error)?
+        } else {
+            rewrites
+        };
         // One text per run, where rows are independent: a row runs at its own length instead
         // of its batch's longest. int8 graphs get a plan for a batch dim of 1: tract then
         // folds what it cannot for a symbolic batch (BENCHMARKS.md, "Wave 3": 13-17 % less

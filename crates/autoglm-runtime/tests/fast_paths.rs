@@ -92,6 +92,17 @@ fn check(name: &str, options: ExportOptions) {
         // int8: every linear layer of every layer (q, k, v, output, up, down) is one op.
         let int8_linears = if is_int8 { 6 * fixture::LAYERS } else { 0 };
         assert_eq!(fast.op_count("AutoglmLinearI8"), int8_linears, "{name}");
+        // fp32 (x86_64, where it is the default): every linear layer of every layer on our f32
+        // kernel (and the task head's), with the feed-forward's GELU inside it.
+        if autoglm_runtime::ops::flinear::chosen() && !is_int8 {
+            let linears = fast.op_count("AutoglmLinearF32");
+            assert!(linears >= 6 * fixture::LAYERS, "{name}: {linears}");
+            assert_eq!(
+                fast.op_count("GeluExact"),
+                0,
+                "{name}: a GELU left to tract"
+            );
+        }
         for round in 0..6 {
             let count = 1 + rng.next(7);
             let mut texts =

@@ -107,7 +107,7 @@ impl Tier {
 
 /// B `[k, n]` packed for a tier: `⌈n / nr⌉` panels of `k` rows of `nr` values, the columns past
 /// `n` zero. Reused between calls: [`Packed::pack`] only grows its buffer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Packed {
     data: Vec<f32>,
     k: usize,

@@ -26,6 +26,10 @@
 //! **LayerNorm** ([`LayerNorm`], in `layernorm.rs`): tract's five-operator expansion of ONNX
 //! `LayerNormalization` as one pass per row.
 //!
+//! **f32 linear layers** ([`LinearF32`], in `flinear.rs`; native builds): `x·W + bias` on our
+//! f32 kernels, split over the backend's threads for a single text. Fused when the plan is
+//! built ([`flinear::fuse`], after the plan cache).
+//!
 //! **Int8 linear layers** ([`LinearI8`], in `qlinear.rs`, on the integer kernels of
 //! `qgemm.rs`, native and in the component): the product of the quantized activations by the int8 weights, its
 //! zero-point correction, rescale and bias in one pass, on the CPU's integer instructions. The
@@ -36,6 +40,8 @@
 pub mod attention;
 #[allow(unsafe_code)]
 pub mod fgemm;
+#[allow(unsafe_code)]
+pub mod flinear;
 pub mod layernorm;
 #[allow(unsafe_code)]
 pub mod qgemm;
@@ -46,6 +52,7 @@ pub mod quantize;
 pub mod window;
 
 pub use attention::Attention;
+pub use flinear::LinearF32;
 pub use layernorm::LayerNorm;
 pub use qlinear::LinearI8;
 pub use quantize::DynamicQuantize;
