@@ -580,9 +580,21 @@ impl Backend for TractBackend {
         if parts <= 1 {
             return match &self.executor {
                 Some(executor) => {
-                    tract_linalg::multithread::multithread_tract_scope(executor.clone(), || {
-                        self.run_rows(batch, 0..rows)
-                    })
+                    let run = || {
+                        tract_linalg::multithread::multithread_tract_scope(executor.clone(), || {
+                            self.run_rows(batch, 0..rows)
+                        })
+                    };
+                    // The whole run on one of the pool's threads: an operator split over the
+                    // pool then runs part of its work on the thread that split it and wakes one
+                    // other, instead of this thread sleeping while it wakes every worker, at
+                    // every operator (2-4 % faster at batch 1 on two threads, BENCHMARKS.md
+                    // wave 13).
+                    match executor {
+                        #[cfg(not(target_family = "wasm"))]
+                        tract_linalg::multithread::Executor::MultiThread(pool) => pool.install(run),
+                        _ => run(),
+                    }
                 }
                 None => self.run_rows(batch, 0..rows),
             };
