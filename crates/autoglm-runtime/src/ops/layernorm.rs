@@ -210,28 +210,7 @@ mod tests {
         ] {
             let plain = crate::ops::fixture_graph(quantization)?;
             let (batch, seq) = (3usize, 5usize);
-            let vocab = autoglm_export::fixture::vocab_size();
-            let inputs = || -> TractResult<TVec<TValue>> {
-                plain
-                    .input_outlets()?
-                    .iter()
-                    .map(|o| {
-                        let name = &plain.node(o.node).name;
-                        let values: Vec<i64> = (0..batch * seq)
-                            .map(|i| {
-                                if name.contains("mask") {
-                                    i64::from(i % seq < seq - i / seq)
-                                } else if name.contains("type") {
-                                    0
-                                } else {
-                                    (i * 11 % vocab) as i64
-                                }
-                            })
-                            .collect();
-                        Ok(Tensor::from_shape(&[batch, seq], &values)?.into_tvalue())
-                    })
-                    .collect()
-            };
+            let inputs = || crate::ops::fixture_inputs(&plain, batch, seq);
             let expected = plain
                 .clone()
                 .into_optimized()?

@@ -296,6 +296,37 @@ pub(crate) fn fixture_graph(
         .into_decluttered()
 }
 
+/// Inputs for [`fixture_graph`]'s model: `batch` texts of `seq` tokens, text `b` padded after
+/// its first `seq - b` tokens (every text but the first has padding), token ids spread over
+/// the fixture's vocabulary.
+#[cfg(test)]
+pub(crate) fn fixture_inputs(
+    model: &TypedModel,
+    batch: usize,
+    seq: usize,
+) -> TractResult<TVec<TValue>> {
+    let vocab = autoglm_export::fixture::vocab_size();
+    model
+        .input_outlets()?
+        .iter()
+        .map(|o| {
+            let name = &model.node(o.node).name;
+            let values: Vec<i64> = (0..batch * seq)
+                .map(|i| {
+                    if name.contains("mask") {
+                        i64::from(i % seq < seq - i / seq)
+                    } else if name.contains("type") {
+                        0
+                    } else {
+                        (i * 11 % vocab) as i64
+                    }
+                })
+                .collect();
+            Ok(Tensor::from_shape(&[batch, seq], &values)?.into_tvalue())
+        })
+        .collect()
+}
+
 /// Fuses attention ([`attention::fuse`], [`window::fuse`]) and the int8 linear layers
 /// ([`qlinear::fuse`]; attention native only) and the LayerNorms ([`layernorm::fuse`]), then
 /// replaces every remaining broadcast
