@@ -46,6 +46,36 @@ fn shared_executor(threads: usize) -> tract_linalg::multithread::Executor {
         .clone()
 }
 
+/// Runs `run` on the calling worker of `pool` while every other worker of the pool spins, taking
+/// the pool's jobs as they come, until `run` returns (or unwinds): no worker sleeps between
+/// the operators of one run, so a split operator does not wait for one to wake.
+#[cfg(not(target_family = "wasm"))]
+fn run_awake<R: Send>(pool: &rayon_core::ThreadPool, run: impl FnOnce() -> R + Send) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Sets the flag when dropped: after `run`, and if it panics (the scope then waits for the
+    /// spinners, which must stop).
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    let done = AtomicBool::new(false);
+    pool.scope(|s| {
+        for _ in 1..pool.current_num_threads() {
+            s.spawn(|_| {
+                while !done.load(Ordering::Acquire) {
+                    if pool.yield_now() != Some(rayon_core::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        let _done = Done(&done);
+        run()
+    })
+}
+
 /// A WASI guest has one thread (and the component is built without tract-linalg's pools).
 #[cfg(target_family = "wasm")]
 fn shared_executor(_threads: usize) -> tract_linalg::multithread::Executor {
@@ -585,14 +615,16 @@ impl Backend for TractBackend {
                             self.run_rows(batch, 0..rows)
                         })
                     };
-                    // The whole run on one of the pool's threads: an operator split over the
-                    // pool then runs part of its work on the thread that split it and wakes one
-                    // other, instead of this thread sleeping while it wakes every worker, at
-                    // every operator (2-4 % faster at batch 1 on two threads, BENCHMARKS.md
-                    // wave 13).
+                    // The whole run on one of the pool's threads, the others kept awake: an
+                    // operator split over the pool then runs part of its work on the thread
+                    // that split it and hands the rest to workers that are already running,
+                    // instead of this thread sleeping while it wakes every worker at every
+                    // operator (at batch 1 on two threads, 3-18 % faster, BENCHMARKS.md wave 13).
                     match executor {
                         #[cfg(not(target_family = "wasm"))]
-                        tract_linalg::multithread::Executor::MultiThread(pool) => pool.install(run),
+                        tract_linalg::multithread::Executor::MultiThread(pool) => {
+                            pool.install(|| run_awake(pool, run))
+                        }
                         _ => run(),
                     }
                 }
@@ -690,6 +722,38 @@ impl TractBackend {
 #[cfg(test)]
 mod tests {
     use super::row_blocks;
+
+    /// The spinning workers stop when the run returns and when it panics (the panic reaches
+    /// the caller; nothing hangs), and the run's own pool jobs are done on the way.
+    #[cfg(not(target_family = "wasm"))]
+    #[test]
+    fn a_run_with_its_workers_awake_ends_when_it_returns_or_panics() {
+        let executor = tract_linalg::multithread::Executor::multithread(3);
+        let tract_linalg::multithread::Executor::MultiThread(pool) = &executor else {
+            panic!("a pool");
+        };
+        for _ in 0..20 {
+            let sum: u64 = pool.install(|| {
+                super::run_awake(pool, || {
+                    let parts = std::sync::Mutex::new(Vec::new());
+                    pool.scope(|s| {
+                        for i in 0..8u64 {
+                            let parts = &parts;
+                            s.spawn(move |_| parts.lock().unwrap().push(i * i));
+                        }
+                    });
+                    parts.into_inner().unwrap().iter().sum()
+                })
+            });
+            assert_eq!(sum, (0..8).map(|i| i * i).sum::<u64>());
+        }
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.install(|| super::run_awake(pool, || -> u32 { panic!("inside the run") }))
+        }));
+        assert!(caught.is_err());
+        // The pool still works.
+        assert_eq!(pool.install(|| super::run_awake(pool, || 7)), 7);
+    }
 
     #[test]
     fn rows_of_one_length_fill_blocks_up_to_the_budget() {
