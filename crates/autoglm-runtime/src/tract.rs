@@ -619,7 +619,7 @@ impl Backend for TractBackend {
                     // operator split over the pool then runs part of its work on the thread
                     // that split it and hands the rest to workers that are already running,
                     // instead of this thread sleeping while it wakes every worker at every
-                    // operator (at batch 1 on two threads, 3-18 % faster, BENCHMARKS.md wave 13).
+                    // operator (batch 1 on two threads: 1.02-1.48x faster, BENCHMARKS.md wave 13).
                     match executor {
                         #[cfg(not(target_family = "wasm"))]
                         tract_linalg::multithread::Executor::MultiThread(pool) => {
