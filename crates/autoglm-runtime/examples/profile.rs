@@ -57,11 +57,9 @@ fn main() -> TractResult<()> {
     autoglm_runtime::tract::state_whole_blocks(&mut model, multiple)?;
     let mut decluttered = model.into_typed()?.into_decluttered()?;
     if !args.iter().any(|a| a == "--plain") {
-        let mut n = autoglm_runtime::ops::rewrite(&mut decluttered)?;
         // As the backend does when it builds the plan (`AUTOGLM_F32_LINEAR` chooses).
-        if autoglm_runtime::ops::flinear::chosen() {
-            n += autoglm_runtime::ops::flinear::fuse(&mut decluttered)?;
-        }
+        let n = autoglm_runtime::ops::rewrite(&mut decluttered)?
+            + autoglm_runtime::ops::flinear::fuse_if_chosen(&mut decluttered)?;
         println!("our operators replaced {n} nodes (--plain: none)");
     }
     println!(

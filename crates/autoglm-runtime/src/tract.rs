@@ -521,8 +521,8 @@ impl TractBackend {
         // The f32 linear layers on our kernel, split over the threads (not in cached plans:
         // fused here, after the cache).
         #[cfg(not(target_family = "wasm"))]
-        let rewrites = if patch && crate::ops::flinear::chosen() {
-            rewrites + crate::ops::flinear::fuse(&mut typed).map_err(model_error)?
+        let rewrites = if patch {
+            rewrites + crate::ops::flinear::fuse_if_chosen(&mut typed).map_err(model_error)?
         } else {
             rewrites
         };

@@ -154,10 +154,14 @@ pub fn linear(
 ) -> TractResult<()> {
     let (k, n) = (op.k, op.n);
     ensure!(
-        k > 0 && x.len().is_multiple_of(k) && (x.len() / k).checked_mul(n) == Some(out.len()),
-        "AutoglmLinearF32: {} input values and {} outputs for [{k}, {n}]",
+        k > 0
+            && x.len().is_multiple_of(k)
+            && (x.len() / k).checked_mul(n) == Some(out.len())
+            && op.bias.as_ref().is_none_or(|b| b.len() == n),
+        "AutoglmLinearF32: {} input values, {} outputs and {:?} bias values for [{k}, {n}]",
         x.len(),
-        out.len()
+        out.len(),
+        op.bias.as_ref().map(|b| b.len())
     );
     let rows = x.len() / k;
     let a = Strided { data: x, row: k };
@@ -356,6 +360,16 @@ pub fn chosen() -> bool {
         Ok("ours") => true,
         Ok("tract") => false,
         _ => cfg!(target_arch = "x86_64"),
+    }
+}
+
+/// [`fuse`] where [`chosen`] says so (the backend, when it builds a plan, and the profile
+/// example); returns how many.
+pub fn fuse_if_chosen(model: &mut TypedModel) -> TractResult<usize> {
+    if chosen() {
+        fuse(model)
+    } else {
+        Ok(0)
     }
 }
 
@@ -559,6 +573,13 @@ mod tests {
             let err = linear(&op, &vec![1.0; x], &mut out, &single).expect_err("bad sizes");
             assert!(err.to_string().contains("AutoglmLinearF32"), "{err}");
         }
+        // A bias of the wrong length: an error, not a panic.
+        let op = LinearF32 {
+            bias: Some(Arc::new(vec![0.0; 2])),
+            ..op
+        };
+        let err = linear(&op, &[1.0; 4], &mut [0.0; 6], &single).expect_err("short bias");
+        assert!(err.to_string().contains("bias"), "{err}");
         Ok(())
     }
 
