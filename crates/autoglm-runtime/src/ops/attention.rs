@@ -172,7 +172,7 @@ pub fn attention_on(
     if out.is_empty() {
         return Ok(());
     }
-    let kernels = Kernels::new()?;
+    let kernels = Kernels::new(tier)?;
     let out = OutPtr(out.as_mut_ptr());
     let task = |b: usize, h: usize| -> TractResult<()> {
         SCRATCH.with_borrow_mut(|scratch| {
@@ -229,28 +229,20 @@ pub(super) fn run_tasks<T: Copy + Send + Sync>(
     }
 }
 
-/// tract-linalg's vectorized row kernels (those of its own `Softmax`).
+/// The softmax of the attention's rows ([`super::softmax`]), on the products' f32 tier.
 pub(super) struct Kernels {
-    max: Box<dyn tract_linalg::reduce::Reduce<f32>>,
-    exp_sum: Box<dyn tract_linalg::reduce::MapReduce<f32, f32>>,
-    scale: Box<dyn tract_linalg::element_wise::ElementWise<f32, f32>>,
+    tier: fgemm::Tier,
 }
 
 impl Kernels {
-    pub(super) fn new() -> TractResult<Kernels> {
-        use tract_linalg::Func;
-        Ok(Kernels {
-            max: Func::ReduceMax.reduce_f32()?,
-            exp_sum: Func::Softmax2.map_reduce_f32()?,
-            scale: Func::MulByScalar.ew_f32_param()?,
-        })
+    pub(super) fn new(tier: fgemm::Tier) -> TractResult<Kernels> {
+        Ok(Kernels { tier })
     }
 
     /// Softmax in place.
     pub(super) fn softmax_in_place(&self, row: &mut [f32]) -> TractResult<()> {
-        let max = self.max.run(row)?;
-        let sum = self.exp_sum.run_with_params(row, max)?;
-        self.scale.run_with_params(row, sum.recip())
+        super::softmax::softmax_in_place(self.tier, row);
+        Ok(())
     }
 }
 
@@ -345,10 +337,10 @@ fn one_head(
     Ok(())
 }
 
-/// `len` values of `buf` (which has 16 more) starting at a 64-byte boundary: tract-linalg's
-/// softmax kernels split a row at aligned boundaries, so its sums depend on where the row
-/// lies; in an aligned block they do not depend on the allocator or on the thread (an int8
-/// graph quantizes the attention's output: its answer must not change with the threads).
+/// `len` values of `buf` (which has 16 more) starting at a 64-byte boundary: the scores' rows
+/// then begin on whole cache lines wherever the allocator put the buffer (the softmax's
+/// results do not depend on it, [`super::softmax`]; tract-linalg's kernels, used before,
+/// split rows at aligned boundaries, so theirs did).
 pub(super) fn aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
     let skip = buf.as_ptr().align_offset(64);
     let skip = if skip + len <= buf.len() { skip } else { 0 };

@@ -49,6 +49,8 @@ pub mod qlinear;
 #[allow(unsafe_code)]
 pub mod quantize;
 #[allow(unsafe_code)]
+pub mod softmax;
+#[allow(unsafe_code)]
 pub mod window;
 
 pub use attention::Attention;

@@ -310,7 +310,7 @@ pub fn window_attention_on(
     if total == 0 {
         return Ok(());
     }
-    let kernels = Kernels::new()?;
+    let kernels = Kernels::new(tier)?;
     // The window columns each group of a block's query rows needs ([`one_block`]), once for
     // all heads (they share the band).
     let group = GROUP_TILES * tier.mr();
