@@ -5,12 +5,14 @@
 //! every f32 tier this CPU has (one thread), and
 //! the fused window attention (window 256, one global token) of one layer at 2048 tokens, and
 //! the int8 linear layer's product (`[128, 384] × [384, 1536]` and `[128, 1536] × [1536, 384]`)
-//! on every integer-kernel tier this CPU has.
+//! on every integer-kernel tier this CPU has, and
+//! the f32 linear layer (`AutoglmLinearF32`: `[m, 384] × [384, 1536]` + bias + GELU and
+//! `[m, 1536] × [1536, 384]` + bias, m = 32, 128, 512) on one and two threads.
 //!
 //! cargo bench -p autoglm-runtime --bench ops
 
 use autoglm_runtime::ops::qgemm::{self, PackedI8, Tier};
-use autoglm_runtime::ops::{add_key_bias, attention, fgemm, quantize, window};
+use autoglm_runtime::ops::{add_key_bias, attention, fgemm, flinear, quantize, window};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 
@@ -176,8 +178,48 @@ fn int8_linear(c: &mut Criterion) {
     group.finish();
 }
 
+fn f32_linear(c: &mut Criterion) {
+    let mut group = c.benchmark_group("f32_linear");
+    group.sample_size(20);
+    let two = tract_linalg::multithread::Executor::multithread(2);
+    let tier = fgemm::Tier::chosen();
+    for (k, n, gelu) in [(384usize, 1536usize, true), (1536, 384, false)] {
+        let mut weights = fgemm::Packed::default();
+        weights
+            .pack(tier, &activations(k * n), (k, n), (n, 1))
+            .expect("packs");
+        let op = flinear::LinearF32 {
+            weights: std::sync::Arc::new(weights),
+            tier,
+            k,
+            n,
+            axes: 1,
+            bias: Some(std::sync::Arc::new(activations(n))),
+            gelu,
+        };
+        for rows in [32usize, 128, 512] {
+            let x = activations(rows * k);
+            let mut out = vec![0f32; rows * n];
+            group.throughput(Throughput::Elements((rows * k * n) as u64));
+            for (threads, executor) in [
+                (1, tract_linalg::multithread::Executor::SingleThread),
+                (2, two.clone()),
+            ] {
+                let id = format!("{}/{threads}t/{rows}x{k}x{n}", tier.name());
+                group.bench_function(id, |b| {
+                    b.iter(|| {
+                        flinear::linear(&op, black_box(&x), &mut out, &executor).expect("product")
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    f32_linear,
     int8_linear,
     dynamic_quantize,
     key_bias,

@@ -59,7 +59,7 @@ fn main() -> TractResult<()> {
     if !args.iter().any(|a| a == "--plain") {
         // As the backend does when it builds the plan (`AUTOGLM_F32_LINEAR` chooses).
         let n = autoglm_runtime::ops::rewrite(&mut decluttered)?
-            + autoglm_runtime::ops::flinear::fuse_if_chosen(&mut decluttered)?;
+            + autoglm_runtime::ops::fuse_after_cache(&mut decluttered)?;
         println!("our operators replaced {n} nodes (--plain: none)");
     }
     println!(
@@ -110,28 +110,28 @@ fn main() -> TractResult<()> {
             };
             let mut state = plan.spawn()?;
             let mut per_node = vec![Duration::ZERO; plan.model().nodes().len()];
-            let started =
-                tract_linalg::multithread::multithread_tract_scope(executor.clone(), || {
-                    state.run(inputs()?)?;
-                    let started = Instant::now();
-                    for _ in 0..iters {
-                        state.run_plan_with_eval(
-                            inputs()?,
-                            |session, op_state, node, node_inputs| {
-                                let t = Instant::now();
-                                let out = tract_onnx::tract_core::plan::eval(
-                                    session,
-                                    op_state,
-                                    node,
-                                    node_inputs,
-                                );
-                                per_node[node.id] += t.elapsed();
-                                out
-                            },
-                        )?;
-                    }
-                    TractResult::Ok(started)
-                })?;
+            // As the backend runs one text (a pool's other workers kept awake).
+            let started = autoglm_runtime::tract::run_on(&executor, || {
+                state.run(inputs()?)?;
+                let started = Instant::now();
+                for _ in 0..iters {
+                    state.run_plan_with_eval(
+                        inputs()?,
+                        |session, op_state, node, node_inputs| {
+                            let t = Instant::now();
+                            let out = tract_onnx::tract_core::plan::eval(
+                                session,
+                                op_state,
+                                node,
+                                node_inputs,
+                            );
+                            per_node[node.id] += t.elapsed();
+                            out
+                        },
+                    )?;
+                }
+                TractResult::Ok(started)
+            })?;
             let nodes = plan.model().nodes().len();
             let total = started.elapsed() / iters as u32;
             let mut by_op: BTreeMap<String, (Duration, usize)> = BTreeMap::new();

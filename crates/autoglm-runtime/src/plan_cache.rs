@@ -225,6 +225,12 @@ fn ser_linear_i8(
     node: &TypedNode,
     op: &LinearI8,
 ) -> TractResult<Option<Arc<RValue>>> {
+    // The GELU is folded in after the cache (`qlinear::fuse_gelu`): a plan that has it is not
+    // one this cache writes.
+    ensure!(
+        !op.gelu,
+        "autoglm_linear_i8: a layer with its GELU folded in is not cached"
+    );
     // The packed layout, not the weights: the key names the tier, and a load then skips the
     // packing (15-24 ms of an int8 load).
     let w = &op.weights;
@@ -284,6 +290,7 @@ fn de_linear_i8(b: &mut ModelBuilder, i: &ResolvedInvocation) -> TractResult<Val
     let op = LinearI8 {
         weights: Arc::new(packed),
         bias,
+        gelu: false,
     };
     b.wire(op, &[q, zp, scale])
 }

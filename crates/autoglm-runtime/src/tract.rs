@@ -76,6 +76,26 @@ fn run_awake<R: Send>(pool: &rayon_core::ThreadPool, run: impl FnOnce() -> R + S
     })
 }
 
+/// Runs `run` with `executor` as the executor of tract's operators (and ours), as the backend
+/// runs one text: with a pool, on one of its threads while the others are kept awake, so that
+/// an operator split over the pool runs part of its work on the thread that split it and hands
+/// the rest to workers already running, instead of this thread sleeping while it wakes every
+/// worker at every operator (batch 1 on two threads: 1.02-1.48x faster, BENCHMARKS.md wave 13).
+/// The profile example runs its plans through it too.
+pub fn run_on<R: Send>(
+    executor: &tract_linalg::multithread::Executor,
+    run: impl FnOnce() -> R + Send,
+) -> R {
+    let run = || tract_linalg::multithread::multithread_tract_scope(executor.clone(), run);
+    match executor {
+        #[cfg(not(target_family = "wasm"))]
+        tract_linalg::multithread::Executor::MultiThread(pool) => {
+            pool.install(|| run_awake(pool, run))
+        }
+        _ => run(),
+    }
+}
+
 /// A WASI guest has one thread (and the component is built without tract-linalg's pools).
 #[cfg(target_family = "wasm")]
 fn shared_executor(_threads: usize) -> tract_linalg::multithread::Executor {
@@ -518,11 +538,11 @@ impl TractBackend {
             rewrites,
             splittable,
         } = graph;
-        // The f32 linear layers on our kernel, split over the threads (not in cached plans:
-        // fused here, after the cache).
+        // The f32 linear layers on our kernel, split over the threads, and the int8 layers'
+        // GELU folded into them (not in cached plans: fused here, after the cache).
         #[cfg(not(target_family = "wasm"))]
         let rewrites = if patch {
-            rewrites + crate::ops::flinear::fuse_if_chosen(&mut typed).map_err(model_error)?
+            rewrites + crate::ops::fuse_after_cache(&mut typed).map_err(model_error)?
         } else {
             rewrites
         };
@@ -609,25 +629,7 @@ impl Backend for TractBackend {
         };
         if parts <= 1 {
             return match &self.executor {
-                Some(executor) => {
-                    let run = || {
-                        tract_linalg::multithread::multithread_tract_scope(executor.clone(), || {
-                            self.run_rows(batch, 0..rows)
-                        })
-                    };
-                    // The whole run on one of the pool's threads, the others kept awake: an
-                    // operator split over the pool then runs part of its work on the thread
-                    // that split it and hands the rest to workers that are already running,
-                    // instead of this thread sleeping while it wakes every worker at every
-                    // operator (batch 1 on two threads: 1.02-1.48x faster, BENCHMARKS.md wave 13).
-                    match executor {
-                        #[cfg(not(target_family = "wasm"))]
-                        tract_linalg::multithread::Executor::MultiThread(pool) => {
-                            pool.install(|| run_awake(pool, run))
-                        }
-                        _ => run(),
-                    }
-                }
+                Some(executor) => run_on(executor, || self.run_rows(batch, 0..rows)),
                 None => self.run_rows(batch, 0..rows),
             };
         }

@@ -92,6 +92,14 @@ fn check(name: &str, options: ExportOptions) {
         // int8: every linear layer of every layer (q, k, v, output, up, down) is one op.
         let int8_linears = if is_int8 { 6 * fixture::LAYERS } else { 0 };
         assert_eq!(fast.op_count("AutoglmLinearI8"), int8_linears, "{name}");
+        // int8: the feed-forward's GELU runs inside its up projection (in parts on a pool).
+        if is_int8 {
+            assert_eq!(
+                fast.op_count("GeluExact"),
+                0,
+                "{name}: a GELU left to tract"
+            );
+        }
         // fp32 (x86_64, where it is the default): every linear layer of every layer on our f32
         // kernel (and the task head's), with the feed-forward's GELU inside it.
         if autoglm_runtime::ops::flinear::chosen() && !is_int8 {

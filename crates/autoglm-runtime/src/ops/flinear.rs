@@ -123,9 +123,15 @@ thread_local! {
     static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Whether `node` is tract's exact GELU (element-wise, same type in and out).
+pub(crate) fn is_gelu(node: &TypedNode) -> bool {
+    node.op_as::<ElementWiseOp>()
+        .is_some_and(|ew| ew.0.is::<GeluExact>() && ew.1.is_none())
+}
+
 /// `gelu(x) = x/2 · (1 + erf(x/√2))` in place, as tract's `GeluExact` computes it (its constant,
 /// its order of operations, tract-linalg's erf kernel, in chunks of its size).
-fn gelu_in_place(xs: &mut [f32]) -> TractResult<()> {
+pub(crate) fn gelu_in_place(xs: &mut [f32]) -> TractResult<()> {
     const CHUNK: usize = 1024;
     let erf = tract_linalg::Func::Erf.ew_f32()?;
     let c = 2f32.sqrt().recip();
@@ -321,10 +327,7 @@ fn matches(model: &TypedModel, id: usize, tier: Tier) -> TractResult<Option<Foun
     let mut gelu = false;
     if single_use(model, last) {
         let next = model.node(model.outlet_successors(last)[0].node);
-        if next
-            .op_as::<ElementWiseOp>()
-            .is_some_and(|ew| ew.0.is::<GeluExact>() && ew.1.is_none())
-        {
+        if is_gelu(next) {
             gelu = true;
             last = OutletId::new(next.id, 0);
         }

@@ -65,6 +65,65 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::math::Add;
 
+/// What the backend fuses into a native plan after the plan cache (whose plans keep their
+/// graph, so that these need no serializer): the f32 linear layers where
+/// [`flinear::chosen`], and the int8 layers' GELU ([`qlinear::fuse_gelu`]). The profile
+/// example does the same. Returns how many nodes were replaced.
+pub fn fuse_after_cache(model: &mut TypedModel) -> TractResult<usize> {
+    Ok(flinear::fuse_if_chosen(model)? + qlinear::fuse_gelu(model)?)
+}
+
+/// Below this many values an element-wise pass runs on one thread (a split costs a few
+/// microseconds of scheduling: ~10 µs of this pass's work).
+pub(crate) const SPLIT_VALUES: usize = 1 << 15;
+
+/// `0..len` cut into one contiguous range per thread of `executor` (multiples of 64 values but
+/// the last), or into one range without a pool or below [`SPLIT_VALUES`].
+pub(crate) fn parts(
+    len: usize,
+    executor: &tract_linalg::multithread::Executor,
+) -> Vec<(usize, usize)> {
+    let threads = match executor {
+        #[cfg(not(target_family = "wasm"))]
+        tract_linalg::multithread::Executor::MultiThread(pool) => pool.current_num_threads(),
+        _ => 1,
+    };
+    if threads <= 1 || len < SPLIT_VALUES {
+        return vec![(0, len)];
+    }
+    let step = len.div_ceil(threads).next_multiple_of(64);
+    (0..len)
+        .step_by(step)
+        .map(|s| (s, len.min(s + step)))
+        .collect()
+}
+
+/// `f(offset, part)` on each of the [`parts`] of `data`, in parallel on `executor`'s pool.
+pub(crate) fn for_parts_mut<T: Send>(
+    data: &mut [T],
+    executor: &tract_linalg::multithread::Executor,
+    f: impl Fn(usize, &mut [T]) -> TractResult<()> + Sync,
+) -> TractResult<()> {
+    let ranges = parts(data.len(), executor);
+    if ranges.len() <= 1 {
+        return f(0, data);
+    }
+    // Each task takes its own part (its lock is never contended).
+    let mut rest = data;
+    let mut owned = Vec::with_capacity(ranges.len());
+    for &(start, end) in &ranges {
+        let (part, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
+        owned.push(std::sync::Mutex::new((start, part)));
+        rest = tail;
+    }
+    let ids: Vec<usize> = (0..owned.len()).collect();
+    attention::run_tasks(&ids, executor, |i| {
+        let mut part = owned[i].lock().unwrap_or_else(|e| e.into_inner());
+        let (offset, values) = &mut *part;
+        f(*offset, values)
+    })
+}
+
 /// The kernel tier `requested` names (`AUTOGLM_INT8_KERNEL`, `AUTOGLM_F32_KERNEL`) if it is
 /// among `available` (this CPU's tiers, best first); else the best one.
 pub(crate) fn pick_tier<T: Copy + PartialEq>(

@@ -36,6 +36,9 @@ const AXES: &str = "amk,kn,,,,,,,->amn";
 pub struct LinearI8 {
     pub weights: Arc<PackedI8>,
     pub bias: Option<Arc<Vec<f32>>>,
+    /// tract's exact GELU on the result, in parts on the pool ([`fuse_gelu`]: after the plan
+    /// cache, whose plans keep tract's `GeluExact`).
+    pub gelu: bool,
 }
 
 impl Eq for LinearI8 {}
@@ -46,11 +49,12 @@ impl Op for LinearI8 {
     }
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "[{}, {}] on the {} kernel, bias: {}",
+            "[{}, {}] on the {} kernel, bias: {}, gelu: {}",
             self.weights.k,
             self.weights.n,
             self.weights.tier.name(),
-            self.bias.is_some()
+            self.bias.is_some(),
+            self.gelu
         )])
     }
     op_as_typed_op!();
@@ -97,6 +101,8 @@ impl EvalOp for LinearI8 {
             let zp = zp.try_as_plain_ram()?;
             let scale = scale.try_as_plain_ram()?;
             let mut out_ram = out.try_as_plain_ram_mut()?;
+            let executor = tract_linalg::multithread::current_tract_executor();
+            let out = out_ram.as_slice_mut::<f32>()?;
             qgemm(
                 q.as_slice::<u8>()?,
                 rows,
@@ -104,9 +110,14 @@ impl EvalOp for LinearI8 {
                 &self.weights,
                 scale.as_slice::<f32>()?,
                 self.bias.as_deref().map(|b| &b[..]),
-                out_ram.as_slice_mut::<f32>()?,
-                &tract_linalg::multithread::current_tract_executor(),
+                out,
+                &executor,
             )?;
+            if self.gelu {
+                super::for_parts_mut(out, &executor, |_, part| {
+                    super::flinear::gelu_in_place(part)
+                })?;
+            }
         }
         Ok(tvec![out.into_tvalue()])
     }
@@ -196,8 +207,35 @@ fn matches(model: &TypedModel, id: usize, tier: Tier) -> TractResult<Option<Foun
     let op = LinearI8 {
         weights: Arc::new(weights),
         bias,
+        gelu: false,
     };
     Ok(Some(([node.inputs[0], node.inputs[3], scale], op, last)))
+}
+
+/// Folds tract's exact GELU into the [`LinearI8`] before it (when that is its only use), where
+/// it runs in parts on the pool instead of on one thread; returns how many. Native plans only,
+/// after the plan cache (the component's single thread gains nothing from it).
+pub fn fuse_gelu(model: &mut TypedModel) -> TractResult<usize> {
+    super::fuse_matches(model, "autoglm int8 gelu", "gelu", |model, id| {
+        let node = model.node(id);
+        let Some(op) = node.op_as::<LinearI8>() else {
+            return Ok(None);
+        };
+        let out = OutletId::new(id, 0);
+        if op.gelu || !single_use(model, out) {
+            return Ok(None);
+        }
+        let next = model.node(model.outlet_successors(out)[0].node);
+        if !super::flinear::is_gelu(next) {
+            return Ok(None);
+        }
+        let inputs: [OutletId; 3] = [node.inputs[0], node.inputs[1], node.inputs[2]];
+        let op = LinearI8 {
+            gelu: true,
+            ..op.clone()
+        };
+        Ok(Some((inputs, op, OutletId::new(next.id, 0))))
+    })
 }
 
 /// Replaces every int8 linear layer's product, cast, rescale and bias by [`LinearI8`] on the
@@ -527,6 +565,7 @@ impl tract_onnx::tract_hir::ops::expandable::Expansion for OnnxLinearI8 {
         let op = LinearI8 {
             weights: Arc::new(weights),
             bias,
+            gelu: false,
         };
         model.wire_node(prefix, op, &inputs[..3])
     }
@@ -730,6 +769,92 @@ mod tests {
             for (e, g) in expected.iter().zip(got.iter()) {
                 assert_eq!(**e, **g, "{tier:?}");
             }
+        }
+        Ok(())
+    }
+
+    /// The GELU folded into the layers before it ([`fuse_gelu`]): every one (one per layer),
+    /// none left to tract, and the outputs bit-identical to tract's plan of the unfused graph
+    /// on one thread and on a pool of two.
+    #[test]
+    fn gelu_folded_into_the_layers_equals_tracts_gelu() -> TractResult<()> {
+        let plain = crate::ops::fixture_graph(autoglm_package::Quantization::Int8)?;
+        let inputs = || fixture_inputs(&plain);
+        let expected = plain
+            .clone()
+            .into_optimized()?
+            .into_runnable()?
+            .run(inputs()?)?;
+        let gelus = |model: &TypedModel| {
+            model
+                .nodes()
+                .iter()
+                .filter(|n| super::super::flinear::is_gelu(n))
+                .count()
+        };
+        let layers = autoglm_export::fixture::LAYERS;
+        assert_eq!(gelus(&plain), layers);
+        let mut model = plain.clone();
+        fuse(&mut model)?;
+        // Nothing to fold before the layers are fused.
+        assert_eq!(fuse_gelu(&mut plain.clone())?, 0);
+        assert_eq!(fuse_gelu(&mut model)?, layers);
+        assert_eq!(gelus(&model), 0);
+        assert_eq!(fuse_gelu(&mut model)?, 0, "folded once");
+        let plan = model.into_optimized()?.into_runnable()?;
+        let single = plan.run(inputs()?)?;
+        let pool = tract_linalg::multithread::Executor::multithread(2);
+        let threaded = tract_linalg::multithread::multithread_tract_scope(pool, || {
+            plan.run(inputs().expect("inputs"))
+        })?;
+        for ((e, g), t) in expected.iter().zip(single.iter()).zip(threaded.iter()) {
+            assert_eq!(**e, **g);
+            assert_eq!(**e, **t);
+        }
+        Ok(())
+    }
+
+    /// A layer large enough to run its GELU in parts on a pool: the same values as the layer
+    /// without it followed by the GELU over the whole output on one thread.
+    #[test]
+    fn gelu_in_parts_equals_gelu_on_one_thread() -> TractResult<()> {
+        let (rows, k, n) = (37usize, 24usize, 1000usize);
+        assert!(rows * n > crate::ops::SPLIT_VALUES, "split on a pool");
+        let w: Vec<i8> = autoglm_export::fixture::values(5, k * n)
+            .into_iter()
+            .map(|v| (v * 120.0 - 60.0) as i8)
+            .collect();
+        let q: Vec<u8> = autoglm_export::fixture::values(6, rows * k)
+            .into_iter()
+            .map(|v| (v * 255.0) as u8)
+            .collect();
+        let scale: Vec<f32> = (0..n).map(|j| 1e-3 * (1.0 + (j % 7) as f32)).collect();
+        let bias: Vec<f32> = (0..n).map(|j| (j % 13) as f32 * 0.1 - 0.6).collect();
+        let tier = Tier::chosen();
+        let op = LinearI8 {
+            weights: Arc::new(PackedI8::new(&w, k, n, tier)?),
+            bias: Some(Arc::new(bias)),
+            gelu: false,
+        };
+        let inputs = || -> TractResult<TVec<TValue>> {
+            Ok(tvec![
+                Tensor::from_shape(&[rows, k], &q)?.into_tvalue(),
+                tensor0(128u8).into_tvalue(),
+                Tensor::from_shape(&[n], &scale)?.into_tvalue()
+            ])
+        };
+        let mut want = op.eval_out_of_plan(inputs()?)?.expect("evaluates")[0]
+            .clone()
+            .into_tensor();
+        super::super::flinear::gelu_in_place(want.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?)?;
+        let folded = LinearI8 { gelu: true, ..op };
+        for threads in [1, 2, 3] {
+            let got = tract_linalg::multithread::multithread_tract_scope(
+                tract_linalg::multithread::Executor::multithread(threads),
+                || folded.eval_out_of_plan(inputs().expect("inputs")),
+            )?
+            .expect("evaluates");
+            assert_eq!(*got[0], want, "{threads} threads");
         }
         Ok(())
     }

@@ -38,7 +38,11 @@ impl EvalOp for DynamicQuantize {
         let mut quantized = Tensor::zero::<u8>(input.shape())?;
         let (scale, zero_point) = {
             let mut ram = quantized.try_as_plain_ram_mut()?;
-            dynamic_quantize(xs, ram.as_slice_mut::<u8>()?)
+            dynamic_quantize_on(
+                xs,
+                ram.as_slice_mut::<u8>()?,
+                &tract_linalg::multithread::current_tract_executor(),
+            )?
         };
         Ok(tvec![
             quantized.into_tvalue(),
@@ -76,6 +80,52 @@ pub fn dynamic_quantize(xs: &[f32], ys: &mut [u8]) -> (f32, u8) {
         quantize_fast(xs, scale, zero_point, ys);
     }
     (scale, zero_point)
+}
+
+/// [`dynamic_quantize`] in parallel on `executor`'s pool, for inputs of at least
+/// [`super::SPLIT_VALUES`] values: each thread finds the range of its part, then quantizes it
+/// with the scale of the whole (the same bytes, scale and zero point: the smallest and largest
+/// value of a tensor are those of its parts').
+pub fn dynamic_quantize_on(
+    xs: &[f32],
+    ys: &mut [u8],
+    executor: &tract_linalg::multithread::Executor,
+) -> TractResult<(f32, u8)> {
+    ensure!(
+        xs.len() == ys.len(),
+        "dynamic quantization: {} values into {}",
+        xs.len(),
+        ys.len()
+    );
+    let parts = super::parts(xs.len(), executor);
+    if parts.len() <= 1 {
+        return Ok(dynamic_quantize(xs, ys));
+    }
+    let ranges = std::sync::Mutex::new(Vec::with_capacity(parts.len()));
+    super::attention::run_tasks(&parts, executor, |(start, end)| {
+        let found = range(&xs[start..end]);
+        ranges.lock().unwrap_or_else(|e| e.into_inner()).push(found);
+        Ok(())
+    })?;
+    let (mut min, mut max, mut nan) = (0f32, 0f32, false);
+    for (lo, hi, n) in ranges.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        // As `range` compares (NaN never reaches here: each part skipped its own).
+        min = if lo < min { lo } else { min };
+        max = if hi > max { hi } else { max };
+        nan |= n;
+    }
+    let (scale, zero_point) = scale_and_zero_point(min, max);
+    let exact = nan || !(scale.is_finite() && scale > 0.0);
+    super::for_parts_mut(ys, executor, |offset, ys| {
+        let xs = &xs[offset..offset + ys.len()];
+        if exact {
+            quantize_exactly(xs, scale, zero_point, ys);
+        } else {
+            quantize_fast(xs, scale, zero_point, ys);
+        }
+        Ok(())
+    })?;
+    Ok((scale, zero_point))
 }
 
 /// The smallest and largest value with 0 included (the spec's range), NaN ignored, and
@@ -248,6 +298,58 @@ mod tests {
         assert_same(&[f32::INFINITY, 1.0, -2.0], "infinity");
         let (ys, _, _) = run(&[f32::NAN, 1.0, -2.0]);
         assert_eq!(ys, reference(&[f32::NAN, 1.0, -2.0]).0, "NaN");
+    }
+
+    /// In parts on a pool: the same bytes, scale and zero point as on one thread, on lengths
+    /// around the split (tails of every part), with the extremes, a NaN or an infinity in
+    /// any part, and all zeros.
+    #[test]
+    fn in_parallel_equals_one_thread() -> TractResult<()> {
+        let pools = [2, 3].map(tract_linalg::multithread::Executor::multithread);
+        let split = crate::ops::SPLIT_VALUES;
+        for (case, len) in [
+            split - 1,
+            split,
+            split + 1,
+            split + 63,
+            2 * split + 5,
+            3 * split + 129,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let base: Vec<f32> = autoglm_export::fixture::values(case as u64 + 11, len)
+                .into_iter()
+                .map(|v| v * 7.0 - 2.0)
+                .collect();
+            let mut inputs = vec![base.clone(), vec![0.0; len]];
+            for (at, special) in [
+                (len - 1, -40.0f32),
+                (len / 2 + 1, 55.0),
+                (len / 3, f32::NAN),
+                (len - 2, f32::INFINITY),
+            ] {
+                let mut xs = base.clone();
+                xs[at] = special;
+                inputs.push(xs);
+            }
+            for xs in &inputs {
+                let (want, want_scale, want_zp) = run(xs);
+                for pool in &pools {
+                    let mut ys = vec![0u8; len];
+                    let (scale, zp) = dynamic_quantize_on(xs, &mut ys, pool)?;
+                    assert_eq!(scale.to_bits(), want_scale.to_bits(), "{len} values: scale");
+                    assert_eq!(zp, want_zp, "{len} values: zero point");
+                    assert!(ys == want, "{len} values: the bytes differ");
+                }
+            }
+        }
+        let mut short = [0u8; 2];
+        assert!(
+            dynamic_quantize_on(&[1.0; 3], &mut short, &pools[0]).is_err(),
+            "a wrong output length is refused"
+        );
+        Ok(())
     }
 
     /// The op against tract's own `DynamicQuantizeLinearU8`, taken from a parsed ONNX graph.
