@@ -13,9 +13,10 @@ engine joins: our runtime on its ONNX Runtime backend, in process (`autoglm benc
 which tells our own overhead (tokenizer-free here, so batching and copies) from the engine's.
 
 With --autoglm-b BIN2 a second build of ours joins every cell (e.g. the static musl binary
-beside the glibc one): its median, and BIN2/BIN. With --rounds R, BIN and BIN2 alternate R
-times per cell and each column is the median of their R medians (so that slow drift of the
-machine hits both alike).
+beside the glibc one): its median, and BIN2/BIN. With --rounds R, BIN (BIN2) and ONNX Runtime
+alternate R times per cell, a fresh process each, and each column is the median of its R
+process medians (so that slow drift of the machine, or processes that land in different
+speeds, hit every engine alike).
 """
 import argparse
 import json
@@ -95,11 +96,17 @@ def main():
                 def bench(binary):
                     return run_json([binary, "bench", "--model", args.model, "--seq", str(seq), "--batch", str(batch),
                                      "--threads", str(threads), "--iters", str(iters), "--json"])
-                runs_a, runs_b = [], []
+                def ort():
+                    return run_json([sys.executable, __file__, "--ort-worker", "--model", args.model, "--seq", str(seq),
+                                     "--batch", str(batch), "--threads", str(threads), "--iters", str(iters)])
+                # Every engine gets one fresh process per round, alternated: on machines whose
+                # processes land in different speeds, each side then sees the same mix.
+                runs_a, runs_b, runs_ort = [], [], []
                 for _ in range(max(1, args.rounds)):
                     runs_a.append(bench(args.autoglm))
                     if args.autoglm_b:
                         runs_b.append(bench(args.autoglm_b))
+                    runs_ort.append(ort())
                 ours = dict(runs_a[0], median_ms=statistics.median(r["median_ms"] for r in runs_a),
                             peak_rss_mb=max(r["peak_rss_mb"] for r in runs_a))
                 b_cell = b_rss = ""
@@ -107,8 +114,8 @@ def main():
                     b_ms = statistics.median(r["median_ms"] for r in runs_b)
                     b_cell = f" {b_ms:.2f} | {b_ms / ours['median_ms']:.3f} |"
                     b_rss = f" {max(r['peak_rss_mb'] for r in runs_b):.0f} |"
-                peer = run_json([sys.executable, __file__, "--ort-worker", "--model", args.model, "--seq", str(seq),
-                                 "--batch", str(batch), "--threads", str(threads), "--iters", str(iters)])
+                peer = dict(runs_ort[0], median_ms=statistics.median(r["median_ms"] for r in runs_ort),
+                            peak_rss_mb=max(r["peak_rss_mb"] for r in runs_ort))
                 ratio = ours["median_ms"] / peer["median_ms"]
                 ort_cell = ""
                 if args.ort_lib:
