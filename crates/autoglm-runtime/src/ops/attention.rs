@@ -201,8 +201,11 @@ pub fn attention_on(
     run_tasks(&tasks, executor, |(b, h)| task(b, h))
 }
 
-/// Runs `task` on every element of `tasks`: in parallel, in one contiguous share per thread,
-/// when the executor has a pool; else in order. The first error is returned.
+/// Runs `task` on every element of `tasks`: in parallel when the executor has a pool, each of
+/// its threads taking the next task not yet taken until none is left (a thread slowed by
+/// anything else on its core then takes fewer; fixed shares waited for the slowest thread:
+/// BENCHMARKS.md, wave 14); else in order. The first error is returned. A task's result must
+/// not depend on which thread runs it.
 pub(super) fn run_tasks<T: Copy + Send + Sync>(
     tasks: &[T],
     executor: &tract_linalg::multithread::Executor,
@@ -211,19 +214,34 @@ pub(super) fn run_tasks<T: Copy + Send + Sync>(
     match executor {
         #[cfg(not(target_family = "wasm"))]
         tract_linalg::multithread::Executor::MultiThread(pool) if tasks.len() > 1 => {
-            let threads = pool.current_num_threads().max(1);
-            let results = std::sync::Mutex::new(Vec::new());
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            let threads = pool.current_num_threads().clamp(1, tasks.len());
+            let next = AtomicUsize::new(0);
+            let failed = std::sync::Mutex::new(None);
             pool.scope(|s| {
-                for part in tasks.chunks(tasks.len().div_ceil(threads)) {
-                    let (task, results) = (&task, &results);
-                    s.spawn(move |_| {
-                        let r = part.iter().try_for_each(|&t| task(t));
-                        results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                for _ in 0..threads {
+                    let (task, next, failed) = (&task, &next, &failed);
+                    s.spawn(move |_| loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&t) = tasks.get(i) else {
+                            return;
+                        };
+                        if let Err(e) = task(t) {
+                            // No task starts after an error.
+                            next.store(tasks.len(), Ordering::Relaxed);
+                            failed
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get_or_insert(e);
+                            return;
+                        }
                     });
                 }
             });
-            let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-            results.into_iter().collect()
+            match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
         }
         _ => tasks.iter().try_for_each(|&t| task(t)),
     }
@@ -628,5 +646,41 @@ pub(super) mod tests {
         let exec = tract_linalg::multithread::Executor::SingleThread;
         assert!(attention(d, 1.0, [&x, &x, &x[..15]], &[0.0; 4], &mut out, &exec).is_err());
         assert!(attention(d, 1.0, [&x, &x, &x], &[0.0; 3], &mut out, &exec).is_err());
+    }
+
+    /// Every task runs once, on one thread or a pool, whatever the counts; a failing task's
+    /// error is returned (and the others' work is not mistaken for success).
+    #[test]
+    fn every_task_runs_once_and_errors_come_back() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let executors = [
+            tract_linalg::multithread::Executor::SingleThread,
+            tract_linalg::multithread::Executor::multithread(2),
+            tract_linalg::multithread::Executor::multithread(3),
+        ];
+        for executor in &executors {
+            for count in [0usize, 1, 2, 5, 64] {
+                let runs: Vec<AtomicUsize> = (0..count).map(|_| AtomicUsize::new(0)).collect();
+                let tasks: Vec<usize> = (0..count).collect();
+                run_tasks(&tasks, executor, |i| {
+                    runs[i].fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                })
+                .expect("no task fails");
+                assert!(
+                    runs.iter().all(|r| r.load(Ordering::Relaxed) == 1),
+                    "{count}"
+                );
+            }
+            let tasks: Vec<usize> = (0..40).collect();
+            let err = run_tasks(&tasks, executor, |i| {
+                if i == 17 {
+                    bail!("task {i} failed")
+                }
+                Ok(())
+            })
+            .expect_err("a task fails");
+            assert!(err.to_string().contains("task 17"), "{err}");
+        }
     }
 }

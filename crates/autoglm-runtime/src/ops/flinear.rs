@@ -9,9 +9,10 @@
 //! pool tract splits a product only above its size thresholds, so one short text on two
 //! threads ran most of its products on one (BENCHMARKS.md, waves 11 and 12: two threads were
 //! 1.19x one at 32 tokens, where ONNX Runtime gets 1.64x). Here every product of more than
-//! [`SPLIT_MACS`] multiply-adds is split into one group of whole column panels per thread of
-//! the executor in scope (the backend's pool for a single text; none in the workers of a
-//! batch, which run single-threaded states side by side). Each output is the same sum in the
+//! [`SPLIT_MACS`] multiply-adds is split into [`GROUPS_PER_THREAD`] groups of whole column
+//! panels per thread of the executor in scope (the backend's pool for a single text; none in
+//! the workers of a batch, which run single-threaded states side by side), which the threads
+//! take as they become free. Each output is the same sum in the
 //! same order whatever the split, so results never depend on the threads.
 //!
 //! Fused where the plan is built for the machine (after the plan cache; its plans keep tract's
@@ -32,6 +33,11 @@ use tract_onnx::tract_core::ops::nn::GeluExact;
 /// two threads (BENCHMARKS.md, wave 13): 8 M (splitting only the feed-forward's products) was
 /// 12 % slower, 200 k (the task head's too) 4 % slower.
 pub const SPLIT_MACS: usize = 1 << 20;
+
+/// Column groups per thread of a split product: the threads take them as they become free, so
+/// that a thread slowed by anything else on its core takes fewer (with one group per thread,
+/// the product waited for the slowest; BENCHMARKS.md, wave 14).
+pub const GROUPS_PER_THREAD: usize = 4;
 
 /// `x·W + bias`: input `[.., k]` f32, output `[.., n]` f32; or, with `axes` > 1, input
 /// `[.., k₁, .., k_axes]` (`k` their product: the attention's output projection reads
@@ -182,8 +188,8 @@ pub fn linear(
     };
     let nr = op.tier.nr();
     let panels = n.div_ceil(nr);
-    let groups = if rows.saturating_mul(k).saturating_mul(n) >= SPLIT_MACS {
-        threads.min(panels)
+    let groups = if threads > 1 && rows.saturating_mul(k).saturating_mul(n) >= SPLIT_MACS {
+        (threads * GROUPS_PER_THREAD).min(panels)
     } else {
         1
     };
