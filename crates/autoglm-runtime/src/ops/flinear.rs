@@ -612,16 +612,7 @@ mod tests {
             .count();
         // The attention's four products and the feed-forward's two, per layer.
         assert_eq!(products, 6 * autoglm_export::fixture::LAYERS);
-        let gelus = |model: &TypedModel| {
-            model
-                .nodes()
-                .iter()
-                .filter(|n| {
-                    n.op_as::<ElementWiseOp>()
-                        .is_some_and(|ew| ew.0.is::<GeluExact>())
-                })
-                .count()
-        };
+        let gelus = crate::ops::gelu_count;
         assert_eq!(gelus(&plain), autoglm_export::fixture::LAYERS);
         for tier in Tier::available() {
             let mut model = plain.clone();
@@ -631,12 +622,7 @@ mod tests {
                 .iter()
                 .all(|n| matches(&model, n.id, tier).ok().flatten().is_none()));
             assert_eq!(gelus(&model), 0, "{tier:?}: a GELU left to tract");
-            let plan = model.into_optimized()?.into_runnable()?;
-            let single = plan.run(inputs()?)?;
-            let pool = tract_linalg::multithread::Executor::multithread(2);
-            let threaded = tract_linalg::multithread::multithread_tract_scope(pool, || {
-                plan.run(inputs().expect("inputs"))
-            })?;
+            let [single, threaded] = crate::ops::run_one_and_two_threads(model, inputs)?;
             for ((e, g), t) in expected.iter().zip(single.iter()).zip(threaded.iter()) {
                 let (e, g, t) = (
                     e.try_as_plain_ram()?,

@@ -357,6 +357,26 @@ pub(crate) fn fixture_graph(
         .into_decluttered()
 }
 
+/// `model`'s plan (optimized by tract) run on `inputs` on one thread, and on a pool of two.
+#[cfg(test)]
+pub(crate) fn run_one_and_two_threads(
+    model: TypedModel,
+    inputs: impl Fn() -> TractResult<TVec<TValue>> + Send,
+) -> TractResult<[TVec<TValue>; 2]> {
+    let plan = model.into_optimized()?.into_runnable()?;
+    let single = plan.run(inputs()?)?;
+    let pool = tract_linalg::multithread::Executor::multithread(2);
+    let threaded =
+        tract_linalg::multithread::multithread_tract_scope(pool, || plan.run(inputs()?))?;
+    Ok([single, threaded])
+}
+
+/// How many of tract's exact GELUs `model` has.
+#[cfg(test)]
+pub(crate) fn gelu_count(model: &TypedModel) -> usize {
+    model.nodes().iter().filter(|n| flinear::is_gelu(n)).count()
+}
+
 /// Inputs for [`fixture_graph`]'s model: `batch` texts of `seq` tokens, text `b` padded after
 /// its first `seq - b` tokens (every text but the first has padding), token ids spread over
 /// the fixture's vocabulary.

@@ -778,35 +778,20 @@ mod tests {
     /// on one thread and on a pool of two.
     #[test]
     fn gelu_folded_into_the_layers_equals_tracts_gelu() -> TractResult<()> {
+        use crate::ops::{gelu_count, run_one_and_two_threads};
         let plain = crate::ops::fixture_graph(autoglm_package::Quantization::Int8)?;
         let inputs = || fixture_inputs(&plain);
-        let expected = plain
-            .clone()
-            .into_optimized()?
-            .into_runnable()?
-            .run(inputs()?)?;
-        let gelus = |model: &TypedModel| {
-            model
-                .nodes()
-                .iter()
-                .filter(|n| super::super::flinear::is_gelu(n))
-                .count()
-        };
+        let [expected, _] = run_one_and_two_threads(plain.clone(), inputs)?;
         let layers = autoglm_export::fixture::LAYERS;
-        assert_eq!(gelus(&plain), layers);
+        assert_eq!(gelu_count(&plain), layers);
         let mut model = plain.clone();
         fuse(&mut model)?;
         // Nothing to fold before the layers are fused.
         assert_eq!(fuse_gelu(&mut plain.clone())?, 0);
         assert_eq!(fuse_gelu(&mut model)?, layers);
-        assert_eq!(gelus(&model), 0);
+        assert_eq!(gelu_count(&model), 0);
         assert_eq!(fuse_gelu(&mut model)?, 0, "folded once");
-        let plan = model.into_optimized()?.into_runnable()?;
-        let single = plan.run(inputs()?)?;
-        let pool = tract_linalg::multithread::Executor::multithread(2);
-        let threaded = tract_linalg::multithread::multithread_tract_scope(pool, || {
-            plan.run(inputs().expect("inputs"))
-        })?;
+        let [single, threaded] = run_one_and_two_threads(model, inputs)?;
         for ((e, g), t) in expected.iter().zip(single.iter()).zip(threaded.iter()) {
             assert_eq!(**e, **g);
             assert_eq!(**e, **t);
