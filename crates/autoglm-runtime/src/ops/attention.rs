@@ -4,7 +4,7 @@
 //! in the graph: per head, K and V are packed once for our f32 products ([`super::fgemm`],
 //! AVX-512 / AVX2+FMA / NEON, chosen at run time), the queries and the
 //! probabilities are read where they lie, the output is written in the layout the next `MatMul`
-//! reads, and the softmax rows use tract-linalg's own vectorized kernels. Queries go in blocks
+//! reads, and the softmax rows use our own vectorized passes ([`super::softmax`]). Queries go in blocks
 //! of [`QUERY_BLOCK`] rows, so the scores of one block of one head are all that is ever held
 //! (tract's plain plan holds every head's `seq × seq` scores at once). With a multi-thread
 //! executor in scope (the backend's), the heads run in parallel on it: one text on two cores
@@ -172,27 +172,16 @@ pub fn attention_on(
     if out.is_empty() {
         return Ok(());
     }
-    let kernels = Kernels::new(tier)?;
     let out = OutPtr(out.as_mut_ptr());
     let task = |b: usize, h: usize| -> TractResult<()> {
         SCRATCH.with_borrow_mut(|scratch| {
-            one_head(
-                tier,
-                d,
-                scale,
-                qkv,
-                bias,
-                (b, h),
-                &kernels,
-                scratch,
-                |row, values| {
-                    let at = ((b * d.seq + row) * d.heads + h) * d.head_dim;
-                    // SAFETY: the sizes were checked above, so `at + head_dim` is within `out`;
-                    // each task writes its own head's columns only, and the scope of `run_tasks`
-                    // joins every task before `out`'s borrow ends.
-                    unsafe { out.write(at, &values[..d.head_dim]) };
-                },
-            )
+            one_head(tier, d, scale, qkv, bias, (b, h), scratch, |row, values| {
+                let at = ((b * d.seq + row) * d.heads + h) * d.head_dim;
+                // SAFETY: the sizes were checked above, so `at + head_dim` is within `out`;
+                // each task writes its own head's columns only, and the scope of `run_tasks`
+                // joins every task before `out`'s borrow ends.
+                unsafe { out.write(at, &values[..d.head_dim]) };
+            })
         })
     };
     let tasks: Vec<(usize, usize)> = (0..d.batch)
@@ -247,23 +236,6 @@ pub(super) fn run_tasks<T: Copy + Send + Sync>(
     }
 }
 
-/// The softmax of the attention's rows ([`super::softmax`]), on the products' f32 tier.
-pub(super) struct Kernels {
-    tier: fgemm::Tier,
-}
-
-impl Kernels {
-    pub(super) fn new(tier: fgemm::Tier) -> TractResult<Kernels> {
-        Ok(Kernels { tier })
-    }
-
-    /// Softmax in place.
-    pub(super) fn softmax_in_place(&self, row: &mut [f32]) -> TractResult<()> {
-        super::softmax::softmax_in_place(self.tier, row);
-        Ok(())
-    }
-}
-
 /// A thread's working memory for one head at a time, kept between calls (grown, never
 /// shrunk): a fresh zeroed buffer per head was 72 allocations and ~6 MB of zeroing per
 /// inference at 128 tokens.
@@ -293,7 +265,6 @@ fn one_head(
     qkv: [&[f32]; 3],
     bias: &[f32],
     (b, h): (usize, usize),
-    kernels: &Kernels,
     scratch: &mut HeadScratch,
     mut write: impl FnMut(usize, &[f32]),
 ) -> TractResult<()> {
@@ -328,7 +299,7 @@ fn one_head(
         let store = fgemm::Store::AddRow(bias);
         fgemm::gemm(tier, rows, scale, queries, all_keys, store, scores, d.seq)?;
         for r in scores.chunks_mut(d.seq) {
-            kernels.softmax_in_place(r)?;
+            super::softmax::softmax_in_place(tier, r);
         }
         // context[rows × head_dim] = P · V[.., h]
         let context = &mut context[..rows * d.head_dim];

@@ -5,9 +5,10 @@
 //! window and global scores), its softmax, four slices of it and four products summed: at 2,048
 //! tokens that was ~45 % of a run in slices, concats, packing and small products. Here each
 //! (batch item, head, query block) scores its keys with our f32 products ([`super::fgemm`]; each
-//! key block and V packed once per head, no neighbour copies), adds the band and global biases, applies softmax with tract-linalg's
-//! kernels and accumulates the four products into one block of context rows: only one block's
-//! scores are ever held (per head), and the heads run in parallel on the backend's threads.
+//! key block and V packed once per head, no neighbour copies), adds the band and global biases,
+//! applies softmax ([`super::softmax`]) and accumulates the four products into one block of
+//! context rows: only one block's scores are ever held (per head), and the heads run in
+//! parallel on the backend's threads.
 //! The rows of a query block go in groups of a few tiles, each scoring only the key columns
 //! that some row of the group can see: keys its band bias masks ([`MASKED_KEY`]) add exactly
 //! 0 to the softmax and are skipped (a third of the window's columns with the exporter's band).
@@ -18,9 +19,7 @@
 //! `unsafe` as in `attention.rs`: only each head's writes into its own part of the shared
 //! output, after the size checks they rely on.
 
-use super::attention::{
-    aligned, biased_scores, einsum, is_bin, run_tasks, single_use, Kernels, OutPtr,
-};
+use super::attention::{aligned, biased_scores, einsum, is_bin, run_tasks, single_use, OutPtr};
 use super::fgemm;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -310,7 +309,6 @@ pub fn window_attention_on(
     if total == 0 {
         return Ok(());
     }
-    let kernels = Kernels::new(tier)?;
     // The window columns each group of a block's query rows needs ([`one_block`]), once for
     // all heads (they share the band).
     let group = GROUP_TILES * tier.mr();
@@ -354,15 +352,13 @@ pub fn window_attention_on(
         (0..d.blocks).try_for_each(|c| {
             let columns = &columns[(b * d.blocks + c) * groups..][..groups];
             let at = (b, h, c);
-            let context = one_block(
-                tier, d, scale, qkv[0], biases, at, columns, &kernels, &scratch,
-            )?;
+            let context = one_block(tier, d, scale, qkv[0], biases, at, columns, &scratch)?;
             write(c * d.block, &context);
             TractResult::Ok(())
         })?;
         if let Some(keys) = bias.keys {
             let keys = &keys[b * d.seq()..(b + 1) * d.seq()];
-            let rows = global_rows(tier, d, scale, &qkv[0][head..], keys, &kernels, &scratch)?;
+            let rows = global_rows(tier, d, scale, &qkv[0][head..], keys, &scratch)?;
             write(0, &rows);
         }
         Ok(())
@@ -377,7 +373,6 @@ fn global_rows(
     scale: f32,
     queries: &[f32],
     keys: &[f32],
-    kernels: &Kernels,
     scratch: &Scratch,
 ) -> TractResult<Vec<f32>> {
     let (seq, dh, rows) = (d.seq(), d.head_dim, d.global);
@@ -395,7 +390,7 @@ fn global_rows(
         fgemm::gemm(tier, rows, scale, q, packed.rows(0..dh), store, out, seq)?;
     }
     for row in scores.chunks_mut(seq) {
-        kernels.softmax_in_place(row)?;
+        super::softmax::softmax_in_place(tier, row);
     }
     let mut context = vec![0f32; rows * dh];
     let p = fgemm::Strided {
@@ -528,7 +523,6 @@ fn one_block(
     bias: [&[f32]; 2],
     (b, h, c): (usize, usize, usize),
     columns: &[std::ops::Range<usize>],
-    kernels: &Kernels,
     scratch: &Scratch,
 ) -> TractResult<Vec<f32>> {
     let (block, dh, global) = (d.block, d.head_dim, d.global);
@@ -585,7 +579,7 @@ fn one_block(
             fgemm::gemm(tier, rows, scale, q, keys, store, out, width)?;
         }
         for row in scores.chunks_mut(width) {
-            kernels.softmax_in_place(row)?;
+            super::softmax::softmax_in_place(tier, row);
         }
         // context(rows) = Σ P[:, part] · V(part) over the parts in the sequence,
         // + P[:, global] · V[..global].
