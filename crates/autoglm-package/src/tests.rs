@@ -216,6 +216,87 @@ fn a_tar_member_larger_than_declared_is_refused_unread() {
     );
 }
 
+/// `from_tar_prechecked` skips the digests, which its caller checked, and nothing else: a
+/// flipped byte in a file passes (and only it), while sizes, missing files, archive and
+/// manifest faults are refused as by `from_tar`.
+#[test]
+fn a_prechecked_tar_skips_only_the_digests() {
+    let tar = sample().to_tar();
+    assert_eq!(Package::from_tar_prechecked(&tar).unwrap(), sample());
+    // The last byte of model.onnx's contents: after the manifest's and its own header block.
+    let manifest_len = sample().manifest().to_json().len();
+    let onnx = 512 + manifest_len.div_ceil(512) * 512 + 512;
+    let mut flipped = tar.clone();
+    flipped[onnx + 999] ^= 1;
+    assert!(matches!(
+        Package::from_tar(&flipped).unwrap_err(),
+        PackageError::Digest { .. }
+    ));
+    let loaded = Package::from_tar_prechecked(&flipped).unwrap();
+    assert_eq!(loaded.file("model.onnx").unwrap()[999], 7 ^ 1);
+
+    let mut short = sample().manifest().clone();
+    short.files.get_mut("model.onnx").unwrap().size = 999;
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, bytes) in [
+        (MANIFEST_FILE, short.to_json()),
+        ("model.onnx", vec![7u8; 1000]),
+    ] {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, name, bytes.as_slice())
+            .unwrap();
+    }
+    let err = Package::from_tar_prechecked(&builder.into_inner().unwrap()).unwrap_err();
+    assert!(matches!(err, PackageError::Size { .. }), "{err}");
+    for cut in [0, 100, 512, tar.len() / 2] {
+        assert!(
+            Package::from_tar_prechecked(&tar[..cut]).is_err(),
+            "cut at {cut}"
+        );
+    }
+}
+
+/// `verify_tar` (the graph hashed in place) reaches `from_tar`'s verdict on the same bytes:
+/// the archive whole, cut anywhere, or with any one byte flipped.
+#[test]
+fn verifying_a_tar_in_place_agrees_with_reading_it() {
+    let tar = sample().to_tar();
+    let none = TrustedKeys::default();
+    assert_eq!(Package::verify_tar(&tar, &none).unwrap(), None);
+    let verdicts = |bytes: &[u8]| {
+        let read = Package::from_tar(bytes)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let in_place = Package::verify_tar(bytes, &none)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        (read, in_place)
+    };
+    for cut in (0..tar.len()).step_by(97) {
+        let (read, in_place) = verdicts(&tar[..cut]);
+        assert_eq!(read, in_place, "cut at {cut}");
+    }
+    for at in (0..tar.len()).step_by(31) {
+        let mut flipped = tar.clone();
+        flipped[at] ^= 0x20;
+        let (read, in_place) = verdicts(&flipped);
+        assert_eq!(read, in_place, "byte {at} flipped");
+    }
+    // The graph's own bytes: its digest, named.
+    let manifest_len = sample().manifest().to_json().len();
+    let mut flipped = tar.clone();
+    flipped[512 + manifest_len.div_ceil(512) * 512 + 512 + 3] ^= 1;
+    let err = Package::verify_tar(&flipped, &none).unwrap_err();
+    assert!(
+        matches!(err, PackageError::Digest { ref name, .. } if name == "model.onnx"),
+        "{err}"
+    );
+}
+
 #[test]
 fn duplicate_tar_members_are_refused() {
     let mut tar = sample().to_tar();
