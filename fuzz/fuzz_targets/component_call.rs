@@ -12,7 +12,13 @@ static HOST: OnceLock<(Host, Mutex<WasmModel>)> = OnceLock::new();
 fn host() -> (Host, Mutex<WasmModel>) {
     let path = std::env::var_os("AUTOGLM_COMPONENT")
         .expect("set AUTOGLM_COMPONENT to the component (tools/build/component.sh)");
-    let host = Host::new(path.as_ref(), &HostOptions::default()).expect("the component compiles");
+    // The component computes the digests (its `load`), so that fuzzed packages reach its
+    // parser rather than stopping at the host's check.
+    let options = HostOptions {
+        verify_in_guest: true,
+        ..HostOptions::default()
+    };
+    let host = Host::new(path.as_ref(), &options).expect("the component compiles");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let tar = fixture::classification_package(dir.path()).to_tar();
     let model = WasmModel::load(&host, tar, fuzzing::limits()).expect("the fixture loads");

@@ -74,6 +74,12 @@ impl GuestModel for Loaded {
         from_package(package)
     }
 
+    fn load_verified(package: Vec<u8>) -> Result<ModelHandle, Error> {
+        let package = Package::from_tar_prechecked(&package)
+            .map_err(|e| Error::InvalidPackage(e.to_string()))?;
+        from_package(package)
+    }
+
     fn open(path: String) -> Result<ModelHandle, Error> {
         let package = Package::open(&path).map_err(|e| Error::InvalidPackage(e.to_string()))?;
         from_package(package)

@@ -21,6 +21,7 @@ pub struct Host {
     pub(crate) pre: bindings::EdgePre<State>,
     pub(crate) fuel: bool,
     pub(crate) trust: autoglm_package::TrustedKeys,
+    pub(crate) verify_in_guest: bool,
     compiled: Compiled,
     compile_time: Duration,
     _ticker: Ticker,
@@ -97,6 +98,7 @@ impl Host {
             pre,
             fuel: options.fuel,
             trust: options.trust.clone(),
+            verify_in_guest: options.verify_in_guest,
             compiled,
             compile_time,
         })

@@ -14,6 +14,9 @@ fn package() -> Vec<u8> {
 
 struct Shared {
     host: Host,
+    /// The same component, from the same cache, with `verify_in_guest`: the component's `load`
+    /// computes the digests, where `host`'s packages go through `load-verified`.
+    guest_verifies: Host,
     first: Compiled,
     _cache: tempfile::TempDir,
 }
@@ -33,8 +36,14 @@ fn shared() -> Option<&'static Shared> {
             .compiled()
             .clone();
         let host = Host::new(&path, &options).expect("load from cache");
+        let in_guest = HostOptions {
+            verify_in_guest: true,
+            ..options
+        };
+        let guest_verifies = Host::new(&path, &in_guest).expect("load from cache");
         Shared {
             host,
+            guest_verifies,
             first,
             _cache: cache,
         }
@@ -43,6 +52,10 @@ fn shared() -> Option<&'static Shared> {
 
 fn host() -> Option<&'static Host> {
     shared().map(|s| &s.host)
+}
+
+fn guest_verifies() -> Option<&'static Host> {
+    shared().map(|s| &s.guest_verifies)
 }
 
 #[test]
@@ -90,7 +103,9 @@ fn corrupt_packages_come_back_as_the_invalid_package_variant() {
         "corrupt_packages_come_back_as_the_invalid_package_variant",
         300,
     );
-    let Some(host) = host() else { return };
+    let (Some(host), Some(in_guest)) = (host(), guest_verifies()) else {
+        return;
+    };
     let good = package();
     let mut flipped = good.clone();
     let middle = flipped.len() / 2;
@@ -101,13 +116,38 @@ fn corrupt_packages_come_back_as_the_invalid_package_variant() {
         ("not a tar", b"definitely not a package".to_vec()),
         ("empty", Vec::new()),
     ];
-    for (what, bytes) in cases {
-        let err = WasmModel::load(host, bytes, Limits::default()).expect_err(what);
-        assert!(
-            matches!(err, WasmError::InvalidPackage(_)),
-            "{what}: {err:?}"
-        );
+    // Refused by the host's check (then `load-verified` is never called), and by the
+    // component's own `load` when it computes the digests.
+    for (who, host) in [("host", host), ("component", in_guest)] {
+        for (what, bytes) in &cases {
+            let err = WasmModel::load(host, bytes.clone(), Limits::default()).expect_err(what);
+            assert!(
+                matches!(err, WasmError::InvalidPackage(_)),
+                "{who}, {what}: {err:?}"
+            );
+        }
     }
+}
+
+/// `load-verified` (digests checked by the host) and `load` (by the component) load the same
+/// model: the same answers, bit for bit.
+#[test]
+fn a_package_verified_by_the_host_loads_as_the_component_would_load_it() {
+    let _budget = budget(
+        "a_package_verified_by_the_host_loads_as_the_component_would_load_it",
+        300,
+    );
+    let (Some(host), Some(in_guest)) = (host(), guest_verifies()) else {
+        return;
+    };
+    let texts = ["A dull, pointless mess.", "I loved it", ""];
+    let mut answers = Vec::new();
+    for host in [host, in_guest] {
+        let mut model = WasmModel::load(host, package(), Limits::default()).expect("load");
+        let labels = model.labels().to_vec();
+        answers.push((labels, model.outputs(&texts).expect("outputs")));
+    }
+    assert_eq!(answers[0], answers[1]);
 }
 
 #[test]
@@ -288,7 +328,8 @@ fn native_inference_on_the_same_thread_does_not_slow_the_component() {
 #[test]
 fn component_call_corpus_replays() {
     let _budget = budget("component_call_corpus_replays", 300);
-    let Some(host) = host() else { return };
+    // As the fuzz target runs: packages are checked by the component (`load`).
+    let Some(host) = guest_verifies() else { return };
     let dir = workspace().join("fuzz/corpus/component_call");
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .expect("the committed corpus")
