@@ -183,12 +183,8 @@ fn a_tar_member_larger_than_the_archive_is_refused() {
     assert!(err.to_string().contains("claims 2147483647 bytes"), "{err}");
 }
 
-/// Once the manifest is read, a member larger than the manifest says is refused from its header.
-#[test]
-fn a_tar_member_larger_than_declared_is_refused_unread() {
-    let pkg = sample();
-    let mut manifest = pkg.manifest().clone();
-    manifest.files.get_mut("model.onnx").unwrap().size = 10;
+/// A `.tar` of `manifest` and `sample()`'s 1,000-byte graph, whatever the manifest says of it.
+fn manifest_and_graph(manifest: &Manifest) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, bytes) in [
         (MANIFEST_FILE, manifest.to_json()),
@@ -202,7 +198,16 @@ fn a_tar_member_larger_than_declared_is_refused_unread() {
             .append_data(&mut header, name, bytes.as_slice())
             .unwrap();
     }
-    let err = Package::from_tar(&builder.into_inner().unwrap()).unwrap_err();
+    builder.into_inner().unwrap()
+}
+
+/// Once the manifest is read, a member larger than the manifest says is refused from its header.
+#[test]
+fn a_tar_member_larger_than_declared_is_refused_unread() {
+    let pkg = sample();
+    let mut manifest = pkg.manifest().clone();
+    manifest.files.get_mut("model.onnx").unwrap().size = 10;
+    let err = Package::from_tar(&manifest_and_graph(&manifest)).unwrap_err();
     assert!(
         matches!(
             err,
@@ -237,20 +242,7 @@ fn a_prechecked_tar_skips_only_the_digests() {
 
     let mut short = sample().manifest().clone();
     short.files.get_mut("model.onnx").unwrap().size = 999;
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, bytes) in [
-        (MANIFEST_FILE, short.to_json()),
-        ("model.onnx", vec![7u8; 1000]),
-    ] {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
-        builder
-            .append_data(&mut header, name, bytes.as_slice())
-            .unwrap();
-    }
-    let err = Package::from_tar_prechecked(&builder.into_inner().unwrap()).unwrap_err();
+    let err = Package::from_tar_prechecked(&manifest_and_graph(&short)).unwrap_err();
     assert!(matches!(err, PackageError::Size { .. }), "{err}");
     for cut in [0, 100, 512, tar.len() / 2] {
         assert!(
