@@ -75,7 +75,7 @@ impl Runner {
         let model = match source {
             Source::Path(p) => WasmModel::load_path(&host, p, limits)
                 .with_context(|| format!("cannot load package {}", p.display()))?,
-            Source::Bytes(b) => WasmModel::load(&host, b, limits)
+            Source::Bytes(b) => WasmModel::load_static(&host, b, limits)
                 .context("cannot load the embedded default package")?,
         };
         Ok(Runner::Wasm(Box::new(model)))

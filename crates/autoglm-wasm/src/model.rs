@@ -46,7 +46,7 @@ fn verified(
         Source::Dir(dir) => {
             let package = autoglm_package::Package::open(&dir).map_err(invalid)?;
             package.verify(trust).map_err(invalid)?;
-            package.to_tar().into()
+            Bytes::Shared(package.to_tar().into())
         }
     };
     Ok(Source::Bytes {
@@ -60,10 +60,29 @@ fn verified(
 enum Source {
     /// A `.tar`'s bytes; `checked`: their digests were verified by the host (`load-verified`).
     Bytes {
-        bytes: Arc<[u8]>,
+        bytes: Bytes,
         checked: bool,
     },
     Dir(PathBuf),
+}
+
+/// A package's bytes, kept to load it again: shared, or in the program's own image (such as an
+/// embedded default package), which is then never copied on the host.
+#[derive(Clone)]
+enum Bytes {
+    Static(&'static [u8]),
+    Shared(Arc<[u8]>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Static(b) => b,
+            Bytes::Shared(b) => b,
+        }
+    }
 }
 
 /// One live instance: its store, bindings and the model resource inside it.
@@ -98,7 +117,18 @@ impl WasmModel {
     /// Loads a package from the bytes of its `.tar`.
     pub fn load(host: &Host, package: impl Into<Arc<[u8]>>, limits: Limits) -> Result<Self> {
         let source = Source::Bytes {
-            bytes: package.into(),
+            bytes: Bytes::Shared(package.into()),
+            checked: false,
+        };
+        Self::start(host, source, limits)
+    }
+
+    /// [`WasmModel::load`] for bytes that live as long as the program (a package embedded in
+    /// the binary): they are read where they are, not copied first (25 MB for the CLI's
+    /// embedded default).
+    pub fn load_static(host: &Host, package: &'static [u8], limits: Limits) -> Result<Self> {
+        let source = Source::Bytes {
+            bytes: Bytes::Static(package),
             checked: false,
         };
         Self::start(host, source, limits)

@@ -98,8 +98,13 @@ fn cli_engine_wasm_equals_native() {
         "I loved this film, the acting was wonderful.",
         "Boring and far too long.",
     ];
-    let run = |engine: &str| {
-        let mut args = vec!["classify", "--json", "--model", model, "--engine", engine];
+    // Without `--model`: the embedded int8 default, which the host reads where the binary holds
+    // it (`WasmModel::load_static`).
+    let run = |engine: &str, model: Option<&str>| {
+        let mut args = vec!["classify", "--json", "--engine", engine];
+        if let Some(model) = model {
+            args.extend(["--model", model]);
+        }
         args.extend(texts);
         let out = autoglm(&args, None);
         assert!(
@@ -112,14 +117,20 @@ fn cli_engine_wasm_equals_native() {
             .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
             .collect::<Vec<_>>()
     };
-    let (native, wasm) = (run("native"), run("wasm"));
-    assert_eq!(native.len(), 2);
-    for (n, w) in native.iter().zip(&wasm) {
-        assert_eq!(n["label"], w["label"]);
-        for label in ["negative", "positive"] {
-            let (a, b) = (n["scores"][label].as_f64(), w["scores"][label].as_f64());
-            let (a, b) = (a.expect("score"), b.expect("score"));
-            assert!((a - b).abs() <= f64::from(TOLERANCE), "{label}: {a} vs {b}");
+    for (package, tolerance) in [(Some(model), TOLERANCE), (None, INT8_TOLERANCE)] {
+        let (native, wasm) = (run("native", package), run("wasm", package));
+        assert_eq!(native.len(), 2);
+        assert_eq!(wasm.len(), 2);
+        for (n, w) in native.iter().zip(&wasm) {
+            assert_eq!(n["label"], w["label"]);
+            for label in ["negative", "positive"] {
+                let (a, b) = (n["scores"][label].as_f64(), w["scores"][label].as_f64());
+                let (a, b) = (a.expect("score"), b.expect("score"));
+                assert!(
+                    (a - b).abs() <= f64::from(tolerance),
+                    "{package:?} {label}: {a} vs {b}"
+                );
+            }
         }
     }
     // A corrupt package through the component: the WIT error variant, as a clear CLI error.
