@@ -581,6 +581,34 @@ enum Digests {
     CheckedByCaller,
 }
 
+/// Checks a file's bytes against its manifest entry: its size, and its sha256 unless `digests`
+/// says the caller checked it.
+fn check_file(
+    name: &str,
+    entry: &FileEntry,
+    bytes: &[u8],
+    digests: Digests,
+) -> Result<(), PackageError> {
+    if bytes.len() as u64 != entry.size {
+        return Err(PackageError::Size {
+            name: name.to_string(),
+            expected: entry.size,
+            actual: bytes.len() as u64,
+        });
+    }
+    if digests == Digests::Check {
+        let actual = sha256_hex(bytes);
+        if actual != entry.sha256 {
+            return Err(PackageError::Digest {
+                name: name.to_string(),
+                expected: entry.sha256.clone(),
+                actual,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A verified package held in memory: its manifest and the bytes of every file it lists.
 #[derive(Clone, PartialEq)]
 pub struct Package {
@@ -808,21 +836,7 @@ impl Package {
             .zip(usize::try_from(member.len).ok())
             .and_then(|(start, len)| bytes.get(start..start.checked_add(len)?))
             .ok_or_else(|| PackageError::Archive(format!("member `{}` is cut", member.name)))?;
-        if data.len() as u64 != entry.size {
-            return Err(PackageError::Size {
-                name: member.name,
-                expected: entry.size,
-                actual: data.len() as u64,
-            });
-        }
-        let actual = sha256_hex(data);
-        if actual != entry.sha256 {
-            return Err(PackageError::Digest {
-                name: member.name,
-                expected: entry.sha256,
-                actual,
-            });
-        }
+        check_file(&member.name, &entry, data, Digests::Check)?;
         package.verify(trusted)
     }
 
@@ -909,24 +923,7 @@ impl Package {
             let bytes = files
                 .get(name)
                 .ok_or_else(|| PackageError::Missing { name: name.clone() })?;
-            if bytes.len() as u64 != entry.size {
-                return Err(PackageError::Size {
-                    name: name.clone(),
-                    expected: entry.size,
-                    actual: bytes.len() as u64,
-                });
-            }
-            if digests == Digests::CheckedByCaller {
-                continue;
-            }
-            let actual = sha256_hex(bytes);
-            if actual != entry.sha256 {
-                return Err(PackageError::Digest {
-                    name: name.clone(),
-                    expected: entry.sha256.clone(),
-                    actual,
-                });
-            }
+            check_file(name, entry, bytes, digests)?;
         }
         Ok(Package {
             manifest,

@@ -164,13 +164,19 @@ fn huge_declared_sizes_are_refused_before_any_allocation() {
     assert!(err.to_string().contains("add up to"), "{err}");
 }
 
+/// Where `sample().to_tar()` holds model.onnx's bytes: after the manifest's header and
+/// contents (in 512-byte blocks) and its own header.
+fn graph_data_offset() -> usize {
+    let manifest_len = sample().manifest().to_json().len();
+    512 + manifest_len.div_ceil(512) * 512 + 512
+}
+
 /// A tar whose header claims a 2 GiB member: refused from the header, nothing that size read.
 #[test]
 fn a_tar_member_larger_than_the_archive_is_refused() {
     let mut tar = sample().to_tar();
     // The second member (model.onnx): its header's size field (offset 124, 12 octal bytes).
-    let manifest_len = sample().manifest().to_json().len();
-    let header = 512 + manifest_len.div_ceil(512) * 512;
+    let header = graph_data_offset() - 512;
     assert_eq!(&tar[header..header + 10], b"model.onnx");
     tar[header + 124..header + 136].copy_from_slice(b"17777777777\0");
     let mut sum: u32 = 0;
@@ -228,11 +234,9 @@ fn a_tar_member_larger_than_declared_is_refused_unread() {
 fn a_prechecked_tar_skips_only_the_digests() {
     let tar = sample().to_tar();
     assert_eq!(Package::from_tar_prechecked(&tar).unwrap(), sample());
-    // The last byte of model.onnx's contents: after the manifest's and its own header block.
-    let manifest_len = sample().manifest().to_json().len();
-    let onnx = 512 + manifest_len.div_ceil(512) * 512 + 512;
+    // The last byte of model.onnx's contents.
     let mut flipped = tar.clone();
-    flipped[onnx + 999] ^= 1;
+    flipped[graph_data_offset() + 999] ^= 1;
     assert!(matches!(
         Package::from_tar(&flipped).unwrap_err(),
         PackageError::Digest { .. }
@@ -279,9 +283,8 @@ fn verifying_a_tar_in_place_agrees_with_reading_it() {
         assert_eq!(read, in_place, "byte {at} flipped");
     }
     // The graph's own bytes: its digest, named.
-    let manifest_len = sample().manifest().to_json().len();
     let mut flipped = tar.clone();
-    flipped[512 + manifest_len.div_ceil(512) * 512 + 512 + 3] ^= 1;
+    flipped[graph_data_offset() + 3] ^= 1;
     let err = Package::verify_tar(&flipped, &none).unwrap_err();
     assert!(
         matches!(err, PackageError::Digest { ref name, .. } if name == "model.onnx"),

@@ -58,6 +58,11 @@ fn guest_verifies() -> Option<&'static Host> {
     shared().map(|s| &s.guest_verifies)
 }
 
+/// Both hosts: the one that verifies packages itself, and the one whose component does.
+fn both_hosts() -> Option<(&'static Host, &'static Host)> {
+    shared().map(|s| (&s.host, &s.guest_verifies))
+}
+
 #[test]
 fn cwasm_cache_is_written_then_used() {
     let _budget = budget("cwasm_cache_is_written_then_used", 300);
@@ -103,7 +108,7 @@ fn corrupt_packages_come_back_as_the_invalid_package_variant() {
         "corrupt_packages_come_back_as_the_invalid_package_variant",
         300,
     );
-    let (Some(host), Some(in_guest)) = (host(), guest_verifies()) else {
+    let Some((host, in_guest)) = both_hosts() else {
         return;
     };
     let good = package();
@@ -137,7 +142,7 @@ fn a_package_verified_by_the_host_loads_as_the_component_would_load_it() {
         "a_package_verified_by_the_host_loads_as_the_component_would_load_it",
         300,
     );
-    let (Some(host), Some(in_guest)) = (host(), guest_verifies()) else {
+    let Some((host, in_guest)) = both_hosts() else {
         return;
     };
     let texts = ["A dull, pointless mess.", "I loved it", ""];
