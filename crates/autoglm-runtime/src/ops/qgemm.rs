@@ -266,8 +266,13 @@ impl PackedI8 {
     }
 
     fn panel(&self, p: usize) -> &[i8] {
+        self.panels(p, 1)
+    }
+
+    /// Panels `p .. p + count`, one after the other in memory.
+    fn panels(&self, p: usize, count: usize) -> &[i8] {
         let len = self.kp * NR;
-        self.data.get(p * len..(p + 1) * len).unwrap_or(&[])
+        self.data.get(p * len..(p + count) * len).unwrap_or(&[])
     }
 
     #[cfg_attr(
@@ -340,7 +345,13 @@ pub fn qgemm(
         (a, k)
     };
     let out = OutPtr(out.as_mut_ptr());
-    let panels: Vec<usize> = (0..n.div_ceil(NR)).collect();
+    // With AVX512-VNNI each task takes two neighbouring panels ([`x86::vnni512x2`]).
+    let per_task = if cfg!(target_arch = "x86_64") && w.tier == Tier::Vnni && has_avx512_vnni() {
+        2
+    } else {
+        1
+    };
+    let panels: Vec<usize> = (0..n.div_ceil(NR)).step_by(per_task).collect();
     let job = Job {
         w,
         rows,
@@ -357,7 +368,7 @@ pub fn qgemm(
         unsafe {
             match w.tier {
                 #[cfg(target_arch = "x86_64")]
-                Tier::Vnni if has_avx512_vnni() => x86::panel_avx512(&job, p),
+                Tier::Vnni if per_task == 2 => x86::panel_pair_avx512(&job, p),
                 #[cfg(target_arch = "x86_64")]
                 Tier::Vnni | Tier::Avx2 => x86::panel_avx2(&job, p),
                 _ => panel(&job, p),
@@ -380,14 +391,35 @@ struct Job<'a> {
 }
 
 /// Panel `p` of a call: every row's sums against the panel's columns, then the epilogue.
-/// Inlined into the per-ISA copies below, so that the epilogue's fixed-size loops are compiled
-/// for the kernel's vector width too (at k = 384 the baseline's 4-lane epilogue was a quarter
-/// of the time).
 ///
 /// # Safety
-/// `job` passed `qgemm`'s checks, `p` is one of its panels, and no other task writes panel `p`.
+/// As [`panels`].
 #[inline(always)]
 unsafe fn panel(job: &Job, p: usize) {
+    let (w, lda, zp) = (job.w, job.lda, job.zp);
+    // SAFETY: `a_rows` holds `mr` rows of `lda ≥ kp` bytes and panel `p` its `kp · NR`
+    // weights, which is what the kernels read; the tier runs on this CPU (checked by `qgemm`).
+    unsafe {
+        panels::<1>(job, p, |mr, a_rows, tiles| {
+            tile_sums(w, p, mr, a_rows, lda, zp, &mut tiles[0])
+        })
+    }
+}
+
+/// `PP` neighbouring panels from `p` of a call: `sums` fills each panel's tile of raw sums for
+/// `mr` rows of `a`, then the epilogue of each panel writes its rows. Inlined into the per-ISA
+/// copies below, so that the epilogue's fixed-size loops are compiled for the kernel's vector
+/// width too (at k = 384 the baseline's 4-lane epilogue was a quarter of the time).
+///
+/// # Safety
+/// `job` passed `qgemm`'s checks, panels `p .. p + PP` exist, no other task writes them, and
+/// `sums` writes `mr` rows of each tile.
+#[inline(always)]
+unsafe fn panels<const PP: usize>(
+    job: &Job,
+    p: usize,
+    sums: impl Fn(usize, &[u8], &mut [[[i32; NR]; MR]; PP]),
+) {
     let Job {
         w,
         rows,
@@ -399,43 +431,62 @@ unsafe fn panel(job: &Job, p: usize) {
         out,
     } = *job;
     let n = w.n;
-    let cols = NR.min(n - p * NR);
-    // The panel's column constants, zero-padded to whole vectors: the epilogue below runs on
+    // Each panel's column constants, zero-padded to whole vectors: the epilogue below runs on
     // fixed-size arrays, which the compiler vectorizes.
-    let mut offset = [0i32; NR];
-    let mut scales = [0f32; NR];
-    let mut biases = [0f32; NR];
-    for c in 0..cols {
-        let col = p * NR + c;
-        offset[c] = correction(w.tier, zp, w.colsum[col]);
-        scales[c] = scale[col];
-        biases[c] = bias.map_or(0.0, |b| b[col]);
-    }
-    let mut tile = [[0i32; NR]; MR];
+    let epilogues: [Epilogue; PP] = std::array::from_fn(|i| {
+        let first = (p + i) * NR;
+        let cols = NR.min(n - first);
+        let mut e = Epilogue {
+            first,
+            cols,
+            offset: [0; NR],
+            scales: [0.0; NR],
+            biases: [0.0; NR],
+        };
+        for c in 0..cols {
+            e.offset[c] = correction(w.tier, zp, w.colsum[first + c]);
+            e.scales[c] = scale[first + c];
+            e.biases[c] = bias.map_or(0.0, |b| b[first + c]);
+        }
+        e
+    });
+    let mut tiles = [[[0i32; NR]; MR]; PP];
     let mut ys = [0f32; NR];
     let step = w.tier.rows();
     for r0 in (0..rows).step_by(step) {
         let mr = step.min(rows - r0);
-        let a_rows = &a[r0 * lda..(r0 + mr) * lda];
-        // SAFETY: `a_rows` holds `mr` rows of `lda ≥ kp` bytes and the panel `kp · NR`
-        // weights, which is what the kernels read; the tier runs on this CPU (checked).
-        unsafe { tile_sums(w, p, mr, a_rows, lda, zp, &mut tile) };
-        for (r, sums) in tile.iter().take(mr).enumerate() {
-            for c in 0..NR {
-                ys[c] = sums[c].wrapping_add(offset[c]) as f32 * scales[c];
-            }
-            if bias.is_some() {
+        sums(mr, &a[r0 * lda..(r0 + mr) * lda], &mut tiles);
+        for (tile, e) in tiles.iter().zip(&epilogues) {
+            for (r, sums) in tile.iter().take(mr).enumerate() {
                 for c in 0..NR {
-                    ys[c] += biases[c];
+                    ys[c] = sums[c].wrapping_add(e.offset[c]) as f32 * e.scales[c];
                 }
+                if bias.is_some() {
+                    for c in 0..NR {
+                        ys[c] += e.biases[c];
+                    }
+                }
+                // SAFETY: row r0 + r, columns `first .. first + cols` are inside the
+                // `rows × n` output; this task alone writes these columns.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        ys.as_ptr(),
+                        out.at((r0 + r) * n + e.first),
+                        e.cols,
+                    )
+                };
             }
-            // SAFETY: row r0 + r, columns p·NR .. p·NR + cols are inside the `rows × n`
-            // output; this task alone writes these columns.
-            unsafe {
-                std::ptr::copy_nonoverlapping(ys.as_ptr(), out.at((r0 + r) * n + p * NR), cols)
-            };
         }
     }
+}
+
+/// One panel's columns and constants: `y = (sum + offset)·scale + bias`.
+struct Epilogue {
+    first: usize,
+    cols: usize,
+    offset: [i32; NR],
+    scales: [f32; NR],
+    biases: [f32; NR],
 }
 
 /// What a kernel's raw sum needs added for the zero point (i32, wrapping, as the sums).
@@ -452,6 +503,22 @@ fn correction(tier: Tier, zp: u8, colsum: i32) -> i32 {
     }
 }
 
+/// `$f::<mr>(args)` for the row count `mr` (1 to [`MR`]) a kernel is instantiated for.
+macro_rules! by_rows {
+    ($mr:expr, $($f:ident)::+ ($($arg:expr),* $(,)?)) => {
+        match $mr {
+            1 => $($f)::+::<1>($($arg),*),
+            2 => $($f)::+::<2>($($arg),*),
+            3 => $($f)::+::<3>($($arg),*),
+            4 => $($f)::+::<4>($($arg),*),
+            5 => $($f)::+::<5>($($arg),*),
+            6 => $($f)::+::<6>($($arg),*),
+            7 => $($f)::+::<7>($($arg),*),
+            _ => $($f)::+::<8>($($arg),*),
+        }
+    };
+}
+
 /// The raw sums of `mr ≤ MR` rows of `a` (stride `lda`) against panel `p` of `w`, into `tile`.
 ///
 /// # Safety
@@ -466,39 +533,33 @@ unsafe fn tile_sums(
     tile: &mut [[i32; NR]; MR],
 ) {
     let kp = w.kp;
-    macro_rules! by_rows {
-        ($($f:ident)::+, $panel:expr $(, $extra:expr)*) => {
-            match mr {
-                1 => $($f)::+::<1>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
-                2 => $($f)::+::<2>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
-                3 => $($f)::+::<3>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
-                4 => $($f)::+::<4>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
-                5 => $($f)::+::<5>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
-                6 => $($f)::+::<6>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
-                7 => $($f)::+::<7>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
-                _ => $($f)::+::<8>(a.as_ptr(), lda, $panel.as_ptr(), kp $(, $extra)*, tile),
-            }
-        };
-    }
+    let (ap, panel) = (a.as_ptr(), w.panel(p));
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    let wp = panel.as_ptr();
     match w.tier {
         #[cfg(target_arch = "x86_64")]
         Tier::Vnni if std::is_x86_feature_detected!("avx512vnni") => unsafe {
-            by_rows!(x86::vnni512, w.panel(p))
+            by_rows!(mr, x86::vnni512(ap, lda, wp, kp, tile))
         },
         #[cfg(target_arch = "x86_64")]
-        Tier::Vnni => unsafe { by_rows!(x86::avxvnni, w.panel(p)) },
+        Tier::Vnni => unsafe { by_rows!(mr, x86::avxvnni(ap, lda, wp, kp, tile)) },
         #[cfg(target_arch = "x86_64")]
-        Tier::Avx2 => unsafe { by_rows!(x86::avx2, w.panel(p)) },
+        Tier::Avx2 => unsafe { by_rows!(mr, x86::avx2(ap, lda, wp, kp, tile)) },
         #[cfg(target_arch = "aarch64")]
-        Tier::Sdot => unsafe { by_rows!(arm::sdot, w.panel(p)) },
+        Tier::Sdot => unsafe { by_rows!(mr, arm::sdot(ap, lda, wp, kp, tile)) },
         #[cfg(target_arch = "aarch64")]
-        Tier::I8mm => unsafe { by_rows!(arm::i8mm, w.panel(p)) },
+        Tier::I8mm => unsafe { by_rows!(mr, arm::i8mm(ap, lda, wp, kp, tile)) },
         #[cfg(target_arch = "aarch64")]
-        Tier::Neon => unsafe { by_rows!(arm::smlal, w.panel(p), zp) },
+        Tier::Neon => unsafe { by_rows!(mr, arm::smlal(ap, lda, wp, kp, zp, tile)) },
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        Tier::Simd128 => unsafe { by_rows!(wasm::dot, w.panel_wide(p), zp) },
+        Tier::Simd128 => unsafe {
+            by_rows!(
+                mr,
+                wasm::dot(ap, lda, w.panel_wide(p).as_ptr(), kp, zp, tile)
+            )
+        },
         // (only `neon` and `simd128` take the zero point in the kernel)
-        _ => scalar_sums(mr, a, lda, w.panel(p), kp, tile, zp),
+        _ => scalar_sums(mr, a, lda, panel, kp, tile, zp),
     }
 }
 
@@ -539,10 +600,28 @@ mod x86 {
     use super::{Job, KG, MR, NR};
     use std::arch::x86_64::*;
 
-    /// [`super::panel`] compiled for AVX-512 (the 512-bit VNNI kernel inlines into it).
+    /// Panels `p` and `p + 1` (or `p` alone, the last of an odd count) on the two-panel
+    /// 512-bit VNNI kernel, the epilogue compiled for AVX-512.
+    ///
+    /// # Safety
+    /// As [`super::panels`]; the CPU has AVX512-VNNI.
     #[target_feature(enable = "avx2,fma,avx512f,avx512vnni")]
-    pub(super) unsafe fn panel_avx512(job: &Job, p: usize) {
-        unsafe { super::panel(job, p) }
+    pub(super) unsafe fn panel_pair_avx512(job: &Job, p: usize) {
+        let (w, lda) = (job.w, job.lda);
+        if p + 1 >= w.n.div_ceil(NR) {
+            return unsafe { super::panel(job, p) };
+        }
+        let pair = w.panels(p, 2);
+        // SAFETY: `a_rows` holds `mr` rows of `lda ≥ kp` bytes and `pair` the two panels'
+        // `2 · kp · NR` weights, which is what the kernel reads.
+        unsafe {
+            super::panels::<2>(job, p, |mr, a_rows, tiles| {
+                by_rows!(
+                    mr,
+                    vnni512x2(a_rows.as_ptr(), lda, pair.as_ptr(), w.kp, tiles)
+                )
+            })
+        }
     }
 
     /// [`super::panel`] compiled for AVX2.
@@ -610,6 +689,37 @@ mod x86 {
         }
         for (r, acc) in acc.iter().enumerate() {
             unsafe { _mm512_storeu_si512(tile[r].as_mut_ptr() as *mut __m512i, *acc) };
+        }
+    }
+    /// AVX512-VNNI on two neighbouring panels (`w` and the `kp · NR` weights after it): 32
+    /// columns, so each row's broadcast activations feed two `vpdpbusd`, and the 16 sums in
+    /// registers keep both of the core's 512-bit multiply-add ports busy through the
+    /// instruction's latency (eight sums, the one-panel kernel's, cannot).
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) unsafe fn vnni512x2<const ROWS: usize>(
+        a: *const u8,
+        lda: usize,
+        w: *const i8,
+        kp: usize,
+        tiles: &mut [[[i32; NR]; MR]; 2],
+    ) {
+        let mut acc = [[_mm512_setzero_si512(); 2]; ROWS];
+        for g in 0..kp / KG {
+            unsafe {
+                let w0 = _mm512_loadu_si512(w.add(g * NR * KG) as *const __m512i);
+                let w1 = _mm512_loadu_si512(w.add((kp + g * KG) * NR) as *const __m512i);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let quad = (a.add(r * lda + g * KG) as *const i32).read_unaligned();
+                    let x = _mm512_set1_epi32(quad);
+                    acc[0] = _mm512_dpbusd_epi32(acc[0], x, w0);
+                    acc[1] = _mm512_dpbusd_epi32(acc[1], x, w1);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (tile, &v) in tiles.iter_mut().zip(acc) {
+                unsafe { _mm512_storeu_si512(tile[r].as_mut_ptr() as *mut __m512i, v) };
+            }
         }
     }
     four_way!(avxvnni, "avx2,avxvnni", |acc, x, w| {
@@ -915,7 +1025,7 @@ mod tests {
         for case in 0..120 {
             let rows = 1 + rng.below(11);
             let k = [1, 3, 4, 5, 8, 9, 15, 16, 31, 64, 127, 384][rng.below(12)];
-            let n = [1, 7, 15, 16, 17, 33, 48][rng.below(7)];
+            let n = [1, 7, 15, 16, 17, 33, 48, 64, 80][rng.below(9)];
             let wide = case % 3 == 0;
             let a: Vec<u8> = (0..rows * k).map(|_| rng.next() as u8).collect();
             let w: Vec<i8> = (0..k * n)
