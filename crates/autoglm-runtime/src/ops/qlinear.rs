@@ -805,13 +805,15 @@ mod tests {
     fn gelu_in_parts_equals_gelu_on_one_thread() -> TractResult<()> {
         let (rows, k, n) = (37usize, 24usize, 1000usize);
         assert!(rows * n > crate::ops::SPLIT_VALUES, "split on a pool");
+        // (`values` lie in [-0.5, 0.5): weights within ±60, as the exporter keeps them, so
+        // that every tier takes them, activations over the whole u8 range.)
         let w: Vec<i8> = autoglm_export::fixture::values(5, k * n)
             .into_iter()
-            .map(|v| (v * 120.0 - 60.0) as i8)
+            .map(|v| (v * 120.0) as i8)
             .collect();
         let q: Vec<u8> = autoglm_export::fixture::values(6, rows * k)
             .into_iter()
-            .map(|v| (v * 255.0) as u8)
+            .map(|v| ((v + 0.5) * 255.0) as u8)
             .collect();
         let scale: Vec<f32> = (0..n).map(|j| 1e-3 * (1.0 + (j % 7) as f32)).collect();
         let bias: Vec<f32> = (0..n).map(|j| (j % 13) as f32 * 0.1 - 0.6).collect();
