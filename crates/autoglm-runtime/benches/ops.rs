@@ -12,7 +12,7 @@
 //! cargo bench -p autoglm-runtime --bench ops
 
 use autoglm_runtime::ops::qgemm::{self, PackedI8, Tier};
-use autoglm_runtime::ops::{add_key_bias, attention, fgemm, flinear, quantize, window};
+use autoglm_runtime::ops::{add_key_bias, attention, fgemm, flinear, quantize, softmax, window};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 
@@ -44,6 +44,33 @@ fn key_bias(c: &mut Criterion) {
     c.bench_function("key_bias_add/12x128x128", |b| {
         b.iter(|| add_key_bias(black_box(&mut scores), black_box(&bias), 1))
     });
+}
+
+/// One query block's softmax rows (128 rows of 128 or 512 scores, as the attention's), on
+/// every f32 tier; scores from 64-byte boundaries, as the attention's.
+fn softmax_rows(c: &mut Criterion) {
+    let mut group = c.benchmark_group("softmax_rows");
+    for keys in [128usize, 512] {
+        let scores = activations(128 * keys);
+        let mut buf = vec![0f32; 128 * keys + 16];
+        let skip = buf.as_ptr().align_offset(64);
+        let rows = &mut buf[skip..skip + 128 * keys];
+        group.throughput(Throughput::Elements(scores.len() as u64));
+        for tier in fgemm::Tier::available() {
+            group.bench_function(
+                BenchmarkId::new(format!("128x/{}", tier.name()), keys),
+                |b| {
+                    b.iter(|| {
+                        rows.copy_from_slice(&scores);
+                        for row in rows.chunks_mut(keys) {
+                            softmax::softmax_in_place(tier, row);
+                        }
+                    })
+                },
+            );
+        }
+    }
+    group.finish();
 }
 
 fn fused_attention(c: &mut Criterion) {
@@ -223,6 +250,7 @@ criterion_group!(
     int8_linear,
     dynamic_quantize,
     key_bias,
+    softmax_rows,
     fused_attention,
     window_attention
 );

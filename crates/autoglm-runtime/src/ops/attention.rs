@@ -255,8 +255,9 @@ thread_local! {
         std::cell::RefCell::new(HeadScratch::default());
 }
 
-/// One (batch item, head): K and V packed, then blocks of queries: their scores, softmax and
-/// context rows, each context row handed to `write(token, values)`.
+/// One (batch item, head): K and V packed, then blocks of queries: their scores, softmax (its
+/// division applied to the context rows) and context rows, each context row handed to
+/// `write(token, values)`.
 #[allow(clippy::too_many_arguments)]
 fn one_head(
     tier: fgemm::Tier,
@@ -298,8 +299,11 @@ fn one_head(
         let all_keys = keys.rows(0..d.head_dim);
         let store = fgemm::Store::AddRow(bias);
         fgemm::gemm(tier, rows, scale, queries, all_keys, store, scores, d.seq)?;
-        for r in scores.chunks_mut(d.seq) {
-            super::softmax::softmax_in_place(tier, r);
+        // Each row's e^(s − max); the context rows are divided by the sums instead (head_dim
+        // values a row, not seq).
+        let mut inverse = [0f32; QUERY_BLOCK];
+        for (r, scores) in scores.chunks_mut(d.seq).enumerate() {
+            inverse[r] = super::softmax::softmax_unnormalized(tier, scores);
         }
         // context[rows × head_dim] = P · V[.., h]
         let context = &mut context[..rows * d.head_dim];
@@ -319,7 +323,8 @@ fn one_head(
             context,
             d.head_dim,
         )?;
-        for (r, values) in context.chunks(d.head_dim).enumerate() {
+        for (r, values) in context.chunks_mut(d.head_dim).enumerate() {
+            values.iter_mut().for_each(|v| *v *= inverse[r]);
             write(start + r, values);
         }
     }

@@ -73,15 +73,21 @@ fn exp_nonpositive<const FMA: bool>(x: f32) -> f32 {
     }
 }
 
-/// The three passes (see the module's notes).
+/// Lanes of the maximum's pass: four vectors of [`LANES`], so that four comparisons are in
+/// flight (one vector's waited for the last: its latency, 4 cycles per 16 values, was a
+/// quarter of a row's time).
+const MAX_LANES: usize = 4 * LANES;
+
+/// The passes (see the module's notes): `row ← e^(row − max)`, then, if `normalize`, divided
+/// by their sum; returns the sum's reciprocal.
 #[inline(always)]
-fn softmax_body<const FMA: bool>(row: &mut [f32]) {
+fn softmax_body<const FMA: bool>(row: &mut [f32], normalize: bool) -> f32 {
     // A NaN compares false: the maximum skips it (and its own e^ is NaN below).
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let chunks = row.chunks_exact(LANES);
+    let mut lanes = [f32::NEG_INFINITY; MAX_LANES];
+    let chunks = row.chunks_exact(MAX_LANES);
     let tail = chunks.remainder();
     for chunk in chunks {
-        for i in 0..LANES {
+        for i in 0..MAX_LANES {
             lanes[i] = if chunk[i] > lanes[i] {
                 chunk[i]
             } else {
@@ -89,8 +95,21 @@ fn softmax_body<const FMA: bool>(row: &mut [f32]) {
             };
         }
     }
-    let mut max = f32::NEG_INFINITY;
-    for &x in lanes.iter().chain(tail) {
+    // Halves folded onto halves (vector steps, then a few scalar ones): one lane after
+    // another was a chain of 64 dependent comparisons per row.
+    let mut width = MAX_LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            lanes[i] = if lanes[i + width] > lanes[i] {
+                lanes[i + width]
+            } else {
+                lanes[i]
+            };
+        }
+        width /= 2;
+    }
+    let mut max = lanes[0];
+    for &x in tail {
         max = if x > max { x } else { max };
     }
     let mut sums = [0f32; LANES];
@@ -102,46 +121,64 @@ fn softmax_body<const FMA: bool>(row: &mut [f32]) {
             sums[i] += e;
         }
     }
-    let mut sum = 0f32;
-    for s in sums {
-        sum += s;
+    let mut width = LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            sums[i] += sums[i + width];
+        }
+        width /= 2;
     }
+    let mut sum = sums[0];
     for x in chunks.into_remainder() {
         let e = exp_nonpositive::<FMA>(*x - max);
         *x = e;
         sum += e;
     }
     let inverse = sum.recip();
-    for x in row.iter_mut() {
-        *x *= inverse;
+    if normalize {
+        for x in row.iter_mut() {
+            *x *= inverse;
+        }
     }
+    inverse
 }
 
 /// The x86 copies, compiled for their instruction sets.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn avx512(row: &mut [f32]) {
-        super::softmax_body::<true>(row)
+    pub(super) unsafe fn avx512(row: &mut [f32], normalize: bool) -> f32 {
+        super::softmax_body::<true>(row, normalize)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2(row: &mut [f32]) {
-        super::softmax_body::<true>(row)
+    pub(super) unsafe fn avx2(row: &mut [f32], normalize: bool) -> f32 {
+        super::softmax_body::<true>(row, normalize)
     }
 }
 
 /// `row ← softmax(row)` on `tier` (see the module's notes).
 pub fn softmax_in_place(tier: Tier, row: &mut [f32]) {
+    on_tier(tier, row, true);
+}
+
+/// `row ← e^(row − max(row))` on `tier`, not yet divided by its sum; returns the sum's
+/// reciprocal. For a softmax whose rows are multiplied by a matrix next (the attention's
+/// `P·V`): the product's few columns are scaled instead of the row's many values.
+pub fn softmax_unnormalized(tier: Tier, row: &mut [f32]) -> f32 {
+    on_tier(tier, row, false)
+}
+
+fn on_tier(tier: Tier, row: &mut [f32], normalize: bool) -> f32 {
     match tier {
         // SAFETY (both x86 tiers): the tier's CPU features were detected just now.
         #[cfg(target_arch = "x86_64")]
-        Tier::Avx512 if tier.supported() => unsafe { x86::avx512(row) },
+        Tier::Avx512 if tier.supported() => unsafe { x86::avx512(row, normalize) },
         #[cfg(target_arch = "x86_64")]
-        Tier::Avx2 if tier.supported() => unsafe { x86::avx2(row) },
+        Tier::Avx2 if tier.supported() => unsafe { x86::avx2(row, normalize) },
         // aarch64 always has FMA (`fmla`); elsewhere `mul_add` may be a library call.
-        Tier::Neon => softmax_body::<true>(row),
-        _ => softmax_body::<false>(row),
+        Tier::Neon => softmax_body::<true>(row, normalize),
+        _ => softmax_body::<false>(row, normalize),
     }
 }
 
@@ -229,6 +266,13 @@ mod tests {
                 softmax_in_place(tier, &mut shifted[3..]);
                 assert_eq!(&shifted[3..], &got[..], "{tier:?}, case {case}");
             }
+            // Unnormalized, then scaled by the reciprocal it returns: the same values.
+            let mut row: Vec<f32> = (0..257).map(|_| (next() - 0.5) * 30.0).collect();
+            let mut normalized = row.clone();
+            softmax_in_place(tier, &mut normalized);
+            let inverse = softmax_unnormalized(tier, &mut row);
+            let scaled: Vec<f32> = row.iter().map(|e| e * inverse).collect();
+            assert_eq!(scaled, normalized, "{tier:?}: unnormalized");
             let mut row = [1.0f32, f32::NAN, 2.0];
             softmax_in_place(tier, &mut row);
             assert!(row.iter().all(|x| x.is_nan()), "{tier:?}: a NaN spreads");
