@@ -78,6 +78,14 @@ fn exp_nonpositive<const FMA: bool>(x: f32) -> f32 {
 /// quarter of a row's time).
 const MAX_LANES: usize = 4 * LANES;
 
+/// `lanes[i] ← f(lanes[i], lanes[i + width])` for `i < width`.
+#[inline(always)]
+fn fold<const N: usize>(lanes: &mut [f32; N], width: usize, f: impl Fn(f32, f32) -> f32) {
+    for i in 0..width.min(N / 2) {
+        lanes[i] = f(lanes[i], lanes[i + width]);
+    }
+}
+
 /// The passes (see the module's notes): `row ← e^(row − max)`, then, if `normalize`, divided
 /// by their sum; returns the sum's reciprocal.
 #[inline(always)]
@@ -95,18 +103,10 @@ fn softmax_body<const FMA: bool>(row: &mut [f32], normalize: bool) -> f32 {
             };
         }
     }
-    // Halves folded onto halves (vector steps, then a few scalar ones): one lane after
-    // another was a chain of 64 dependent comparisons per row.
-    let mut width = MAX_LANES / 2;
-    while width > 0 {
-        for i in 0..width {
-            lanes[i] = if lanes[i + width] > lanes[i] {
-                lanes[i + width]
-            } else {
-                lanes[i]
-            };
-        }
-        width /= 2;
+    // Halves folded onto halves, each width a constant (so that each step is a few vector
+    // instructions): one lane after another was a chain of dependent comparisons per row.
+    for width in [32, 16, 8, 4, 2, 1].map(|w| w * MAX_LANES / 64) {
+        fold(&mut lanes, width, |a, b| if b > a { b } else { a });
     }
     let mut max = lanes[0];
     for &x in tail {
@@ -121,12 +121,8 @@ fn softmax_body<const FMA: bool>(row: &mut [f32], normalize: bool) -> f32 {
             sums[i] += e;
         }
     }
-    let mut width = LANES / 2;
-    while width > 0 {
-        for i in 0..width {
-            sums[i] += sums[i + width];
-        }
-        width /= 2;
+    for width in [8, 4, 2, 1].map(|w| w * LANES / 16) {
+        fold(&mut sums, width, |a, b| a + b);
     }
     let mut sum = sums[0];
     for x in chunks.into_remainder() {
