@@ -538,7 +538,7 @@ unsafe fn tile_sums(
     let wp = panel.as_ptr();
     match w.tier {
         #[cfg(target_arch = "x86_64")]
-        Tier::Vnni if std::is_x86_feature_detected!("avx512vnni") => unsafe {
+        Tier::Vnni if has_avx512_vnni() => unsafe {
             by_rows!(mr, x86::vnni512(ap, lda, wp, kp, tile))
         },
         #[cfg(target_arch = "x86_64")]
@@ -667,7 +667,7 @@ mod x86 {
         };
     }
 
-    /// AVX512-VNNI: the panel's 16 columns are one 512-bit vector, so a group of four `k` is
+    /// AVX512-VNNI: a panel's 16 columns are one 512-bit vector, so a group of four `k` is
     /// one weight load and one `vpdpbusd` per row (half the instructions of two 256-bit ones).
     #[target_feature(enable = "avx512f,avx512vnni")]
     pub(super) unsafe fn vnni512<const ROWS: usize>(
@@ -677,21 +677,10 @@ mod x86 {
         kp: usize,
         tile: &mut [[i32; NR]; MR],
     ) {
-        let mut acc = [_mm512_setzero_si512(); ROWS];
-        for g in 0..kp / KG {
-            unsafe {
-                let w = _mm512_loadu_si512(w.add(g * NR * KG) as *const __m512i);
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let quad = (a.add(r * lda + g * KG) as *const i32).read_unaligned();
-                    *acc = _mm512_dpbusd_epi32(*acc, _mm512_set1_epi32(quad), w);
-                }
-            }
-        }
-        for (r, acc) in acc.iter().enumerate() {
-            unsafe { _mm512_storeu_si512(tile[r].as_mut_ptr() as *mut __m512i, *acc) };
-        }
+        unsafe { vnni512_panels::<ROWS, 1>(a, lda, w, kp, std::array::from_mut(tile)) }
     }
-    /// AVX512-VNNI on two neighbouring panels (`w` and the `kp · NR` weights after it): 32
+
+    /// [`vnni512`] on two neighbouring panels (`w` and the `kp · NR` weights after it): 32
     /// columns, so each row's broadcast activations feed two `vpdpbusd`, and the 16 sums in
     /// registers keep both of the core's 512-bit multiply-add ports busy through the
     /// instruction's latency (eight sums, the one-panel kernel's, cannot).
@@ -703,16 +692,31 @@ mod x86 {
         kp: usize,
         tiles: &mut [[[i32; NR]; MR]; 2],
     ) {
-        let mut acc = [[_mm512_setzero_si512(); 2]; ROWS];
+        unsafe { vnni512_panels::<ROWS, 2>(a, lda, w, kp, tiles) }
+    }
+
+    /// The body of both: `P` panels one after the other from `w`, one sum vector per row
+    /// and panel.
+    #[inline(always)]
+    unsafe fn vnni512_panels<const ROWS: usize, const P: usize>(
+        a: *const u8,
+        lda: usize,
+        w: *const i8,
+        kp: usize,
+        tiles: &mut [[[i32; NR]; MR]; P],
+    ) {
+        let mut acc = [[_mm512_setzero_si512(); P]; ROWS];
         for g in 0..kp / KG {
             unsafe {
-                let w0 = _mm512_loadu_si512(w.add(g * NR * KG) as *const __m512i);
-                let w1 = _mm512_loadu_si512(w.add((kp + g * KG) * NR) as *const __m512i);
+                let ws: [__m512i; P] = std::array::from_fn(|i| {
+                    _mm512_loadu_si512(w.add((i * kp + g * KG) * NR) as *const __m512i)
+                });
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let quad = (a.add(r * lda + g * KG) as *const i32).read_unaligned();
                     let x = _mm512_set1_epi32(quad);
-                    acc[0] = _mm512_dpbusd_epi32(acc[0], x, w0);
-                    acc[1] = _mm512_dpbusd_epi32(acc[1], x, w1);
+                    for (acc, &w) in acc.iter_mut().zip(&ws) {
+                        *acc = _mm512_dpbusd_epi32(*acc, x, w);
+                    }
                 }
             }
         }
@@ -966,12 +970,14 @@ mod wasm {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    struct Rng(u64);
+    /// xorshift64: the ops' tests' random numbers (a fixed seed, the same sequence on
+    /// every machine).
+    pub(in crate::ops) struct Rng(pub(in crate::ops) u64);
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub(in crate::ops) fn next(&mut self) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
