@@ -144,8 +144,8 @@ pub fn range(xs: &[f32]) -> (f32, f32, bool) {
     range_body::<LANES>(xs)
 }
 
-/// The vectorized bodies again, compiled for AVX2 (eight lanes per instruction instead of the
-/// baseline's four); the same operations, so the same results.
+/// The vectorized bodies again, compiled for AVX2 and AVX-512 (eight or sixteen lanes per
+/// instruction instead of the baseline's four); the same operations, so the same results.
 #[cfg(target_arch = "x86_64")]
 mod wide {
     /// Four vectors of eight lanes each for the minimum and the maximum: one vector's
@@ -341,6 +341,7 @@ mod tests {
     /// Every compiled copy of [`quantize_body`] this CPU runs, and the one `quantize_fast`
     /// picks.
     fn bodies() -> Vec<(&'static str, fn(&[f32], f32, u8, &mut [u8]))> {
+        #[allow(unused_mut)] // (pushed to on x86_64 only)
         let mut all: Vec<(&'static str, fn(&[f32], f32, u8, &mut [u8]))> = vec![
             ("chosen", quantize_fast),
             ("baseline", |xs, scale, zp, ys| {
@@ -368,6 +369,7 @@ mod tests {
     /// every size and NaNs anywhere.
     #[test]
     fn every_range_copy_agrees() {
+        #[allow(unused_mut)] // (pushed to on x86_64 only)
         let mut copies: Vec<fn(&[f32]) -> (f32, f32, bool)> = vec![range, range_body::<LANES>];
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
@@ -403,13 +405,8 @@ mod tests {
     /// magnitudes and zero points, on every compiled copy; and far from them.
     #[test]
     fn the_reciprocal_rounds_as_the_division_next_to_ties() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::ops::qgemm::tests::Rng(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next();
         let mut divided_apart = 0;
         for case in 0..300 {
             // Normal scales from 2⁻¹²⁰ to 2¹⁰⁰, any mantissa.
@@ -448,13 +445,8 @@ mod tests {
     /// rounding ties, all zeros, and outliers that saturate.
     #[test]
     fn equals_the_definition_on_random_inputs() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::ops::qgemm::tests::Rng(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next();
         for case in 0..400 {
             let len = (next() % 300) as usize;
             let spread = [0.01f32, 1.0, 8.0, 1000.0][case % 4];
