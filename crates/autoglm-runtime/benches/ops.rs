@@ -210,7 +210,13 @@ fn f32_linear(c: &mut Criterion) {
     group.sample_size(20);
     let two = tract_linalg::multithread::Executor::multithread(2);
     let tier = fgemm::Tier::chosen();
-    for (k, n, gelu) in [(384usize, 1536usize, true), (1536, 384, false)] {
+    // The feed-forward's two products at text lengths, and the attention's projections at a
+    // long document's 4,096 rows (several blocks of rows, `fgemm::TILES`).
+    for (k, n, gelu, all_rows) in [
+        (384usize, 1536usize, true, &[32usize, 128, 512][..]),
+        (1536, 384, false, &[32, 128, 512]),
+        (384, 384, false, &[4096]),
+    ] {
         let mut weights = fgemm::Packed::default();
         weights
             .pack(tier, &activations(k * n), (k, n), (n, 1))
@@ -224,7 +230,7 @@ fn f32_linear(c: &mut Criterion) {
             bias: Some(std::sync::Arc::new(activations(n))),
             gelu,
         };
-        for rows in [32usize, 128, 512] {
+        for &rows in all_rows {
             let x = activations(rows * k);
             let mut out = vec![0f32; rows * n];
             group.throughput(Throughput::Elements((rows * k * n) as u64));
