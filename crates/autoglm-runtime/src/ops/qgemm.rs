@@ -351,10 +351,14 @@ pub fn qgemm(
     } else {
         1
     };
-    let panels: Vec<usize> = (0..n.div_ceil(NR)).step_by(per_task).collect();
+    // Tasks: (block of rows, first panel), the blocks in order (see [`BLOCK_BYTES`]).
+    let block = row_block(rows);
+    let tasks: Vec<(usize, usize)> = (0..rows)
+        .step_by(block)
+        .flat_map(|r| (0..n.div_ceil(NR)).step_by(per_task).map(move |p| (r, p)))
+        .collect();
     let job = Job {
         w,
-        rows,
         a,
         lda,
         zp,
@@ -362,26 +366,45 @@ pub fn qgemm(
         bias,
         out,
     };
-    super::attention::run_tasks(&panels, executor, |p| {
+    super::attention::run_tasks(&tasks, executor, |(r, p)| {
+        let rows = r..rows.min(r + block);
         // SAFETY: the sizes were checked above; the tier runs on this CPU (checked); each
-        // task writes its own panel's columns only.
+        // task writes its own rows of its own panels' columns only.
         unsafe {
             match w.tier {
                 #[cfg(target_arch = "x86_64")]
-                Tier::Vnni if per_task == 2 => x86::panel_pair_avx512(&job, p),
+                Tier::Vnni if per_task == 2 => x86::panel_pair_avx512(&job, p, rows),
                 #[cfg(target_arch = "x86_64")]
-                Tier::Vnni | Tier::Avx2 => x86::panel_avx2(&job, p),
-                _ => panel(&job, p),
+                Tier::Vnni | Tier::Avx2 => x86::panel_avx2(&job, p, rows),
+                _ => panel(&job, p, rows),
             }
         }
         Ok(())
     })
 }
 
+/// Above this many rows a call runs in blocks of [`BLOCK_ROWS`] rows: each block's rows go
+/// through every panel before the next block starts. Measured at 4,096 rows (BENCHMARKS.md,
+/// wave 17): whole columns of 4,096 rows, as below this, wrote each panel's outputs across
+/// 4,096 rows of 6 KB (25 MB, two pages a row) and read all the activations again per panel;
+/// blocks of 40-64 rows ran 1.2-1.3x faster. At 128-512 rows blocks were no faster (each block
+/// reads its panels again).
+pub const LONG_ROWS: usize = 1024;
+/// Rows per block of a long call (whole tiles of [`MR`]).
+pub const BLOCK_ROWS: usize = 64;
+
+/// Rows per block of a call of `rows` rows.
+fn row_block(rows: usize) -> usize {
+    if rows > LONG_ROWS {
+        BLOCK_ROWS
+    } else {
+        rows.max(1)
+    }
+}
+
 /// One call's operands, shared by its column tasks.
 struct Job<'a> {
     w: &'a PackedI8,
-    rows: usize,
     a: &'a [u8],
     lda: usize,
     zp: u8,
@@ -395,12 +418,12 @@ struct Job<'a> {
 /// # Safety
 /// As [`panels`].
 #[inline(always)]
-unsafe fn panel(job: &Job, p: usize) {
+unsafe fn panel(job: &Job, p: usize, rows: std::ops::Range<usize>) {
     let (w, lda, zp) = (job.w, job.lda, job.zp);
     // SAFETY: `a_rows` holds `mr` rows of `lda ≥ kp` bytes and panel `p` its `kp · NR`
     // weights, which is what the kernels read; the tier runs on this CPU (checked by `qgemm`).
     unsafe {
-        panels::<1>(job, p, |mr, a_rows, tiles| {
+        panels::<1>(job, p, rows, |mr, a_rows, tiles| {
             tile_sums(w, p, mr, a_rows, lda, zp, &mut tiles[0])
         })
     }
@@ -418,11 +441,11 @@ unsafe fn panel(job: &Job, p: usize) {
 unsafe fn panels<const PP: usize>(
     job: &Job,
     p: usize,
+    rows: std::ops::Range<usize>,
     sums: impl Fn(usize, &[u8], &mut [[[i32; NR]; MR]; PP]),
 ) {
     let Job {
         w,
-        rows,
         a,
         lda,
         zp,
@@ -453,8 +476,8 @@ unsafe fn panels<const PP: usize>(
     let mut tiles = [[[0i32; NR]; MR]; PP];
     let mut ys = [0f32; NR];
     let step = w.tier.rows();
-    for r0 in (0..rows).step_by(step) {
-        let mr = step.min(rows - r0);
+    for r0 in rows.clone().step_by(step) {
+        let mr = step.min(rows.end - r0);
         sums(mr, &a[r0 * lda..(r0 + mr) * lda], &mut tiles);
         for (tile, e) in tiles.iter().zip(&epilogues) {
             for (r, sums) in tile.iter().take(mr).enumerate() {
@@ -599,6 +622,7 @@ fn scalar_sums(
 mod x86 {
     use super::{Job, KG, MR, NR};
     use std::arch::x86_64::*;
+    use std::ops::Range;
 
     /// Panels `p` and `p + 1` (or `p` alone, the last of an odd count) on the two-panel
     /// 512-bit VNNI kernel, the epilogue compiled for AVX-512.
@@ -606,16 +630,16 @@ mod x86 {
     /// # Safety
     /// As [`super::panels`]; the CPU has AVX512-VNNI.
     #[target_feature(enable = "avx2,fma,avx512f,avx512vnni")]
-    pub(super) unsafe fn panel_pair_avx512(job: &Job, p: usize) {
+    pub(super) unsafe fn panel_pair_avx512(job: &Job, p: usize, rows: Range<usize>) {
         let (w, lda) = (job.w, job.lda);
         if p + 1 >= w.n.div_ceil(NR) {
-            return unsafe { super::panel(job, p) };
+            return unsafe { super::panel(job, p, rows) };
         }
         let pair = w.panels(p, 2);
         // SAFETY: `a_rows` holds `mr` rows of `lda ≥ kp` bytes and `pair` the two panels'
         // `2 · kp · NR` weights, which is what the kernel reads.
         unsafe {
-            super::panels::<2>(job, p, |mr, a_rows, tiles| {
+            super::panels::<2>(job, p, rows, |mr, a_rows, tiles| {
                 by_rows!(
                     mr,
                     vnni512x2(a_rows.as_ptr(), lda, pair.as_ptr(), w.kp, tiles)
@@ -626,8 +650,8 @@ mod x86 {
 
     /// [`super::panel`] compiled for AVX2.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn panel_avx2(job: &Job, p: usize) {
-        unsafe { super::panel(job, p) }
+    pub(super) unsafe fn panel_avx2(job: &Job, p: usize, rows: Range<usize>) {
+        unsafe { super::panel(job, p, rows) }
     }
 
     /// One 4-way kernel body: for each group of four `k`, the panel's 16 columns as two
@@ -1028,10 +1052,17 @@ pub(super) mod tests {
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let single = tract_linalg::multithread::Executor::SingleThread;
         let pool = tract_linalg::multithread::Executor::multithread(3);
-        for case in 0..120 {
-            let rows = 1 + rng.below(11);
-            let k = [1, 3, 4, 5, 8, 9, 15, 16, 31, 64, 127, 384][rng.below(12)];
-            let n = [1, 7, 15, 16, 17, 33, 48, 64, 80][rng.below(9)];
+        // The last cases are long calls: several blocks of rows and a short last one.
+        for case in 0..126 {
+            let long = case >= 120;
+            let rows = if long {
+                LONG_ROWS + 1 + rng.below(3 * BLOCK_ROWS)
+            } else {
+                1 + rng.below(11)
+            };
+            let k =
+                [1, 3, 4, 5, 8, 9, 15, 16, 31, 64, 127, 384][rng.below(if long { 11 } else { 12 })];
+            let n = [1, 7, 15, 16, 17, 33, 48, 64, 80][rng.below(if long { 7 } else { 9 })];
             let wide = case % 3 == 0;
             let a: Vec<u8> = (0..rows * k).map(|_| rng.next() as u8).collect();
             let w: Vec<i8> = (0..k * n)
