@@ -18,7 +18,9 @@
 //! than this kernel on SIMD128 (BENCHMARKS.md, wave 7). The attention's products are short in `k` (the head width, 32 for MiniLM)
 //! or in `n` (the head width again): here K and V are packed once per head (`O(seq · width)`,
 //! against `O(seq² · width)` multiply-adds) and the queries and probabilities are read where
-//! they lie, so nothing is packed per query block.
+//! they lie, so nothing is packed per query block. Long products (the linear layers of a long
+//! document or a batch) run in blocks of rows and of depth ([`TILES`], [`KC`]) whose results
+//! are the same bits as one pass.
 //!
 //! The kernel is safe Rust on fixed-size arrays that the compiler keeps in registers and
 //! vectorizes; `unsafe` here is only the call into a tier's `#[target_feature]` copy of it,
@@ -418,8 +420,8 @@ pub const KC: usize = 256;
 
 /// Tiles (of `MR` rows) in a block of rows: the block's rows of A (`TILES · MR × k` values)
 /// stay in the second-level cache while every panel of B passes over them (before, every
-/// panel streamed all of A again: at 4,096 rows that was 2.4 MB to 25 MB from memory per
-/// panel).
+/// panel streamed all of A again: at 4,096 rows, 6 MB (`k` = 384) or 25 MB (1,536) from
+/// memory per panel).
 pub const TILES: usize = 16;
 
 /// The product in tiles of `MR × NR`, each computed by `tile` and stored when its last block of
@@ -517,11 +519,13 @@ fn sums_of<const MR: usize, const NR: usize, const FMA: bool>(
     sums_into::<MR, NR, FMA>(k, a_rows, panel, sums)
 }
 
-/// `MR × NR` sums of `a_rows[r][p] · panel[p·NR + j]` over `p < k`, added to `out`'s. A function of its own
-/// (never inlined into its caller's loops; inlined into a tier's copy), whose sums are a local
-/// that only constant indices reach: so the compiler keeps them in registers through the loop
-/// and writes them out once (inlined into a caller that then reads them with a variable
-/// index, they stayed in memory: 16 stores per step).
+/// `MR × NR` sums of `a_rows[r][p] · panel[p·NR + j]` over `p < k`, continued from `out`'s
+/// (zero, or a previous depth block's). A function of its own (never inlined into its
+/// caller's loops; inlined into a tier's copy), whose sums are a local that only constant
+/// indices reach: so the compiler keeps them in registers through the loop and writes them
+/// out once (inlined into a caller that then reads them with a variable index, they stayed in
+/// memory: 16 stores per step). Its rows are sliced to `k` with `from_fn`: with `map` the
+/// compiler called `try_map` out of line and kept eight bounds checks in the loop.
 #[inline(always)]
 fn sums_into<const MR: usize, const NR: usize, const FMA: bool>(
     k: usize,

@@ -384,11 +384,11 @@ pub fn qgemm(
 }
 
 /// Above this many rows a call runs in blocks of [`BLOCK_ROWS`] rows: each block's rows go
-/// through every panel before the next block starts. Measured at 4,096 rows (BENCHMARKS.md,
-/// wave 17): whole columns of 4,096 rows, as below this, wrote each panel's outputs across
-/// 4,096 rows of 6 KB (25 MB, two pages a row) and read all the activations again per panel;
-/// blocks of 40-64 rows ran 1.2-1.3x faster. At 128-512 rows blocks were no faster (each block
-/// reads its panels again).
+/// through every panel before the next block starts. Whole columns of 4,096 rows (as below
+/// this) wrote each panel's outputs 6 KB apart across 25 MB (`n` = 1,536) and read all the
+/// activations again per panel: at 2,048-4,096 rows, blocks of 32-128 rows ran 1.1-1.5x
+/// faster by median, in-process and alternated (BENCHMARKS.md, wave 17). At 128-512 rows
+/// blocks were no faster (each block reads every panel again).
 pub const LONG_ROWS: usize = 1024;
 /// Rows per block of a long call (whole tiles of [`MR`]).
 pub const BLOCK_ROWS: usize = 64;
