@@ -450,7 +450,13 @@ fn product<const MR: usize, const NR: usize>(
     // The panels of the columns used; `j0` is a tile's first column in C.
     let first = b.cols.start / NR;
     // Each tile's sums between depth blocks (one tile's, when there is one depth block).
-    let mut partial = vec![[[0f32; NR]; MR]; if k > kc { TILES.min(m.div_ceil(MR)) } else { 1 }];
+    let carried = k > kc;
+    let held = if carried {
+        TILES.min(m.div_ceil(MR))
+    } else {
+        1
+    };
+    let mut partial = vec![[[0f32; NR]; MR]; held];
     for block in (0..m).step_by(TILES * MR) {
         let block_end = m.min(block + TILES * MR);
         for q in 0..n.div_ceil(NR) {
@@ -472,7 +478,7 @@ fn product<const MR: usize, const NR: usize>(
                         let at = (i0 + r.min(rows - 1)) * a.row + p0;
                         &a.data[at..at + depth]
                     });
-                    let sums = &mut partial[if k > kc { t } else { 0 }];
+                    let sums = &mut partial[if carried { t } else { 0 }];
                     if p0 == 0 {
                         *sums = [[0.0; NR]; MR];
                     }

@@ -351,7 +351,7 @@ pub fn qgemm(
     } else {
         1
     };
-    // Tasks: (block of rows, first panel), the blocks in order (see [`BLOCK_BYTES`]).
+    // Tasks: (block of rows, first panel), the blocks in order (see [`LONG_ROWS`]).
     let block = row_block(rows);
     let tasks: Vec<(usize, usize)> = (0..rows)
         .step_by(block)
