@@ -28,8 +28,19 @@ tools/setup/cross.sh musl
 tools/setup/fetch-assets.sh >/dev/null
 target=aarch64-unknown-linux-musl
 qemu="qemu-aarch64"
+# Every cargo command below selects the same two packages, so that cargo resolves the same
+# features for every dependency and reuses this one build: `-p autoglm-runtime` alone leaves out
+# features that the CLI's dependencies turn on (smallvec's, memchr's, ...), and tract was built
+# a second time for it (8-10 min of a cold run on 2 cores, ~2 min of a warm one: the runtime
+# crate twice). The runtime's own test targets are named instead: its unit tests and each file
+# under its tests/.
 build=(cargo test --release --target "$target" -p autoglm-runtime -p autoglm-cli)
 "${build[@]}" --no-run
+runtime_tests=(--lib)
+for t in crates/autoglm-runtime/tests/*.rs crates/autoglm-runtime/tests/*/main.rs; do
+  [ -e "$t" ] || continue
+  t=${t#crates/autoglm-runtime/tests/}; t=${t%/main.rs}; runtime_tests+=(--test "${t%.rs}")
+done
 for cpu in ${AUTOGLM_ARM_CPUS:-cortex-a72 cortex-a76}; do
   echo "== aarch64 under qemu -cpu $cpu" >&2
   export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER="$qemu -cpu $cpu"
@@ -37,8 +48,8 @@ for cpu in ${AUTOGLM_ARM_CPUS:-cortex-a72 cortex-a76}; do
   # Emulation is tens of times slower: the heavy tests' time budgets stretch with it.
   export AUTOGLM_TEST_BUDGET_SCALE=30
   if [ "$cpu" = cortex-a72 ]; then export TRACT_CPU_AARCH64_KIND=a72; else unset TRACT_CPU_AARCH64_KIND; fi
-  cargo test --release --target "$target" -p autoglm-runtime
-  AUTOGLM_GOLDENS_MAX_TOKENS=64 cargo test --release --target "$target" -p autoglm-cli --test it -- \
+  "${build[@]}" "${runtime_tests[@]}"
+  AUTOGLM_GOLDENS_MAX_TOKENS=64 "${build[@]}" --test it -- \
     fidelity::token_ids_equal_hf_tokenizers \
     fidelity::tract::embeddings_match_transformers \
     fidelity::tract::logits_match_transformers \
@@ -50,4 +61,4 @@ done
 echo "== aarch64 under qemu -cpu max (int8 tier i8mm)" >&2
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER="$qemu -cpu max"
 unset TRACT_CPU_AARCH64_KIND
-cargo test --release --target "$target" -p autoglm-runtime --lib ops::
+"${build[@]}" --lib ops::
