@@ -5,6 +5,14 @@
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/autoglm-edge/target}
 export AUTOGLM_ASSETS=${AUTOGLM_ASSETS:-$root/.cache/assets}
+# The C compiler for aarch64-musl (the zig wrapper tools/setup/cross.sh writes) at a path that
+# is the same for every clone: .cargo/config.toml's default, .cache/cross/ in the clone, is
+# another absolute path in each fresh clone, and cargo reruns every build script that reads it
+# (cc-rs: tract-linalg, mimalloc, ring) and rebuilds all above them, tract included: 9 min of
+# every CI run's aarch64 stage on 2 cores, even with a warm target directory.
+# (A compiler the caller chose is kept; cross.sh only ever writes the file named here.)
+musl_cc_wrapper=$HOME/.cache/autoglm-edge/cross/aarch64-linux-musl-cc
+export CC_aarch64_unknown_linux_musl=${CC_aarch64_unknown_linux_musl:-$musl_cc_wrapper}
 
 # The path of command $3 from the PyPI requirement $2, in the venv .cache/$1: made and installed
 # the first time (the package index is needed only then), reused afterwards.

@@ -8,8 +8,11 @@
 #               targets link their own crt objects and libc.a, so a glibc cross linker does),
 #               qemu-user; and zig (PyPI `ziglang`, in .cache/zig-venv) as the C compiler for
 #               aarch64-musl (mimalloc, ring and tract-linalg's assembly need musl's headers for
-#               aarch64, which Debian has no cross package of). .cargo/config.toml names the
-#               wrapper this writes, .cache/cross/aarch64-linux-musl-cc.
+#               aarch64, which Debian has no cross package of). The wrapper this writes is
+#               installed twice: .cache/cross/aarch64-linux-musl-cc, which .cargo/config.toml
+#               names (plain cargo commands in this clone), and the clone-independent path
+#               tools/env.sh names (musl_cc_wrapper) and exports as CC_aarch64_unknown_linux_musl
+#               unless the caller set that variable (the repo's scripts).
 #   wasm     -> rustup target wasm32-wasip2 (the WASI component)
 # Usage: tools/setup/cross.sh [aarch64] [musl] [wasm]   (no argument: all three)
 set -euo pipefail
@@ -54,8 +57,8 @@ for t in $want; do
       fi
       # cc-rs takes zig for clang and adds --target=aarch64-unknown-linux-musl, a triple zig
       # does not parse: the wrapper drops it and passes zig's own.
-      mkdir -p "$root/.cache/cross"
-      cat > "$root/.cache/cross/aarch64-linux-musl-cc.new" <<WRAPPER
+      wrapper=$(mktemp)
+      cat > "$wrapper" <<WRAPPER
 #!/bin/sh
 # Written by tools/setup/cross.sh: zig's C compiler for aarch64-unknown-linux-musl.
 n=\$#
@@ -65,8 +68,11 @@ done
 shift \$n
 exec "$zig" cc -target aarch64-linux-musl "\$@"
 WRAPPER
-      chmod +x "$root/.cache/cross/aarch64-linux-musl-cc.new"
-      mv "$root/.cache/cross/aarch64-linux-musl-cc.new" "$root/.cache/cross/aarch64-linux-musl-cc" ;;
+      for dst in "$root/.cache/cross/aarch64-linux-musl-cc" "$musl_cc_wrapper"; do
+        install -D -m 0755 "$wrapper" "$dst.new"
+        mv "$dst.new" "$dst"
+      done
+      rm -f "$wrapper" ;;
     wasm)
       rust_target wasm32-wasip2 ;;
     *) echo "unknown target '$t' (aarch64 | musl | wasm)" >&2; exit 2 ;;
