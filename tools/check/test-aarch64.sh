@@ -49,6 +49,7 @@ for cpu in ${AUTOGLM_ARM_CPUS:-cortex-a72 cortex-a76}; do
   export AUTOGLM_TEST_BUDGET_SCALE=30
   if [ "$cpu" = cortex-a72 ]; then export TRACT_CPU_AARCH64_KIND=a72; else unset TRACT_CPU_AARCH64_KIND; fi
   "${build[@]}" "${runtime_tests[@]}"
+  "${build[@]}" --doc   # the runtime's doc examples (cargo runs --doc alone)
   AUTOGLM_GOLDENS_MAX_TOKENS=64 "${build[@]}" --test it -- \
     fidelity::token_ids_equal_hf_tokenizers \
     fidelity::tract::embeddings_match_transformers \
