@@ -16,6 +16,9 @@
 # embedded default package (+25 MB) out. The `ort` feature (ONNX Runtime, loaded with dlopen)
 # is never part of these builds: a static binary cannot load shared libraries.
 # Each binary is checked: static (no program interpreter, no DT_NEEDED entry), right machine.
+# AUTOGLM_PLATFORMS (default "amd64 arm64") names the platforms to build, e.g. "arm64" alone
+# (CI's cold runs: the aarch64 binary reuses the test stage's build, x86_64-musl is one more
+# build of tract).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/../env.sh"
@@ -26,12 +29,16 @@ for a in "$@"; do
     *ort*) echo "tools/build/dist.sh: '$a': the static binaries cannot load ONNX Runtime (dlopen); build it with --features ort for a glibc target instead" >&2; exit 2 ;;
   esac
 done
+declare -A target_of=([amd64]=x86_64-unknown-linux-musl [arm64]=aarch64-unknown-linux-musl)
+read -r -a platforms <<<"${AUTOGLM_PLATFORMS:-amd64 arm64}"
+for a in "${platforms[@]}"; do
+  [ -n "${target_of[$a]:-}" ] || { echo "tools/build/dist.sh: AUTOGLM_PLATFORMS: unknown platform '$a' (amd64, arm64)" >&2; exit 2; }
+done
 tools/setup/cross.sh musl
-declare -A arch=([x86_64-unknown-linux-musl]=amd64 [aarch64-unknown-linux-musl]=arm64)
 declare -A machine=([amd64]="Advanced Micro Devices X86-64" [arm64]="AArch64")
 declare -A strip_tool=([amd64]=strip [arm64]=aarch64-linux-gnu-strip)
-for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
-  a=${arch[$target]}
+for a in "${platforms[@]}"; do
+  target=${target_of[$a]}
   echo "== $target ($profile profile)" >&2
   start=$(date +%s)
   cargo build --locked --profile "$profile" --target "$target" -p autoglm-cli "$@"
@@ -42,7 +49,7 @@ for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
   [ "$profile" = dist ] || "${strip_tool[$a]}" "dist/linux-$a/autoglm.new"
   mv "dist/linux-$a/autoglm.new" "dist/linux-$a/autoglm"
 done
-for a in amd64 arm64; do
+for a in "${platforms[@]}"; do
   f=dist/linux-$a/autoglm
   m=$(readelf -h "$f" | sed -n 's/^ *Machine: *//p')
   [ "$m" = "${machine[$a]}" ] || { echo "$f: machine '$m', expected '${machine[$a]}'" >&2; exit 1; }
@@ -51,4 +58,4 @@ for a in amd64 arm64; do
   fi
   file "$f" >&2
 done
-ls -l dist/linux-*/autoglm >&2
+for a in "${platforms[@]}"; do ls -l "dist/linux-$a/autoglm" >&2; done
