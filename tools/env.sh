@@ -14,6 +14,20 @@ export AUTOGLM_ASSETS=${AUTOGLM_ASSETS:-$root/.cache/assets}
 musl_cc_wrapper=$HOME/.cache/autoglm-edge/cross/aarch64-linux-musl-cc
 export CC_aarch64_unknown_linux_musl=${CC_aarch64_unknown_linux_musl:-$musl_cc_wrapper}
 
+# The platforms of the static binaries and the image (tools/build/dist.sh, tools/build/image.sh):
+# AUTOGLM_PLATFORMS (default "amd64 arm64") into the array `platforms`; an unknown one stops the
+# caller ($1, its name for the message) with status 2.
+read_platforms() {
+  read -r -a platforms <<<"${AUTOGLM_PLATFORMS:-amd64 arm64}"
+  local a
+  for a in "${platforms[@]}"; do
+    case $a in
+      amd64 | arm64) ;;
+      *) echo "$1: AUTOGLM_PLATFORMS: unknown platform '$a' (amd64, arm64)" >&2; exit 2 ;;
+    esac
+  done
+}
+
 # The path of command $3 from the PyPI requirement $2, in the venv .cache/$1: made and installed
 # the first time (the package index is needed only then), reused afterwards.
 pypi_tool() {

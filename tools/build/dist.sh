@@ -29,11 +29,8 @@ for a in "$@"; do
     *ort*) echo "tools/build/dist.sh: '$a': the static binaries cannot load ONNX Runtime (dlopen); build it with --features ort for a glibc target instead" >&2; exit 2 ;;
   esac
 done
+read_platforms tools/build/dist.sh
 declare -A target_of=([amd64]=x86_64-unknown-linux-musl [arm64]=aarch64-unknown-linux-musl)
-read -r -a platforms <<<"${AUTOGLM_PLATFORMS:-amd64 arm64}"
-for a in "${platforms[@]}"; do
-  [ -n "${target_of[$a]:-}" ] || { echo "tools/build/dist.sh: AUTOGLM_PLATFORMS: unknown platform '$a' (amd64, arm64)" >&2; exit 2; }
-done
 tools/setup/cross.sh musl
 declare -A machine=([amd64]="Advanced Micro Devices X86-64" [arm64]="AArch64")
 declare -A strip_tool=([amd64]=strip [arm64]=aarch64-linux-gnu-strip)

@@ -37,6 +37,7 @@ case ${1:-} in
   "") ;;
   *) echo "usage: tools/build/image.sh [--name]" >&2; exit 2 ;;
 esac
+read_platforms tools/build/image.sh
 sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 if ! command -v podman >/dev/null; then
   $sudo apt-get update -qq
@@ -45,9 +46,7 @@ fi
 command -v qemu-aarch64 >/dev/null || tools/setup/cross.sh musl
 podman_bin=$(command -v podman)
 podman() { $sudo "$podman_bin" "$@"; }
-read -r -a platforms <<<"${AUTOGLM_PLATFORMS:-amd64 arm64}"
 for a in "${platforms[@]}"; do
-  case $a in amd64|arm64) ;; *) echo "tools/build/image.sh: AUTOGLM_PLATFORMS: unknown platform '$a' (amd64, arm64)" >&2; exit 2 ;; esac
   [ -x "dist/linux-$a/autoglm" ] || { echo "dist/linux-$a/autoglm missing: run tools/build/dist.sh first" >&2; exit 1; }
 done
 
@@ -177,7 +176,7 @@ podman manifest create "$image" >/dev/null
 for a in "${platforms[@]}"; do podman manifest add "$image" "containers-storage:$image-$a" >/dev/null; done
 rm -f "dist/autoglm-edge-$version.oci.tar"
 podman manifest push -q --all --format oci "$image" "oci-archive:dist/autoglm-edge-$version.oci.tar"
-echo "== $image (manifest list: $(printf 'linux/%s ' "${platforms[@]}")); sizes:" >&2
+echo "== $image (manifest list: ${platforms[*]/#/linux/}); sizes:" >&2
 for a in "${platforms[@]}"; do
   printf '   linux/%s: image %s bytes (uncompressed)\n' "$a" "$(podman image inspect --format '{{.Size}}' "$image-$a")" >&2
 done
