@@ -5,7 +5,8 @@
 //! every f32 tier this CPU has (one thread), and
 //! the fused window attention (window 256, one global token) of one layer at 2048 tokens, and
 //! the int8 linear layer's product (`[128, 384] × [384, 1536]` and `[128, 1536] × [1536, 384]`)
-//! on every integer-kernel tier this CPU has, and
+//! on every integer-kernel tier this CPU has, then on the chosen tier with the weights changing
+//! from one call to the next (eight copies: cold caches, as in a model) and at 4,096 rows, and
 //! the f32 linear layer (`AutoglmLinearF32`: `[m, 384] × [384, 1536]` + bias + GELU and
 //! `[m, 1536] × [1536, 384]` + bias, m = 32, 128, 512) on one and two threads.
 //!
@@ -180,27 +181,49 @@ fn int8_linear(c: &mut Criterion) {
             .collect();
         let scale = vec![1e-3f32; n];
         let bias = activations(n);
+        let product = |a: &[u8], w: &PackedI8, out: &mut [f32]| {
+            qgemm::qgemm(
+                black_box(a),
+                a.len() / k,
+                3,
+                w,
+                &scale,
+                Some(&bias),
+                out,
+                &tract_linalg::multithread::Executor::SingleThread,
+            )
+            .expect("product")
+        };
         let mut out = vec![0f32; rows * n];
         group.throughput(Throughput::Elements((rows * k * n) as u64));
         for tier in Tier::available() {
             let packed = PackedI8::new(&w, k, n, tier).expect("packs");
             let name = format!("{}/{rows}x{k}x{n}", tier.name());
-            group.bench_function(name, |b| {
-                b.iter(|| {
-                    qgemm::qgemm(
-                        black_box(&a),
-                        rows,
-                        3,
-                        &packed,
-                        &scale,
-                        Some(&bias),
-                        &mut out,
-                        &tract_linalg::multithread::Executor::SingleThread,
-                    )
-                    .expect("product")
-                })
-            });
+            group.bench_function(name, |b| b.iter(|| product(&a, &packed, &mut out)));
         }
+        // As in a model: each call on other weights (eight copies, 4.7 MB packed, more than a
+        // core's second-level cache), so that the weights come from further away each time.
+        let tier = Tier::chosen();
+        let layers: Vec<PackedI8> = (0..8)
+            .map(|_| PackedI8::new(&w, k, n, tier).expect("packs"))
+            .collect();
+        let mut next = 0;
+        group.bench_function(format!("{}/{rows}x{k}x{n}/8-weights", tier.name()), |b| {
+            b.iter(|| {
+                next = (next + 1) % layers.len();
+                product(&a, &layers[next], &mut out)
+            })
+        });
+        // A long document's rows (4,096 tokens), which go in blocks ([`qgemm::LONG_ROWS`]).
+        let long = 4096;
+        let a_long: Vec<u8> = a.iter().copied().cycle().take(long * k).collect();
+        let mut out_long = vec![0f32; long * n];
+        group.throughput(Throughput::Elements((long * k * n) as u64));
+        group.sample_size(10);
+        group.bench_function(format!("{}/{long}x{k}x{n}", tier.name()), |b| {
+            b.iter(|| product(&a_long, &layers[0], &mut out_long))
+        });
+        group.sample_size(100);
     }
     group.finish();
 }
