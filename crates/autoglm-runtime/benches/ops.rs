@@ -115,6 +115,57 @@ fn fused_attention(c: &mut Criterion) {
     group.finish();
 }
 
+/// The two products of one head's attention at 512 tokens, alone, on the chosen f32 tier: the
+/// scores `[128, 32] × [32, 512]` (a query block against every key: depth 32) and the context
+/// `[128, 512] × [512, 32]` (depth 512), the same multiply-adds, the queries strided as in the
+/// `[seq, heads, head_dim]` layout.
+fn attention_products(c: &mut Criterion) {
+    let mut group = c.benchmark_group("attention_products");
+    let tier = fgemm::Tier::chosen();
+    let (rows, dim, keys, stride) = (128usize, 32usize, 512usize, 384usize);
+    let queries = activations(rows * stride);
+    let key_values = activations(keys * stride + 1);
+    let mut packed_keys = fgemm::Packed::default();
+    packed_keys
+        .pack(tier, &key_values, (dim, keys), (1, stride))
+        .expect("packs");
+    let mut packed_values = fgemm::Packed::default();
+    packed_values
+        .pack(tier, &key_values, (keys, dim), (stride, 1))
+        .expect("packs");
+    let bias = vec![0f32; keys];
+    let probabilities = activations(rows * keys);
+    let mut scores = vec![0f32; rows * keys];
+    let mut context = vec![0f32; rows * dim];
+    group.throughput(Throughput::Elements((rows * dim * keys) as u64));
+    group.bench_function(format!("{}/scores/{rows}x{dim}x{keys}", tier.name()), |b| {
+        b.iter(|| {
+            let a = fgemm::Strided {
+                data: black_box(&queries),
+                row: stride,
+            };
+            let store = fgemm::Store::AddRow(&bias);
+            let b = packed_keys.rows(0..dim);
+            fgemm::gemm(tier, rows, 0.177, a, b, store, &mut scores, keys).expect("product")
+        })
+    });
+    group.bench_function(
+        format!("{}/context/{rows}x{keys}x{dim}", tier.name()),
+        |b| {
+            b.iter(|| {
+                let a = fgemm::Strided {
+                    data: black_box(&probabilities),
+                    row: keys,
+                };
+                let store = fgemm::Store::Overwrite;
+                let b = packed_values.rows(0..keys);
+                fgemm::gemm(tier, rows, 1.0, a, b, store, &mut context, dim).expect("product")
+            })
+        },
+    );
+    group.finish();
+}
+
 fn window_attention(c: &mut Criterion) {
     let mut group = c.benchmark_group("window_attention");
     let two = tract_linalg::multithread::Executor::multithread(2);
@@ -281,6 +332,7 @@ criterion_group!(
     key_bias,
     softmax_rows,
     fused_attention,
+    attention_products,
     window_attention
 );
 criterion_main!(benches);

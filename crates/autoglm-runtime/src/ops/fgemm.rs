@@ -321,16 +321,22 @@ pub fn gemm(
     match tier {
         // SAFETY (both x86 tiers): the tier's CPU features were detected just now.
         #[cfg(target_arch = "x86_64")]
-        Tier::Avx512 if tier.supported() => product::<8, 32>(args, c, |k, a, b, s, out| unsafe {
-            x86::avx512(k, a, b, s, out)
-        }),
+        Tier::Avx512 if tier.supported() => product::<8, 32>(
+            args,
+            c,
+            |k, a, b, s, out| unsafe { x86::avx512(k, a, b, s, out) },
+            Some(x86::whole_avx512),
+        ),
         #[cfg(target_arch = "x86_64")]
-        Tier::Avx2 if tier.supported() => product::<6, 16>(args, c, |k, a, b, s, out| unsafe {
-            x86::avx2(k, a, b, s, out)
-        }),
+        Tier::Avx2 if tier.supported() => product::<6, 16>(
+            args,
+            c,
+            |k, a, b, s, out| unsafe { x86::avx2(k, a, b, s, out) },
+            Some(x86::whole_avx2),
+        ),
         #[cfg(target_arch = "aarch64")]
-        Tier::Neon => product::<6, 16>(args, c, tile::<6, 16, true>),
-        Tier::Scalar => product::<4, 4>(args, c, tile::<4, 4, false>),
+        Tier::Neon => product::<6, 16>(args, c, tile::<6, 16, true>, None),
+        Tier::Scalar => product::<4, 4>(args, c, tile::<4, 4, false>, None),
         #[allow(unreachable_patterns)]
         _ => tract_onnx::tract_core::internal::bail!(
             "f32 product: this CPU has no {} tier",
@@ -367,7 +373,7 @@ struct TileOut<'a> {
 /// The x86 tiles, compiled for their instruction sets.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{store_tile, sums_into, TileOut};
+    use super::{store_tile, sums_into, TileOut, TileStore};
 
     #[target_feature(enable = "avx512f,fma")]
     pub(super) unsafe fn avx512(
@@ -381,6 +387,107 @@ mod x86 {
         unsafe { sums_avx512(k, a, b, sums) };
         if let Some(out) = out {
             store_tile(sums, out)
+        }
+    }
+
+    /// [`super::WholeTile`] on AVX-512: 8 × 32, the sums in 16 registers from the first
+    /// multiply-add to the store, the same operations in the same order as `sums_into` then
+    /// `store_tile` (so the same bits).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and FMA; A has 8 rows of `k` values from `a`, the panel `k` rows of
+    /// 32, C 8 rows of 32 from `c`, and an added row `r` 32 values from `ptr + r·ld`.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn whole_avx512(
+        k: usize,
+        (a, lda): (*const f32, usize),
+        b: *const f32,
+        (c, ldc): (*mut f32, usize),
+        alpha: f32,
+        store: TileStore,
+    ) {
+        use std::arch::x86_64::*;
+        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+        for p in 0..k {
+            // SAFETY (every access below): within the operands, as this function requires.
+            let (b0, b1) = unsafe {
+                (
+                    _mm512_loadu_ps(b.add(p * 32)),
+                    _mm512_loadu_ps(b.add(p * 32 + 16)),
+                )
+            };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(unsafe { *a.add(r * lda + p) });
+                acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
+            }
+        }
+        let alpha = _mm512_set1_ps(alpha);
+        for (r, acc) in acc.iter().enumerate() {
+            for (h, &sum) in acc.iter().enumerate() {
+                unsafe {
+                    let at = c.add(r * ldc + 16 * h);
+                    let y = _mm512_mul_ps(alpha, sum);
+                    let y = match store {
+                        TileStore::Overwrite => y,
+                        TileStore::Accumulate => _mm512_add_ps(_mm512_loadu_ps(at), y),
+                        TileStore::Add(x, ld) => {
+                            _mm512_add_ps(y, _mm512_loadu_ps(x.add(r * ld + 16 * h)))
+                        }
+                    };
+                    _mm512_storeu_ps(at, y);
+                }
+            }
+        }
+    }
+
+    /// [`super::WholeTile`] on AVX2 + FMA: 6 × 16, the sums in 12 registers ([`whole_avx512`]'s
+    /// twin).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; A has 6 rows of `k` values from `a`, the panel `k` rows of 16,
+    /// C 6 rows of 16 from `c`, and an added row `r` 16 values from `ptr + r·ld`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn whole_avx2(
+        k: usize,
+        (a, lda): (*const f32, usize),
+        b: *const f32,
+        (c, ldc): (*mut f32, usize),
+        alpha: f32,
+        store: TileStore,
+    ) {
+        use std::arch::x86_64::*;
+        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+        for p in 0..k {
+            // SAFETY (every access below): within the operands, as this function requires.
+            let (b0, b1) = unsafe {
+                (
+                    _mm256_loadu_ps(b.add(p * 16)),
+                    _mm256_loadu_ps(b.add(p * 16 + 8)),
+                )
+            };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_ps(unsafe { *a.add(r * lda + p) });
+                acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+            }
+        }
+        let alpha = _mm256_set1_ps(alpha);
+        for (r, acc) in acc.iter().enumerate() {
+            for (h, &sum) in acc.iter().enumerate() {
+                unsafe {
+                    let at = c.add(r * ldc + 8 * h);
+                    let y = _mm256_mul_ps(alpha, sum);
+                    let y = match store {
+                        TileStore::Overwrite => y,
+                        TileStore::Accumulate => _mm256_add_ps(_mm256_loadu_ps(at), y),
+                        TileStore::Add(x, ld) => {
+                            _mm256_add_ps(y, _mm256_loadu_ps(x.add(r * ld + 8 * h)))
+                        }
+                    };
+                    _mm256_storeu_ps(at, y);
+                }
+            }
         }
     }
 
@@ -429,10 +536,17 @@ pub const TILES: usize = 16;
 /// rows of B, then the block's tiles. A tile's sums carry over from one depth block to the next
 /// in `partial` and continue the same chain of multiply-adds, so the result is the same bits as
 /// one pass over all of `k`.
+///
+/// `whole`, where a tier has one, computes and stores a whole tile (`MR` rows, `NR` columns) of
+/// a product of one depth block in one call, from raw pointers (the bounds were checked by
+/// [`gemm`]), its sums in registers throughout: at a depth of 32 (the attention's scores) the
+/// way through `tile`, its slices and the sums kept between depth blocks took as long as the
+/// multiply-adds themselves (BENCHMARKS.md, wave 20).
 fn product<const MR: usize, const NR: usize>(
     args: Args,
     c: &mut [f32],
     tile: impl Fn(usize, [&[f32]; MR], &[f32], &mut [[f32; NR]; MR], Option<TileOut>),
+    whole: Option<WholeTile>,
 ) {
     let Args {
         m,
@@ -478,6 +592,34 @@ fn product<const MR: usize, const NR: usize>(
                         let at = (i0 + r.min(rows - 1)) * a.row + p0;
                         &a.data[at..at + depth]
                     });
+                    if let (Some(whole), false, true) = (whole, carried, rows == MR && cols == NR) {
+                        let a_at = &a.data[i0 * a.row + p0..];
+                        let c_at = &mut c[i0 * ldc + j0..];
+                        let store = match store {
+                            Store::Overwrite => TileStore::Overwrite,
+                            Store::Accumulate => TileStore::Accumulate,
+                            Store::AddRow(row) => TileStore::Add(row.as_ptr(), 0),
+                            Store::AddMatrix(bias, ld) => {
+                                TileStore::Add(bias[i0 * ld..].as_ptr(), ld)
+                            }
+                        };
+                        // SAFETY: `gemm` checked that A holds `m` rows of `k` values at its row
+                        // stride, C `m` rows of `n` at `ldc` and the added values theirs; this
+                        // tile's `MR` rows from `i0` and `NR` columns from `j0` are within them,
+                        // the panel's part holds `depth` rows of `NR`, and `whole` is only given
+                        // on a tier whose CPU features were detected.
+                        unsafe {
+                            whole(
+                                depth,
+                                (a_at.as_ptr(), a.row),
+                                part.as_ptr(),
+                                (c_at.as_mut_ptr(), ldc),
+                                alpha,
+                                store,
+                            )
+                        };
+                        continue;
+                    }
                     let sums = &mut partial[if carried { t } else { 0 }];
                     if p0 == 0 {
                         *sums = [[0.0; NR]; MR];
@@ -498,6 +640,20 @@ fn product<const MR: usize, const NR: usize>(
             }
         }
     }
+}
+
+/// [`product`]'s whole tile: `depth`, A's first row and stride, the panel's part, C's first
+/// value and stride, α, and what is done with C.
+type WholeTile =
+    unsafe fn(usize, (*const f32, usize), *const f32, (*mut f32, usize), f32, TileStore);
+
+/// [`Store`] for one whole tile.
+#[derive(Clone, Copy)]
+enum TileStore {
+    Overwrite,
+    Accumulate,
+    /// Row `r` of the tile gets the `NR` values from `ptr + r·ld` added (`ld` 0: one row for all).
+    Add(*const f32, usize),
 }
 
 /// A tile on the tiers without `#[target_feature]` copies.
@@ -772,6 +928,75 @@ pub(super) mod tests {
                             "{} [{m}, {k}, {n}] at ({i}, {j})",
                             tier.name()
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn whole_tiles_of_one_depth_block_give_the_definitions_bits_for_every_store() {
+        // Depth within one block: the tiers' whole-tile kernels (the attention's scores and
+        // short contexts) take every whole tile, the generic path the rest; both must give
+        // the bits of the plain sum, for each way of storing.
+        for &(m, k, n) in &[
+            (16, 32, 64),
+            (TILES * 8 + 3, 32, 70),
+            (13, KC, 40),
+            (8, 1, 32),
+        ] {
+            for (seed, tier) in Tier::available().into_iter().enumerate() {
+                let seed = 900 + seed as u64 * 7 + m as u64;
+                let (a, b) = (values(m * k, seed), values(k * n, seed + 1));
+                let row_add = values(n, seed + 2);
+                let ld = n + 3;
+                let matrix = values(m * ld, seed + 3);
+                let before = values(m * n, seed + 4);
+                let mut packed = Packed::default();
+                packed.pack(tier, &b, (k, n), (n, 1)).unwrap();
+                let stores = [
+                    Store::Overwrite,
+                    Store::Accumulate,
+                    Store::AddRow(&row_add),
+                    Store::AddMatrix(&matrix, ld),
+                ];
+                for store in stores {
+                    let mut got = before.clone();
+                    let strided = Strided { data: &a, row: k };
+                    gemm(
+                        tier,
+                        m,
+                        0.75,
+                        strided,
+                        packed.rows(0..k),
+                        store,
+                        &mut got,
+                        n,
+                    )
+                    .unwrap();
+                    for i in 0..m {
+                        for j in 0..n {
+                            let sum = (0..k).fold(0f32, |s, p| {
+                                let (x, y) = (a[i * k + p], b[p * n + j]);
+                                if tier == Tier::Scalar {
+                                    s + x * y
+                                } else {
+                                    x.mul_add(y, s)
+                                }
+                            });
+                            let want = match store {
+                                Store::Overwrite => 0.75 * sum,
+                                Store::Accumulate => before[i * n + j] + 0.75 * sum,
+                                Store::AddRow(row) => 0.75 * sum + row[j],
+                                Store::AddMatrix(bias, ld) => 0.75 * sum + bias[i * ld + j],
+                            };
+                            assert_eq!(
+                                got[i * n + j].to_bits(),
+                                want.to_bits(),
+                                "{} [{m}, {k}, {n}] {store:?} at ({i}, {j})",
+                                tier.name()
+                            );
+                        }
                     }
                 }
             }
