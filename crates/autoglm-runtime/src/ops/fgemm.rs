@@ -390,106 +390,82 @@ mod x86 {
         }
     }
 
-    /// [`super::WholeTile`] on AVX-512: 8 × 32, the sums in 16 registers from the first
-    /// multiply-add to the store, the same operations in the same order as `sums_into` then
-    /// `store_tile` (so the same bits).
+    /// A [`super::WholeTile`] kernel: `$rows` × two vectors of `$lanes`, the sums in registers
+    /// from the first multiply-add to the store, the same operations in the same order as
+    /// `sums_into` then `store_tile` (so the same bits).
     ///
-    /// # Safety
-    /// The CPU has AVX-512F and FMA; A has 8 rows of `k` values from `a`, the panel `k` rows of
-    /// 32, C 8 rows of 32 from `c`, and an added row `r` 32 values from `ptr + r·ld`.
-    #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn whole_avx512(
-        k: usize,
-        (a, lda): (*const f32, usize),
-        b: *const f32,
-        (c, ldc): (*mut f32, usize),
-        alpha: f32,
-        store: TileStore,
-    ) {
-        use std::arch::x86_64::*;
-        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
-        for p in 0..k {
-            // SAFETY (every access below): within the operands, as this function requires.
-            let (b0, b1) = unsafe {
-                (
-                    _mm512_loadu_ps(b.add(p * 32)),
-                    _mm512_loadu_ps(b.add(p * 32 + 16)),
-                )
-            };
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(unsafe { *a.add(r * lda + p) });
-                acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
-                acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
-            }
-        }
-        let alpha = _mm512_set1_ps(alpha);
-        for (r, acc) in acc.iter().enumerate() {
-            for (h, &sum) in acc.iter().enumerate() {
-                unsafe {
-                    let at = c.add(r * ldc + 16 * h);
-                    let y = _mm512_mul_ps(alpha, sum);
-                    let y = match store {
-                        TileStore::Overwrite => y,
-                        TileStore::Accumulate => _mm512_add_ps(_mm512_loadu_ps(at), y),
-                        TileStore::Add(x, ld) => {
-                            _mm512_add_ps(y, _mm512_loadu_ps(x.add(r * ld + 16 * h)))
+    /// # Safety (of the functions it defines)
+    /// The CPU has the features; A has `$rows` rows of `k` values from `a`, the panel `k` rows
+    /// of `2·$lanes`, C `$rows` rows of `2·$lanes` from `c`, and an added row `r` as many values
+    /// from `ptr + r·ld`.
+    macro_rules! whole_tile {
+        ($name:ident, $features:literal, $rows:literal, $lanes:literal,
+         $zero:ident, $load:ident, $splat:ident, $fma:ident, $mul:ident, $add:ident, $store:ident) => {
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                k: usize,
+                (a, lda): (*const f32, usize),
+                b: *const f32,
+                (c, ldc): (*mut f32, usize),
+                alpha: f32,
+                store: TileStore,
+            ) {
+                use std::arch::x86_64::*;
+                const NR: usize = 2 * $lanes;
+                let mut acc = [[$zero(); 2]; $rows];
+                for p in 0..k {
+                    // SAFETY (every access below): within the operands, as required.
+                    let (b0, b1) = unsafe { ($load(b.add(p * NR)), $load(b.add(p * NR + $lanes))) };
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = $splat(unsafe { *a.add(r * lda + p) });
+                        acc[0] = $fma(x, b0, acc[0]);
+                        acc[1] = $fma(x, b1, acc[1]);
+                    }
+                }
+                let alpha = $splat(alpha);
+                for (r, acc) in acc.iter().enumerate() {
+                    for (h, &sum) in acc.iter().enumerate() {
+                        unsafe {
+                            let at = c.add(r * ldc + $lanes * h);
+                            let y = $mul(alpha, sum);
+                            let y = match store {
+                                TileStore::Overwrite => y,
+                                TileStore::Accumulate => $add($load(at), y),
+                                TileStore::Add(x, ld) => $add(y, $load(x.add(r * ld + $lanes * h))),
+                            };
+                            $store(at, y);
                         }
-                    };
-                    _mm512_storeu_ps(at, y);
+                    }
                 }
             }
-        }
+        };
     }
-
-    /// [`super::WholeTile`] on AVX2 + FMA: 6 × 16, the sums in 12 registers ([`whole_avx512`]'s
-    /// twin).
-    ///
-    /// # Safety
-    /// The CPU has AVX2 and FMA; A has 6 rows of `k` values from `a`, the panel `k` rows of 16,
-    /// C 6 rows of 16 from `c`, and an added row `r` 16 values from `ptr + r·ld`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn whole_avx2(
-        k: usize,
-        (a, lda): (*const f32, usize),
-        b: *const f32,
-        (c, ldc): (*mut f32, usize),
-        alpha: f32,
-        store: TileStore,
-    ) {
-        use std::arch::x86_64::*;
-        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-        for p in 0..k {
-            // SAFETY (every access below): within the operands, as this function requires.
-            let (b0, b1) = unsafe {
-                (
-                    _mm256_loadu_ps(b.add(p * 16)),
-                    _mm256_loadu_ps(b.add(p * 16 + 8)),
-                )
-            };
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let x = _mm256_set1_ps(unsafe { *a.add(r * lda + p) });
-                acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
-                acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
-            }
-        }
-        let alpha = _mm256_set1_ps(alpha);
-        for (r, acc) in acc.iter().enumerate() {
-            for (h, &sum) in acc.iter().enumerate() {
-                unsafe {
-                    let at = c.add(r * ldc + 8 * h);
-                    let y = _mm256_mul_ps(alpha, sum);
-                    let y = match store {
-                        TileStore::Overwrite => y,
-                        TileStore::Accumulate => _mm256_add_ps(_mm256_loadu_ps(at), y),
-                        TileStore::Add(x, ld) => {
-                            _mm256_add_ps(y, _mm256_loadu_ps(x.add(r * ld + 8 * h)))
-                        }
-                    };
-                    _mm256_storeu_ps(at, y);
-                }
-            }
-        }
-    }
+    whole_tile!(
+        whole_avx512,
+        "avx512f,fma",
+        8,
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_mul_ps,
+        _mm512_add_ps,
+        _mm512_storeu_ps
+    );
+    whole_tile!(
+        whole_avx2,
+        "avx2,fma",
+        6,
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_mul_ps,
+        _mm256_add_ps,
+        _mm256_storeu_ps
+    );
 
     #[target_feature(enable = "avx512f,fma")]
     #[inline(never)]
@@ -894,6 +870,24 @@ pub(super) mod tests {
     /// multiply-adds over `p` in order (one rounding each with FMA, two on `scalar`), then
     /// `α·sum + add`, whatever the blocks. Shapes across several row blocks ([`TILES`] tiles)
     /// and depth blocks ([`KC`]), with tails.
+    /// `Σ_p A[i, p]·B[p, j]` for row-major A `[·, k]` and B `[k, n]`, one multiply-add after
+    /// the other as every tier's kernels chain them (fused where the tier fuses).
+    fn one_pass_sum(
+        tier: Tier,
+        (a, b): (&[f32], &[f32]),
+        (i, j): (usize, usize),
+        (k, n): (usize, usize),
+    ) -> f32 {
+        (0..k).fold(0f32, |s, p| {
+            let (x, y) = (a[i * k + p], b[p * n + j]);
+            if tier == Tier::Scalar {
+                s + x * y
+            } else {
+                x.mul_add(y, s)
+            }
+        })
+    }
+
     #[test]
     fn blocks_of_rows_and_depth_give_the_one_pass_bits() {
         for &(m, k, n) in &[
@@ -913,14 +907,7 @@ pub(super) mod tests {
                 gemm(tier, m, 0.5, strided, packed.rows(0..k), store, &mut got, n).unwrap();
                 for i in 0..m {
                     for j in 0..n {
-                        let sum = (0..k).fold(0f32, |s, p| {
-                            let (x, y) = (a[i * k + p], b[p * n + j]);
-                            if tier == Tier::Scalar {
-                                s + x * y
-                            } else {
-                                x.mul_add(y, s)
-                            }
-                        });
+                        let sum = one_pass_sum(tier, (&a, &b), (i, j), (k, n));
                         let want = 0.5 * sum + row_add[j];
                         assert_eq!(
                             got[i * n + j].to_bits(),
@@ -976,14 +963,7 @@ pub(super) mod tests {
                     .unwrap();
                     for i in 0..m {
                         for j in 0..n {
-                            let sum = (0..k).fold(0f32, |s, p| {
-                                let (x, y) = (a[i * k + p], b[p * n + j]);
-                                if tier == Tier::Scalar {
-                                    s + x * y
-                                } else {
-                                    x.mul_add(y, s)
-                                }
-                            });
+                            let sum = one_pass_sum(tier, (&a, &b), (i, j), (k, n));
                             let want = match store {
                                 Store::Overwrite => 0.75 * sum,
                                 Store::Accumulate => before[i * n + j] + 0.75 * sum,
