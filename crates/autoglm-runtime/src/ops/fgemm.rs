@@ -563,11 +563,6 @@ fn product<const MR: usize, const NR: usize>(
                 let part = &panel[p0 * NR..(p0 + depth) * NR];
                 for (t, i0) in (block..block_end).step_by(MR).enumerate() {
                     let rows = MR.min(m - i0);
-                    // Rows past `m` repeat the last one (computed, never stored).
-                    let a_rows: [&[f32]; MR] = std::array::from_fn(|r| {
-                        let at = (i0 + r.min(rows - 1)) * a.row + p0;
-                        &a.data[at..at + depth]
-                    });
                     if let (Some(whole), false, true) = (whole, carried, rows == MR && cols == NR) {
                         let a_at = &a.data[i0 * a.row + p0..];
                         let c_at = &mut c[i0 * ldc + j0..];
@@ -596,6 +591,11 @@ fn product<const MR: usize, const NR: usize>(
                         };
                         continue;
                     }
+                    // Rows past `m` repeat the last one (computed, never stored).
+                    let a_rows: [&[f32]; MR] = std::array::from_fn(|r| {
+                        let at = (i0 + r.min(rows - 1)) * a.row + p0;
+                        &a.data[at..at + depth]
+                    });
                     let sums = &mut partial[if carried { t } else { 0 }];
                     if p0 == 0 {
                         *sums = [[0.0; NR]; MR];
@@ -866,10 +866,6 @@ pub(super) mod tests {
         }
     }
 
-    /// Blocks of rows and of depth change no bit: each output is the tier's chain of
-    /// multiply-adds over `p` in order (one rounding each with FMA, two on `scalar`), then
-    /// `α·sum + add`, whatever the blocks. Shapes across several row blocks ([`TILES`] tiles)
-    /// and depth blocks ([`KC`]), with tails.
     /// `Σ_p A[i, p]·B[p, j]` for row-major A `[·, k]` and B `[k, n]`, one multiply-add after
     /// the other as every tier's kernels chain them (fused where the tier fuses).
     fn one_pass_sum(
@@ -888,6 +884,10 @@ pub(super) mod tests {
         })
     }
 
+    /// Blocks of rows and of depth change no bit: each output is the tier's chain of
+    /// multiply-adds over `p` in order (one rounding each with FMA, two on `scalar`), then
+    /// `α·sum + add`, whatever the blocks. Shapes across several row blocks ([`TILES`] tiles)
+    /// and depth blocks ([`KC`]), with tails.
     #[test]
     fn blocks_of_rows_and_depth_give_the_one_pass_bits() {
         for &(m, k, n) in &[
