@@ -315,48 +315,162 @@ pub fn qgemm(
     out: &mut [f32],
     executor: &tract_linalg::multithread::Executor,
 ) -> TractResult<()> {
-    let (k, n) = (w.k, w.n);
     ensure!(
-        rows.checked_mul(k) == Some(a.len())
-            && rows.checked_mul(n) == Some(out.len())
-            && scale.len() == n
-            && bias.is_none_or(|b| b.len() == n),
-        "int8 product: buffer sizes do not match [{rows}, {k}] x [{k}, {n}]"
+        rows.checked_mul(w.n) == Some(out.len()),
+        "int8 product: {} outputs for {rows} rows of {}",
+        out.len(),
+        w.n
     );
+    let operands = Operands::new(a, rows, zp, w, scale, bias)?;
+    // SAFETY: `out` holds the `rows × n` values the product writes.
+    unsafe { product(&operands, OutPtr(out.as_mut_ptr()), None, executor) }
+}
+
+/// What [`qgemm_new`] runs on the output's rows once the product has written them (the
+/// layer's GELU): on each block of rows of a long call ([`LONG_ROWS`]) as soon as that block is
+/// done, while its values are still in the core's cache; on the whole output, in parts on the
+/// pool, otherwise. It must treat every value alone (its result may not depend on how the rows
+/// are split).
+pub type Finish<'f> = &'f (dyn Fn(&mut [f32]) -> TractResult<()> + Sync);
+
+/// [`qgemm`] into a new tensor of `shape` (`[.., n]`, `rows` rows), then `finish` on its
+/// values. The tensor is not zeroed first: the product writes every one of its values (at
+/// 4,096 rows, zeroing a `[4096, 1536]` output was 25 MB written, and read again for
+/// ownership by the product's stores, once more than needed).
+#[allow(clippy::too_many_arguments)]
+pub fn qgemm_new(
+    a: &[u8],
+    rows: usize,
+    zp: u8,
+    w: &PackedI8,
+    scale: &[f32],
+    bias: Option<&[f32]>,
+    shape: &[usize],
+    finish: Option<Finish>,
+    executor: &tract_linalg::multithread::Executor,
+) -> TractResult<Tensor> {
     ensure!(
-        w.tier.supported() && w.tier.exact_for(w.max_abs),
-        "int8 product: the {} kernel cannot run these weights here",
-        w.tier.name()
+        shape.last() == Some(&w.n)
+            && shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) == rows.checked_mul(w.n),
+        "int8 product: output shape {shape:?} for {rows} rows of {}",
+        w.n
     );
+    let operands = Operands::new(a, rows, zp, w, scale, bias)?;
+    // SAFETY: no value of the tensor is read before it is written: `product` writes every one
+    // of its `rows × n` values (each row of each panel's columns, `panels`), `finish` runs on
+    // rows the product has written, and the tensor is returned only after both.
+    let mut out = unsafe { Tensor::uninitialized::<f32>(shape)? };
+    {
+        let mut ram = out.try_as_plain_ram_mut()?;
+        let values = ram.as_slice_mut::<f32>()?;
+        ensure!(
+            values.len() == rows * w.n,
+            "int8 product: output of {} values",
+            values.len()
+        );
+        let long = row_block(rows) < rows;
+        // SAFETY: `values` holds the `rows × n` values the product writes.
+        unsafe {
+            product(
+                &operands,
+                OutPtr(values.as_mut_ptr()),
+                finish.filter(|_| long),
+                executor,
+            )?
+        };
+        if let Some(finish) = finish.filter(|_| !long) {
+            super::for_parts_mut(values, executor, |_, part| finish(part))?;
+        }
+    }
+    Ok(out)
+}
+
+/// One call's operands, checked against each other, and A padded to the kernel's groups.
+struct Operands<'a> {
+    w: &'a PackedI8,
+    a: std::borrow::Cow<'a, [u8]>,
+    lda: usize,
+    rows: usize,
+    zp: u8,
+    scale: &'a [f32],
+    bias: Option<&'a [f32]>,
+}
+
+impl<'a> Operands<'a> {
+    fn new(
+        a: &'a [u8],
+        rows: usize,
+        zp: u8,
+        w: &'a PackedI8,
+        scale: &'a [f32],
+        bias: Option<&'a [f32]>,
+    ) -> TractResult<Operands<'a>> {
+        let (k, n) = (w.k, w.n);
+        ensure!(
+            rows.checked_mul(k) == Some(a.len())
+                && rows.checked_mul(n).is_some()
+                && scale.len() == n
+                && bias.is_none_or(|b| b.len() == n),
+            "int8 product: buffer sizes do not match [{rows}, {k}] x [{k}, {n}]"
+        );
+        ensure!(
+            w.tier.supported() && w.tier.exact_for(w.max_abs),
+            "int8 product: the {} kernel cannot run these weights here",
+            w.tier.name()
+        );
+        // The 4-way kernels read whole groups of four: rows whose length is not a multiple of
+        // four are copied, zero-padded (the padded weights are zero too).
+        let (a, lda) = if w.kp != k && rows > 0 {
+            let mut buf = vec![0u8; rows * w.kp];
+            for (dst, src) in buf.chunks_mut(w.kp).zip(a.chunks(k.max(1))) {
+                dst[..k].copy_from_slice(src);
+            }
+            (std::borrow::Cow::Owned(buf), w.kp)
+        } else {
+            (std::borrow::Cow::Borrowed(a), k)
+        };
+        Ok(Operands {
+            w,
+            a,
+            lda,
+            rows,
+            zp,
+            scale,
+            bias,
+        })
+    }
+}
+
+/// The product of checked operands into `out`; with `finish`, the tasks are whole blocks of
+/// rows, each finished by the task that made it (only for calls of more than one block).
+///
+/// # Safety
+/// `out` points to `rows × n` f32 values that nothing else reads or writes during the call.
+unsafe fn product(
+    operands: &Operands,
+    out: OutPtr,
+    finish: Option<Finish>,
+    executor: &tract_linalg::multithread::Executor,
+) -> TractResult<()> {
+    let Operands {
+        w,
+        ref a,
+        lda,
+        rows,
+        zp,
+        scale,
+        bias,
+    } = *operands;
+    let n = w.n;
     if rows == 0 || n == 0 {
         return Ok(());
     }
-    // The 4-way kernels read whole groups of four: rows whose length is not a multiple of four
-    // are copied, zero-padded (the padded weights are zero too).
-    let padded;
-    let (a, lda) = if w.kp != k {
-        let mut buf = vec![0u8; rows * w.kp];
-        for (dst, src) in buf.chunks_mut(w.kp).zip(a.chunks(k.max(1))) {
-            dst[..k].copy_from_slice(src);
-        }
-        padded = buf;
-        (&padded[..], w.kp)
-    } else {
-        (a, k)
-    };
-    let out = OutPtr(out.as_mut_ptr());
-    // With AVX512-VNNI each task takes two neighbouring panels ([`x86::vnni512x2`]).
+    // With AVX512-VNNI each task takes two neighbouring panels ([`x86::panel_pair_avx512`]).
     let per_task = if cfg!(target_arch = "x86_64") && w.tier == Tier::Vnni && has_avx512_vnni() {
         2
     } else {
         1
     };
-    // Tasks: (block of rows, first panel), the blocks in order (see [`LONG_ROWS`]).
-    let block = row_block(rows);
-    let tasks: Vec<(usize, usize)> = (0..rows)
-        .step_by(block)
-        .flat_map(|r| (0..n.div_ceil(NR)).step_by(per_task).map(move |p| (r, p)))
-        .collect();
     let job = Job {
         w,
         a,
@@ -366,10 +480,11 @@ pub fn qgemm(
         bias,
         out,
     };
-    super::attention::run_tasks(&tasks, executor, |(r, p)| {
-        let rows = r..rows.min(r + block);
-        // SAFETY: the sizes were checked above; the tier runs on this CPU (checked); each
-        // task writes its own rows of its own panels' columns only.
+    let run = |r: usize, p: usize| {
+        let rows = r..rows.min(r + row_block(rows));
+        // SAFETY: the sizes were checked (`Operands::new`, the caller for `out`); the tier
+        // runs on this CPU (checked); each task writes its own rows of its own panels' columns
+        // only.
         unsafe {
             match w.tier {
                 #[cfg(target_arch = "x86_64")]
@@ -379,6 +494,27 @@ pub fn qgemm(
                 _ => panel(&job, p, rows),
             }
         }
+    };
+    let block = row_block(rows);
+    let panels = (0..n.div_ceil(NR)).step_by(per_task);
+    if let Some(finish) = finish {
+        // Tasks: blocks of rows, each through every panel, then finished.
+        let blocks: Vec<usize> = (0..rows).step_by(block).collect();
+        return super::attention::run_tasks(&blocks, executor, |r| {
+            panels.clone().for_each(|p| run(r, p));
+            let len = (rows.min(r + block) - r) * n;
+            // SAFETY: these rows are inside `out` (the caller's promise) and this task alone
+            // wrote them (every panel, just now) and touches them.
+            finish(unsafe { std::slice::from_raw_parts_mut(out.at(r * n), len) })
+        });
+    }
+    // Tasks: (block of rows, first panel), the blocks in order (see [`LONG_ROWS`]).
+    let tasks: Vec<(usize, usize)> = (0..rows)
+        .step_by(block)
+        .flat_map(|r| panels.clone().map(move |p| (r, p)))
+        .collect();
+    super::attention::run_tasks(&tasks, executor, |(r, p)| {
+        run(r, p);
         Ok(())
     })
 }
@@ -448,31 +584,15 @@ unsafe fn panels<const PP: usize>(
         w,
         a,
         lda,
-        zp,
-        scale,
+        zp: _,
+        scale: _,
         bias,
         out,
     } = *job;
     let n = w.n;
     // Each panel's column constants, zero-padded to whole vectors: the epilogue below runs on
     // fixed-size arrays, which the compiler vectorizes.
-    let epilogues: [Epilogue; PP] = std::array::from_fn(|i| {
-        let first = (p + i) * NR;
-        let cols = NR.min(n - first);
-        let mut e = Epilogue {
-            first,
-            cols,
-            offset: [0; NR],
-            scales: [0.0; NR],
-            biases: [0.0; NR],
-        };
-        for c in 0..cols {
-            e.offset[c] = correction(w.tier, zp, w.colsum[first + c]);
-            e.scales[c] = scale[first + c];
-            e.biases[c] = bias.map_or(0.0, |b| b[first + c]);
-        }
-        e
-    });
+    let epilogues: [Epilogue; PP] = std::array::from_fn(|i| Epilogue::new(job, p + i));
     let mut tiles = [[[0i32; NR]; MR]; PP];
     let mut ys = [0f32; NR];
     let step = w.tier.rows();
@@ -510,6 +630,28 @@ struct Epilogue {
     offset: [i32; NR],
     scales: [f32; NR],
     biases: [f32; NR],
+}
+
+impl Epilogue {
+    /// Panel `p`'s, zero past its last column.
+    fn new(job: &Job, p: usize) -> Epilogue {
+        let (w, zp) = (job.w, job.zp);
+        let first = p * NR;
+        let cols = NR.min(w.n - first);
+        let mut e = Epilogue {
+            first,
+            cols,
+            offset: [0; NR],
+            scales: [0.0; NR],
+            biases: [0.0; NR],
+        };
+        for c in 0..cols {
+            e.offset[c] = correction(w.tier, zp, w.colsum[first + c]);
+            e.scales[c] = job.scale[first + c];
+            e.biases[c] = job.bias.map_or(0.0, |b| b[first + c]);
+        }
+        e
+    }
 }
 
 /// What a kernel's raw sum needs added for the zero point (i32, wrapping, as the sums).
@@ -620,12 +762,12 @@ fn scalar_sums(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Job, KG, MR, NR};
+    use super::{Epilogue, Job, KG, MR, NR};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
     /// Panels `p` and `p + 1` (or `p` alone, the last of an odd count) on the two-panel
-    /// 512-bit VNNI kernel, the epilogue compiled for AVX-512.
+    /// 512-bit VNNI kernel, its epilogue done on the sums in registers ([`vnni512x2_out`]).
     ///
     /// # Safety
     /// As [`super::panels`]; the CPU has AVX512-VNNI.
@@ -636,15 +778,82 @@ mod x86 {
             return unsafe { super::panel(job, p, rows) };
         }
         let pair = w.panels(p, 2);
-        // SAFETY: `a_rows` holds `mr` rows of `lda ≥ kp` bytes and `pair` the two panels'
-        // `2 · kp · NR` weights, which is what the kernel reads.
-        unsafe {
-            super::panels::<2>(job, p, rows, |mr, a_rows, tiles| {
+        let e = [Epilogue::new(job, p), Epilogue::new(job, p + 1)];
+        let load = |i: usize| unsafe {
+            PairOut {
+                offset: _mm512_loadu_si512(e[i].offset.as_ptr() as *const __m512i),
+                scale: _mm512_loadu_ps(e[i].scales.as_ptr()),
+                bias: _mm512_loadu_ps(e[i].biases.as_ptr()),
+                mask: (((1u32 << e[i].cols) - 1) & 0xffff) as __mmask16,
+            }
+        };
+        let consts = [load(0), load(1)];
+        let bias = job.bias.is_some();
+        for r0 in rows.clone().step_by(MR) {
+            let mr = MR.min(rows.end - r0);
+            // SAFETY: rows `r0 .. r0 + mr` of `a` (`lda ≥ kp` bytes each) and the pair's
+            // `2 · kp · NR` weights are what the kernel reads; it writes rows `r0 .. r0 + mr`
+            // of the pair's columns (the masks stop at the last one), inside the `rows × n`
+            // output, which this task alone writes there.
+            unsafe {
                 by_rows!(
                     mr,
-                    vnni512x2(a_rows.as_ptr(), lda, pair.as_ptr(), w.kp, tiles)
+                    vnni512x2_out(
+                        job.a.as_ptr().add(r0 * lda),
+                        lda,
+                        pair.as_ptr(),
+                        w.kp,
+                        &consts,
+                        bias,
+                        job.out.at(r0 * w.n + p * NR),
+                        w.n
+                    )
                 )
-            })
+            }
+        }
+    }
+
+    /// One panel's epilogue constants as vectors, and the mask of its columns.
+    pub(super) struct PairOut {
+        offset: __m512i,
+        scale: __m512,
+        bias: __m512,
+        mask: __mmask16,
+    }
+
+    /// The two-panel 512-bit VNNI kernel: 32 columns (`w` and the `kp · NR` weights after it),
+    /// so each row's broadcast activations feed two `vpdpbusd`, and the 16 sums in registers
+    /// keep both of the core's 512-bit multiply-add ports busy through the instruction's
+    /// latency (eight sums, the one-panel kernel's, cannot). Then each row's sums go through
+    /// the epilogue in registers and are stored to
+    /// `out` (row `r` at `out + r · ldo`, panel `i`'s columns from `i · NR`): the same i32
+    /// addition, conversion, product and sum (`bias`: the bias is added) as
+    /// [`super::panels`], so the same bits, without the sums' trip through memory and the
+    /// copy of each row.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn vnni512x2_out<const ROWS: usize>(
+        a: *const u8,
+        lda: usize,
+        w: *const i8,
+        kp: usize,
+        consts: &[PairOut; 2],
+        bias: bool,
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        let acc = unsafe { vnni512_sums::<ROWS, 2>(a, lda, w, kp) };
+        for (r, acc) in acc.iter().enumerate() {
+            for (i, (&sums, c)) in acc.iter().zip(consts).enumerate() {
+                let mut y = _mm512_mul_ps(
+                    _mm512_cvtepi32_ps(_mm512_add_epi32(sums, c.offset)),
+                    c.scale,
+                );
+                if bias {
+                    y = _mm512_add_ps(y, c.bias);
+                }
+                unsafe { _mm512_mask_storeu_ps(out.add(r * ldo + i * NR), c.mask, y) };
+            }
         }
     }
 
@@ -704,23 +913,7 @@ mod x86 {
         unsafe { vnni512_panels::<ROWS, 1>(a, lda, w, kp, std::array::from_mut(tile)) }
     }
 
-    /// [`vnni512`] on two neighbouring panels (`w` and the `kp · NR` weights after it): 32
-    /// columns, so each row's broadcast activations feed two `vpdpbusd`, and the 16 sums in
-    /// registers keep both of the core's 512-bit multiply-add ports busy through the
-    /// instruction's latency (eight sums, the one-panel kernel's, cannot).
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    pub(super) unsafe fn vnni512x2<const ROWS: usize>(
-        a: *const u8,
-        lda: usize,
-        w: *const i8,
-        kp: usize,
-        tiles: &mut [[[i32; NR]; MR]; 2],
-    ) {
-        unsafe { vnni512_panels::<ROWS, 2>(a, lda, w, kp, tiles) }
-    }
-
-    /// The body of both: `P` panels one after the other from `w`, one sum vector per row
-    /// and panel.
+    /// [`vnni512_sums`] stored to `tiles`.
     #[inline(always)]
     unsafe fn vnni512_panels<const ROWS: usize, const P: usize>(
         a: *const u8,
@@ -729,6 +922,23 @@ mod x86 {
         kp: usize,
         tiles: &mut [[[i32; NR]; MR]; P],
     ) {
+        let acc = unsafe { vnni512_sums::<ROWS, P>(a, lda, w, kp) };
+        for (r, acc) in acc.iter().enumerate() {
+            for (tile, &v) in tiles.iter_mut().zip(acc) {
+                unsafe { _mm512_storeu_si512(tile[r].as_mut_ptr() as *mut __m512i, v) };
+            }
+        }
+    }
+
+    /// The body of both 512-bit kernels ([`vnni512`], [`vnni512x2_out`]): `P` panels one after
+    /// the other from `w`, one sum vector per row and panel, in registers.
+    #[inline(always)]
+    unsafe fn vnni512_sums<const ROWS: usize, const P: usize>(
+        a: *const u8,
+        lda: usize,
+        w: *const i8,
+        kp: usize,
+    ) -> [[__m512i; P]; ROWS] {
         let mut acc = [[_mm512_setzero_si512(); P]; ROWS];
         for g in 0..kp / KG {
             unsafe {
@@ -744,11 +954,7 @@ mod x86 {
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate() {
-            for (tile, &v) in tiles.iter_mut().zip(acc) {
-                unsafe { _mm512_storeu_si512(tile[r].as_mut_ptr() as *mut __m512i, v) };
-            }
-        }
+        acc
     }
     four_way!(avxvnni, "avx2,avxvnni", |acc, x, w| {
         _mm256_dpbusd_avx_epi32(acc, x, w)
@@ -1143,6 +1349,85 @@ pub(super) mod tests {
             &Default::default(),
         );
         assert!(err.is_err(), "a short activation buffer is refused");
+        Ok(())
+    }
+
+    /// [`qgemm_new`] with a finishing pass equals [`qgemm`] then that pass over the whole
+    /// output, bit for bit, whether the call is one block of rows or several (each finished by
+    /// its own task), on one thread or a pool; and it refuses a shape that is not the product's.
+    #[test]
+    fn finished_blocks_equal_the_product_then_the_pass() -> TractResult<()> {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let single = tract_linalg::multithread::Executor::SingleThread;
+        let pool = tract_linalg::multithread::Executor::multithread(3);
+        // A pass whose result depends on each value alone, not linear (so that a value
+        // finished twice, or not at all, shows).
+        let pass = |xs: &mut [f32]| -> TractResult<()> {
+            xs.iter_mut().for_each(|x| *x = x.abs().sqrt() - 0.5 * *x);
+            Ok(())
+        };
+        for (rows, k, n) in [
+            (5, 9, 17),
+            (LONG_ROWS, 64, 33),
+            (LONG_ROWS + 1, 16, 48),
+            (LONG_ROWS + 2 * BLOCK_ROWS + 3, 31, 80),
+        ] {
+            let a: Vec<u8> = (0..rows * k).map(|_| rng.next() as u8).collect();
+            let w: Vec<i8> = (0..k * n)
+                .map(|_| (rng.below(127) as i32 - 63) as i8)
+                .collect();
+            let scale: Vec<f32> = (0..n).map(|c| 1e-3 * (1 + c % 5) as f32).collect();
+            let bias: Vec<f32> = (0..n).map(|c| c as f32 * 0.5 - 3.0).collect();
+            for tier in Tier::available() {
+                let packed = PackedI8::new(&w, k, n, tier)?;
+                let mut expected = vec![0f32; rows * n];
+                qgemm(
+                    &a,
+                    rows,
+                    7,
+                    &packed,
+                    &scale,
+                    Some(&bias),
+                    &mut expected,
+                    &single,
+                )?;
+                pass(&mut expected)?;
+                for executor in [&single, &pool] {
+                    let shape = [1, rows, n];
+                    let out = qgemm_new(
+                        &a,
+                        rows,
+                        7,
+                        &packed,
+                        &scale,
+                        Some(&bias),
+                        &shape,
+                        Some(&pass),
+                        executor,
+                    )?;
+                    assert_eq!(out.shape(), shape);
+                    let got = out.try_as_plain_ram()?;
+                    let same = got
+                        .as_slice::<f32>()?
+                        .iter()
+                        .zip(&expected)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{tier:?}: [{rows}, {k}] x [{k}, {n}]");
+                }
+                let wrong = qgemm_new(
+                    &a,
+                    rows,
+                    7,
+                    &packed,
+                    &scale,
+                    None,
+                    &[rows + 1, n],
+                    None,
+                    &single,
+                );
+                assert!(wrong.is_err(), "a shape of other rows is refused");
+            }
+        }
         Ok(())
     }
 

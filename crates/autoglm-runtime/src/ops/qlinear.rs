@@ -18,7 +18,7 @@
 
 use super::attention::{is_bin, single_use};
 use super::const_f32;
-use super::qgemm::{qgemm, PackedI8, Tier};
+use super::qgemm::{PackedI8, Tier};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cast::Cast;
@@ -95,30 +95,23 @@ impl EvalOp for LinearI8 {
         if let Some(last) = shape.last_mut() {
             *last = n;
         }
-        let mut out = Tensor::zero::<f32>(&shape)?;
-        {
-            let q = q.try_as_plain_ram()?;
-            let zp = zp.try_as_plain_ram()?;
-            let scale = scale.try_as_plain_ram()?;
-            let mut out_ram = out.try_as_plain_ram_mut()?;
-            let executor = tract_linalg::multithread::current_tract_executor();
-            let out = out_ram.as_slice_mut::<f32>()?;
-            qgemm(
-                q.as_slice::<u8>()?,
-                rows,
-                zp.as_slice::<u8>()?[0],
-                &self.weights,
-                scale.as_slice::<f32>()?,
-                self.bias.as_deref().map(|b| &b[..]),
-                out,
-                &executor,
-            )?;
-            if self.gelu {
-                super::for_parts_mut(out, &executor, |_, part| {
-                    super::flinear::gelu_in_place(part)
-                })?;
-            }
-        }
+        let (q, zp, scale) = (
+            q.try_as_plain_ram()?,
+            zp.try_as_plain_ram()?,
+            scale.try_as_plain_ram()?,
+        );
+        let gelu = |values: &mut [f32]| super::flinear::gelu_in_place(values);
+        let out = super::qgemm::qgemm_new(
+            q.as_slice::<u8>()?,
+            rows,
+            zp.as_slice::<u8>()?[0],
+            &self.weights,
+            scale.as_slice::<f32>()?,
+            self.bias.as_deref().map(|b| &b[..]),
+            &shape,
+            self.gelu.then_some(&gelu as super::qgemm::Finish),
+            &tract_linalg::multithread::current_tract_executor(),
+        )?;
         Ok(tvec![out.into_tvalue()])
     }
 }
