@@ -490,7 +490,9 @@ unsafe fn product(
                 #[cfg(target_arch = "x86_64")]
                 Tier::Vnni if per_task == 2 => x86::panel_pair_avx512(&job, p, rows),
                 #[cfg(target_arch = "x86_64")]
-                Tier::Vnni | Tier::Avx2 => x86::panel_avx2(&job, p, rows),
+                Tier::Vnni => x86::panel_avx2(&job, p, rows, true),
+                #[cfg(target_arch = "x86_64")]
+                Tier::Avx2 => x86::panel_avx2(&job, p, rows, false),
                 _ => panel(&job, p, rows),
             }
         }
@@ -706,10 +708,6 @@ unsafe fn tile_sums(
         Tier::Vnni if has_avx512_vnni() => unsafe {
             by_rows!(mr, x86::vnni512(ap, lda, wp, kp, tile))
         },
-        #[cfg(target_arch = "x86_64")]
-        Tier::Vnni => unsafe { by_rows!(mr, x86::avxvnni(ap, lda, wp, kp, tile)) },
-        #[cfg(target_arch = "x86_64")]
-        Tier::Avx2 => unsafe { by_rows!(mr, x86::avx2(ap, lda, wp, kp, tile)) },
         #[cfg(target_arch = "aarch64")]
         Tier::Sdot => unsafe { by_rows!(mr, arm::sdot(ap, lda, wp, kp, tile)) },
         #[cfg(target_arch = "aarch64")]
@@ -814,7 +812,7 @@ mod x86 {
     }
 
     /// One panel's epilogue constants as vectors, and the mask of its columns.
-    pub(super) struct PairOut {
+    struct PairOut {
         offset: __m512i,
         scale: __m512,
         bias: __m512,
@@ -857,25 +855,77 @@ mod x86 {
         }
     }
 
-    /// [`super::panel`] compiled for AVX2.
+    /// Panel `p` on a 4-way 256-bit kernel (`vnni`: AVX-VNNI, else AVX2), its epilogue done on
+    /// the sums in registers ([`four_way`]).
+    ///
+    /// # Safety
+    /// As [`super::panels`]; the CPU has AVX2 and FMA (and AVX-VNNI with `vnni`).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn panel_avx2(job: &Job, p: usize, rows: Range<usize>) {
-        unsafe { super::panel(job, p, rows) }
+    pub(super) unsafe fn panel_avx2(job: &Job, p: usize, rows: Range<usize>, vnni: bool) {
+        let (w, lda) = (job.w, job.lda);
+        let e = Epilogue::new(job, p);
+        let half = |h: usize| unsafe {
+            let lane = |c: usize| if h * 8 + c < e.cols { -1 } else { 0 };
+            HalfOut {
+                offset: _mm256_loadu_si256(e.offset.as_ptr().add(8 * h) as *const __m256i),
+                scale: _mm256_loadu_ps(e.scales.as_ptr().add(8 * h)),
+                bias: _mm256_loadu_ps(e.biases.as_ptr().add(8 * h)),
+                mask: _mm256_setr_epi32(
+                    lane(0),
+                    lane(1),
+                    lane(2),
+                    lane(3),
+                    lane(4),
+                    lane(5),
+                    lane(6),
+                    lane(7),
+                ),
+            }
+        };
+        let consts = [half(0), half(1)];
+        let (bias, panel) = (job.bias.is_some(), w.panel(p).as_ptr());
+        for r0 in rows.clone().step_by(MR) {
+            let mr = MR.min(rows.end - r0);
+            let (a, out) = (
+                unsafe { job.a.as_ptr().add(r0 * lda) },
+                job.out.at(r0 * w.n + p * NR),
+            );
+            // SAFETY: rows `r0 .. r0 + mr` of `a` (`lda ≥ kp` bytes each) and the panel's
+            // `kp · NR` weights are what the kernel reads; it writes rows `r0 .. r0 + mr` of
+            // the panel's columns (the masks stop at the last one), inside the `rows × n`
+            // output, which this task alone writes there.
+            unsafe {
+                if vnni {
+                    by_rows!(mr, avxvnni(a, lda, panel, w.kp, &consts, bias, out, w.n))
+                } else {
+                    by_rows!(mr, avx2(a, lda, panel, w.kp, &consts, bias, out, w.n))
+                }
+            }
+        }
     }
 
-    /// One 4-way kernel body: for each group of four `k`, the panel's 16 columns as two
-    /// vectors of 8 lanes; each row's four activations broadcast to every lane; `$dot` adds the
-    /// four products of each lane into its i32.
+    /// Half a panel's epilogue constants as 256-bit vectors, and the mask of its columns.
+    struct HalfOut {
+        offset: __m256i,
+        scale: __m256,
+        bias: __m256,
+        mask: __m256i,
+    }
+
+    /// One 4-way 256-bit kernel (`$out`): for each group of four `k`, the panel's 16 columns
+    /// as two vectors of 8 lanes; each row's four activations broadcast to every lane; `$dot`
+    /// adds the four products of each lane into its i32. Then the epilogue on the sums in
+    /// registers.
     macro_rules! four_way {
-        ($name:ident, $features:literal, $dot:expr) => {
+        ($out:ident, $features:literal, $dot:expr) => {
             #[target_feature(enable = $features)]
-            pub(super) unsafe fn $name<const ROWS: usize>(
+            #[inline]
+            unsafe fn sums<const ROWS: usize>(
                 a: *const u8,
                 lda: usize,
                 w: *const i8,
                 kp: usize,
-                tile: &mut [[i32; NR]; MR],
-            ) {
+            ) -> [[__m256i; 2]; ROWS] {
                 let dot = $dot;
                 let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
                 for g in 0..kp / KG {
@@ -890,10 +940,39 @@ mod x86 {
                         }
                     }
                 }
+                acc
+            }
+
+            /// The sums, then each row's epilogue in registers (the same i32 addition,
+            /// conversion, product and sum as [`super::panels`], so the same bits), stored to
+            /// `out` (row `r` at `out + r · ldo`; the masks' columns only).
+            #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = $features)]
+            pub(in crate::ops::qgemm) unsafe fn $out<const ROWS: usize>(
+                a: *const u8,
+                lda: usize,
+                w: *const i8,
+                kp: usize,
+                consts: &[HalfOut; 2],
+                bias: bool,
+                out: *mut f32,
+                ldo: usize,
+            ) {
+                let acc = unsafe { sums::<ROWS>(a, lda, w, kp) };
                 for (r, acc) in acc.iter().enumerate() {
-                    unsafe {
-                        _mm256_storeu_si256(tile[r].as_mut_ptr() as *mut __m256i, acc[0]);
-                        _mm256_storeu_si256(tile[r].as_mut_ptr().add(8) as *mut __m256i, acc[1]);
+                    for (h, (&sums, c)) in acc.iter().zip(consts).enumerate() {
+                        let mut y = _mm256_mul_ps(
+                            _mm256_cvtepi32_ps(_mm256_add_epi32(sums, c.offset)),
+                            c.scale,
+                        );
+                        if bias {
+                            y = _mm256_add_ps(y, c.bias);
+                        }
+                        // (`wrapping_add`: the second half of a last panel of at most 8
+                        // columns is stored with an empty mask, at an address that may be
+                        // past the output.)
+                        let at = out.wrapping_add(r * ldo + 8 * h);
+                        unsafe { _mm256_maskstore_ps(at, c.mask, y) };
                     }
                 }
             }
@@ -956,14 +1035,23 @@ mod x86 {
         }
         acc
     }
-    four_way!(avxvnni, "avx2,avxvnni", |acc, x, w| {
-        _mm256_dpbusd_avx_epi32(acc, x, w)
-    });
-    // u8·s8 pairs into i16 (exact for |w| ≤ 64), pairs of those into i32.
-    four_way!(avx2, "avx2", |acc, x, w| {
-        let pairs = _mm256_maddubs_epi16(x, w);
-        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-    });
+    /// The AVX-VNNI kernels (`vpdpbusd` on 256 bits).
+    mod avx_vnni {
+        use super::*;
+        four_way!(avxvnni, "avx2,avxvnni", |acc, x, w| {
+            _mm256_dpbusd_avx_epi32(acc, x, w)
+        });
+    }
+    /// The AVX2 kernels: u8·s8 pairs into i16 (exact for |w| ≤ 64), pairs of those into i32.
+    mod pairs {
+        use super::*;
+        four_way!(avx2, "avx2", |acc, x, w| {
+            let pairs = _mm256_maddubs_epi16(x, w);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+        });
+    }
+    use avx_vnni::avxvnni;
+    use pairs::avx2;
 }
 
 #[cfg(target_arch = "aarch64")]
