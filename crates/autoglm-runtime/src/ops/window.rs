@@ -508,6 +508,8 @@ fn whole_panels(cols: std::ops::Range<usize>, block: usize, nr: usize) -> std::o
 
 /// Query rows per group: this many tiles of the tier.
 const GROUP_TILES: usize = 4;
+/// The most rows of a group on any tier.
+const MAX_GROUP: usize = GROUP_TILES * 8;
 
 /// One query block `c` of head `h` of item `b`: its scores, softmax, and context rows
 /// (`[block, head_dim]`), returned. The block's rows go in groups of [`GROUP_TILES`] tiles,
@@ -578,12 +580,15 @@ fn one_block(
             let out = &mut scores[cols.len()..];
             fgemm::gemm(tier, rows, scale, q, keys, store, out, width)?;
         }
-        for row in scores.chunks_mut(width) {
-            super::softmax::softmax_in_place(tier, row);
+        // e^(score − max) per row; the rows' sums divide the context's few columns at the end
+        // instead of every score (as the dense attention does).
+        let mut inverse = [0f32; MAX_GROUP];
+        for (r, row) in scores.chunks_mut(width).enumerate() {
+            inverse[r] = super::softmax::softmax_unnormalized(tier, row);
         }
         // context(rows) = Σ P[:, part] · V(part) over the parts in the sequence,
         // + P[:, global] · V[..global].
-        let context = &mut context[r0 * dh..];
+        let context = &mut context[r0 * dh..(r0 + rows) * dh];
         let mut first = true;
         let mut accumulate = |col: usize, values: std::ops::Range<usize>| {
             let p = fgemm::Strided {
@@ -606,6 +611,9 @@ fn one_block(
         }
         if global > 0 {
             accumulate(cols.len(), 0..global)?;
+        }
+        for (values, inverse) in context.chunks_mut(dh).zip(inverse) {
+            values.iter_mut().for_each(|v| *v *= inverse);
         }
     }
     Ok(context)
