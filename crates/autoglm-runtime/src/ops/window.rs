@@ -331,38 +331,70 @@ pub fn window_attention_on(
         })
         .collect();
     let out = OutPtr(out.as_mut_ptr());
-    let tasks: Vec<(usize, usize)> = (0..d.batch)
-        .flat_map(|b| (0..d.heads).map(move |h| (b, h)))
-        .collect();
-    run_tasks(&tasks, executor, |(b, h)| {
-        let (head, _) = d.head(b, h);
-        let scratch = Scratch::new(tier, d, [&qkv[1][head..], &qkv[2][head..]])?;
-        // A block's (or the global queries') context rows into this head's rows of `out`.
+    // A block's (or the global queries') context rows of head `h` of item `b` into its rows of
+    // `out`.
+    let write = |(b, h): (usize, usize), first: usize, context: &[f32]| {
         let (out_head, out_row) = d.out_head(b, h);
-        let write = |first: usize, context: &[f32]| {
-            for (i, values) in context.chunks(d.head_dim).enumerate() {
-                // SAFETY: the sizes were checked above, so these rows of this head are within
-                // `out`; each task writes only its own head (its rows, or in token-major
-                // order its columns of every row), and `run_tasks` joins every task before
-                // `out`'s borrow ends.
-                unsafe { out.write(out_head + (first + i) * out_row, values) };
-            }
-        };
-        let biases = [bias.band, bias.global];
-        (0..d.blocks).try_for_each(|c| {
+        for (i, values) in context.chunks(d.head_dim).enumerate() {
+            // SAFETY: the sizes were checked above, so these rows of this head are within
+            // `out`; each task writes only its own rows of its own heads (its block's, or in
+            // token-major order their columns of every row), and `run_tasks` joins every task
+            // before `out`'s borrow ends.
+            unsafe { out.write(out_head + (first + i) * out_row, values) };
+        }
+    };
+    let heads: Vec<usize> = (0..d.heads).collect();
+    let biases = [bias.band, bias.global];
+    for b in 0..d.batch {
+        // Every head's keys and values packed, then the blocks in order, each through every
+        // head: a block's band (`block × 3·block` biases, 196 KB at 128) stays in the core's
+        // cache for the twelve heads that add it. Head by head, each head read the whole band
+        // again: at 4,096 tokens 6.3 MB, twelve times a layer.
+        let slots: Vec<std::sync::Mutex<Option<Scratch>>> =
+            heads.iter().map(|_| Default::default()).collect();
+        run_tasks(&heads, executor, |h| {
+            let (head, _) = d.head(b, h);
+            let scratch = Scratch::new(tier, d, [&qkv[1][head..], &qkv[2][head..]])?;
+            *slots[h].lock().unwrap_or_else(|e| e.into_inner()) = Some(scratch);
+            Ok(())
+        })?;
+        let scratches = slots
+            .into_iter()
+            .map(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect::<Option<Vec<Scratch>>>()
+            .ok_or_else(|| format_err!("AutoglmWindowAttention: a head was not packed"))?;
+        let blocks: Vec<usize> = (0..d.blocks).collect();
+        run_tasks(&blocks, executor, |c| {
             let columns = &columns[(b * d.blocks + c) * groups..][..groups];
-            let at = (b, h, c);
-            let context = one_block(tier, d, scale, qkv[0], biases, at, columns, &scratch)?;
-            write(c * d.block, &context);
-            TractResult::Ok(())
+            let mut scores = vec![0f32; d.block * d.width() + 16];
+            for (h, scratch) in scratches.iter().enumerate() {
+                let at = (b, h, c);
+                let context = one_block(
+                    tier,
+                    d,
+                    scale,
+                    qkv[0],
+                    biases,
+                    at,
+                    columns,
+                    scratch,
+                    &mut scores,
+                )?;
+                write((b, h), c * d.block, &context);
+            }
+            Ok(())
         })?;
         if let Some(keys) = bias.keys {
             let keys = &keys[b * d.seq()..(b + 1) * d.seq()];
-            let rows = global_rows(tier, d, scale, &qkv[0][head..], keys, &scratch)?;
-            write(0, &rows);
+            run_tasks(&heads, executor, |h| {
+                let (head, _) = d.head(b, h);
+                let rows = global_rows(tier, d, scale, &qkv[0][head..], keys, &scratches[h])?;
+                write((b, h), 0, &rows);
+                Ok(())
+            })?;
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 /// The global queries of one head (its first `global` rows, `queries` from the head's first
@@ -403,16 +435,13 @@ fn global_rows(
     Ok(context)
 }
 
-/// One head's working memory: its keys and values packed once for the products, reused by
-/// every query block.
+/// One head's keys and values, packed once for the products, read by every query block.
 struct Scratch {
     /// Kᵀ of each key block (`[head_dim, block]`), and of the global keys.
     key_blocks: Vec<fgemm::Packed>,
     global_keys: fgemm::Packed,
     /// V of the whole head, `[seq, head_dim]`.
     values: fgemm::Packed,
-    /// One query block's scores (from a 64-byte boundary on: see [`aligned`]).
-    scores: std::cell::RefCell<Vec<f32>>,
 }
 
 impl Scratch {
@@ -434,7 +463,6 @@ impl Scratch {
             key_blocks,
             global_keys,
             values,
-            scores: vec![0f32; d.block * d.width() + 16].into(),
         })
     }
 }
@@ -511,8 +539,9 @@ const GROUP_TILES: usize = 4;
 /// The most rows of a group on any tier.
 const MAX_GROUP: usize = GROUP_TILES * 8;
 
-/// One query block `c` of head `h` of item `b`: its scores, softmax, and context rows
-/// (`[block, head_dim]`), returned. The block's rows go in groups of [`GROUP_TILES`] tiles,
+/// One query block `c` of head `h` of item `b`: its scores (in `scores`, which holds
+/// `block · (3·block + global) + 16` values), softmax, and context rows (`[block, head_dim]`),
+/// returned. The block's rows go in groups of [`GROUP_TILES`] tiles,
 /// and group `g` scores only the window columns `columns[g]` (some row of it sees them:
 /// [`live_columns`]); with the exporter's band (radius `block`), a group of 32 rows needs 288
 /// of the 384 window columns.
@@ -526,6 +555,7 @@ fn one_block(
     (b, h, c): (usize, usize, usize),
     columns: &[std::ops::Range<usize>],
     scratch: &Scratch,
+    scores: &mut [f32],
 ) -> TractResult<Vec<f32>> {
     let (block, dh, global) = (d.block, d.head_dim, d.global);
     let (head, row) = d.head(b, h);
@@ -534,7 +564,6 @@ fn one_block(
     // Key blocks c-1, c, c+1 in window columns [0, block), [block, 2·block), [2·block,
     // 3·block); a block outside the sequence is the graph's zero block: scores 0, no values.
     let neighbours = |j: usize| (c + j).checked_sub(1).filter(|&n| n < d.blocks);
-    let mut scores = scratch.scores.borrow_mut();
     let mut context = vec![0f32; block * dh];
     let group = GROUP_TILES * tier.mr();
     for (r0, cols) in (0..block).step_by(group).zip(columns) {
@@ -546,7 +575,7 @@ fn one_block(
         if width == 0 {
             continue;
         }
-        let scores = aligned(&mut scores, rows * width);
+        let scores = aligned(scores, rows * width);
         // Key block j's columns within `cols` (as columns of that block), and where they
         // start in a row of `scores`.
         let parts: [Option<(usize, std::ops::Range<usize>, usize)>; 3] = std::array::from_fn(|j| {
