@@ -471,14 +471,19 @@ unsafe fn product(
     } else {
         1
     };
+    // Each panel's constants, once per call (per task, at 4,096 rows, they were rebuilt for
+    // every block of rows: 1 % of a long document's time).
+    let epilogues: Vec<Epilogue> = (0..n.div_ceil(NR))
+        .map(|p| Epilogue::new(w, zp, scale, bias, p))
+        .collect();
     let job = Job {
         w,
         a,
         lda,
         zp,
-        scale,
         bias,
         out,
+        epilogues: &epilogues,
     };
     let run = |r: usize, p: usize| {
         let rows = r..rows.min(r + row_block(rows));
@@ -546,9 +551,10 @@ struct Job<'a> {
     a: &'a [u8],
     lda: usize,
     zp: u8,
-    scale: &'a [f32],
     bias: Option<&'a [f32]>,
     out: OutPtr,
+    /// Each panel's epilogue.
+    epilogues: &'a [Epilogue],
 }
 
 /// Panel `p` of a call: every row's sums against the panel's columns, then the epilogue.
@@ -586,22 +592,21 @@ unsafe fn panels<const PP: usize>(
         w,
         a,
         lda,
-        zp: _,
-        scale: _,
         bias,
         out,
+        ..
     } = *job;
     let n = w.n;
-    // Each panel's column constants, zero-padded to whole vectors: the epilogue below runs on
-    // fixed-size arrays, which the compiler vectorizes.
-    let epilogues: [Epilogue; PP] = std::array::from_fn(|i| Epilogue::new(job, p + i));
+    // Each panel's column constants (zero-padded to whole vectors: the epilogue below runs on
+    // fixed-size arrays, which the compiler vectorizes).
+    let epilogues: [&Epilogue; PP] = std::array::from_fn(|i| &job.epilogues[p + i]);
     let mut tiles = [[[0i32; NR]; MR]; PP];
     let mut ys = [0f32; NR];
     let step = w.tier.rows();
     for r0 in rows.clone().step_by(step) {
         let mr = step.min(rows.end - r0);
         sums(mr, &a[r0 * lda..(r0 + mr) * lda], &mut tiles);
-        for (tile, e) in tiles.iter().zip(&epilogues) {
+        for (tile, e) in tiles.iter().zip(epilogues) {
             for (r, sums) in tile.iter().take(mr).enumerate() {
                 for c in 0..NR {
                     ys[c] = sums[c].wrapping_add(e.offset[c]) as f32 * e.scales[c];
@@ -636,8 +641,7 @@ struct Epilogue {
 
 impl Epilogue {
     /// Panel `p`'s, zero past its last column.
-    fn new(job: &Job, p: usize) -> Epilogue {
-        let (w, zp) = (job.w, job.zp);
+    fn new(w: &PackedI8, zp: u8, scale: &[f32], bias: Option<&[f32]>, p: usize) -> Epilogue {
         let first = p * NR;
         let cols = NR.min(w.n - first);
         let mut e = Epilogue {
@@ -649,8 +653,8 @@ impl Epilogue {
         };
         for c in 0..cols {
             e.offset[c] = correction(w.tier, zp, w.colsum[first + c]);
-            e.scales[c] = job.scale[first + c];
-            e.biases[c] = job.bias.map_or(0.0, |b| b[first + c]);
+            e.scales[c] = scale[first + c];
+            e.biases[c] = bias.map_or(0.0, |b| b[first + c]);
         }
         e
     }
@@ -760,7 +764,7 @@ fn scalar_sums(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Epilogue, Job, KG, MR, NR};
+    use super::{Job, KG, MR, NR};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -776,7 +780,7 @@ mod x86 {
             return unsafe { super::panel(job, p, rows) };
         }
         let pair = w.panels(p, 2);
-        let e = [Epilogue::new(job, p), Epilogue::new(job, p + 1)];
+        let e = [&job.epilogues[p], &job.epilogues[p + 1]];
         let load = |i: usize| unsafe {
             PairOut {
                 offset: _mm512_loadu_si512(e[i].offset.as_ptr() as *const __m512i),
@@ -863,7 +867,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn panel_avx2(job: &Job, p: usize, rows: Range<usize>, vnni: bool) {
         let (w, lda) = (job.w, job.lda);
-        let e = Epilogue::new(job, p);
+        let e = &job.epilogues[p];
         let half = |h: usize| unsafe {
             let lane = |c: usize| if h * 8 + c < e.cols { -1 } else { 0 };
             HalfOut {
