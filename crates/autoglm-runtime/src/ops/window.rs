@@ -218,15 +218,19 @@ impl EvalOp for WindowAttention {
                 key_bias.shape()
             );
         }
-        let mut out = if self.global_queries {
-            let mut shape = shape.clone();
+        let out_shape: TVec<usize> = if self.global_queries {
+            let mut shape: TVec<usize> = shape.iter().copied().collect();
             if self.token_major != self.token_major_out {
                 shape.swap(1, 2);
             }
-            Tensor::zero::<f32>(&shape)?
+            shape
         } else {
-            Tensor::zero::<f32>(&[d.batch, d.heads, d.blocks, d.block, d.head_dim])?
+            tvec![d.batch, d.heads, d.blocks, d.block, d.head_dim]
         };
+        // SAFETY: no value is read before it is written: `window_attention` writes every one
+        // (each block's rows of each head of each item, `window_attention_on`), or fails, and
+        // then the tensor is dropped unread. (Zeroed first, the output was written twice.)
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
         {
             let (q, k, v, band, global_bias) = (
                 q.try_as_plain_ram()?,
@@ -364,9 +368,13 @@ pub fn window_attention_on(
             .collect::<Option<Vec<Scratch>>>()
             .ok_or_else(|| format_err!("AutoglmWindowAttention: a head was not packed"))?;
         let blocks: Vec<usize> = (0..d.blocks).collect();
+        // Scores buffers, one per task running (taken and given back: made per block, they
+        // were zeroed memory of 197 KB per block of 128).
+        let buffers = std::sync::Mutex::new(Vec::<Vec<f32>>::new());
         run_tasks(&blocks, executor, |c| {
             let columns = &columns[(b * d.blocks + c) * groups..][..groups];
-            let mut scores = vec![0f32; d.block * d.width() + 16];
+            let taken = buffers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut scores = taken.unwrap_or_else(|| vec![0f32; d.block * d.width() + 16]);
             for (h, scratch) in scratches.iter().enumerate() {
                 let at = (b, h, c);
                 let context = one_block(
@@ -382,6 +390,10 @@ pub fn window_attention_on(
                 )?;
                 write((b, h), c * d.block, &context);
             }
+            buffers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(scores);
             Ok(())
         })?;
         if let Some(keys) = bias.keys {
