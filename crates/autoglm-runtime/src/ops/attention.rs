@@ -134,6 +134,16 @@ impl OutPtr {
         // SAFETY: as this function's.
         unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(at), values.len()) }
     }
+
+    /// The buffer's `len` elements from `at` on.
+    ///
+    /// # Safety
+    /// `at + len` is within the buffer, which outlives `'a`, and nothing else reads or writes
+    /// these elements while the slice lives.
+    pub(super) unsafe fn slice<'a>(self, at: usize, len: usize) -> &'a mut [f32] {
+        // SAFETY: as this function's.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
 }
 
 /// The kernel: `qkv` and `out` are `[batch, seq, heads, head_dim]`, `bias` `[batch, seq]`; its

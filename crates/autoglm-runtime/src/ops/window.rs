@@ -335,15 +335,14 @@ pub fn window_attention_on(
         })
         .collect();
     let out = OutPtr(out.as_mut_ptr());
-    // A block's (or the global queries') context rows of head `h` of item `b` into its rows of
-    // `out`.
+    // The global queries' context rows of head `h` of item `b` into its rows of `out`.
     let write = |(b, h): (usize, usize), first: usize, context: &[f32]| {
         let (out_head, out_row) = d.out_head(b, h);
         for (i, values) in context.chunks(d.head_dim).enumerate() {
             // SAFETY: the sizes were checked above, so these rows of this head are within
-            // `out`; each task writes only its own rows of its own heads (its block's, or in
-            // token-major order their columns of every row), and `run_tasks` joins every task
-            // before `out`'s borrow ends.
+            // `out`; each task writes only its own head's rows (in token-major order its
+            // columns of these rows), after the blocks' tasks are done, and `run_tasks` joins
+            // every task before `out`'s borrow ends.
             unsafe { out.write(out_head + (first + i) * out_row, values) };
         }
     };
@@ -376,19 +375,30 @@ pub fn window_attention_on(
             let taken = buffers.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let mut scores = taken.unwrap_or_else(|| vec![0f32; d.block * d.width() + 16]);
             for (h, scratch) in scratches.iter().enumerate() {
+                // This block's rows of this head in `out`, written in place.
+                let (out_head, out_row) = d.out_head(b, h);
+                let len = (d.block - 1) * out_row + d.head_dim;
+                // SAFETY: the sizes were checked above, so these rows of this head are within
+                // `out`; this task alone touches this block's rows (of every head: in
+                // token-major order the slice also spans the other heads' columns of these
+                // rows, which this task writes too, one head at a time, each head's slice
+                // dropped before the next is made); `run_tasks` joins every task before
+                // `out`'s borrow ends.
+                let context = unsafe { out.slice(out_head + c * d.block * out_row, len) };
                 let at = (b, h, c);
-                let context = one_block(
+                let (queries, context) = (qkv[0], (context, out_row));
+                one_block(
                     tier,
                     d,
                     scale,
-                    qkv[0],
+                    queries,
                     biases,
                     at,
                     columns,
                     scratch,
                     &mut scores,
+                    context,
                 )?;
-                write((b, h), c * d.block, &context);
             }
             buffers
                 .lock()
@@ -552,8 +562,9 @@ const GROUP_TILES: usize = 4;
 const MAX_GROUP: usize = GROUP_TILES * 8;
 
 /// One query block `c` of head `h` of item `b`: its scores (in `scores`, which holds
-/// `block · (3·block + global) + 16` values), softmax, and context rows (`[block, head_dim]`),
-/// returned. The block's rows go in groups of [`GROUP_TILES`] tiles,
+/// `block · (3·block + global) + 16` values), softmax, and context rows (`block` rows of
+/// `head_dim` values, `ldc` apart in `context`). The block's rows go in groups of
+/// [`GROUP_TILES`] tiles,
 /// and group `g` scores only the window columns `columns[g]` (some row of it sees them:
 /// [`live_columns`]); with the exporter's band (radius `block`), a group of 32 rows needs 288
 /// of the 384 window columns.
@@ -568,7 +579,8 @@ fn one_block(
     columns: &[std::ops::Range<usize>],
     scratch: &Scratch,
     scores: &mut [f32],
-) -> TractResult<Vec<f32>> {
+    (context, ldc): (&mut [f32], usize),
+) -> TractResult<()> {
     let (block, dh, global) = (d.block, d.head_dim, d.global);
     let (head, row) = d.head(b, h);
     let band = &bias[0][(b * d.blocks + c) * block * 3 * block..][..block * 3 * block];
@@ -576,15 +588,18 @@ fn one_block(
     // Key blocks c-1, c, c+1 in window columns [0, block), [block, 2·block), [2·block,
     // 3·block); a block outside the sequence is the graph's zero block: scores 0, no values.
     let neighbours = |j: usize| (c + j).checked_sub(1).filter(|&n| n < d.blocks);
-    let mut context = vec![0f32; block * dh];
     let group = GROUP_TILES * tier.mr();
     for (r0, cols) in (0..block).step_by(group).zip(columns) {
         let rows = group.min(block - r0);
         let band = &band[r0 * 3 * block..(r0 + rows) * 3 * block];
         let cols = cols.clone();
+        // This group's context rows (`rows` rows of `dh` at stride `ldc`).
+        let context = &mut context[r0 * ldc..(r0 + rows - 1) * ldc + dh];
         // A row of scores: the window columns `cols`, then the global keys.
         let width = cols.len() + global;
         if width == 0 {
+            // No key at all: no context.
+            context.chunks_mut(ldc).for_each(|row| row[..dh].fill(0.0));
             continue;
         }
         let scores = aligned(scores, rows * width);
@@ -629,7 +644,6 @@ fn one_block(
         }
         // context(rows) = Σ P[:, part] · V(part) over the parts in the sequence,
         // + P[:, global] · V[..global].
-        let context = &mut context[r0 * dh..(r0 + rows) * dh];
         let mut first = true;
         let mut accumulate = |col: usize, values: std::ops::Range<usize>| {
             let p = fgemm::Strided {
@@ -643,7 +657,7 @@ fn one_block(
             };
             first = false;
             let values = scratch.values.rows(values);
-            fgemm::gemm(tier, rows, 1.0, p, values, store, context, dh)
+            fgemm::gemm(tier, rows, 1.0, p, values, store, context, ldc)
         };
         for (j, keys, at) in parts.iter().flatten() {
             if let Some(n) = neighbours(*j) {
@@ -653,11 +667,15 @@ fn one_block(
         if global > 0 {
             accumulate(cols.len(), 0..global)?;
         }
-        for (values, inverse) in context.chunks_mut(dh).zip(inverse) {
-            values.iter_mut().for_each(|v| *v *= inverse);
+        if first {
+            // Only keys outside the sequence (zero values): no context.
+            context.chunks_mut(ldc).for_each(|row| row[..dh].fill(0.0));
+        }
+        for (values, inverse) in context.chunks_mut(ldc).zip(inverse) {
+            values[..dh].iter_mut().for_each(|v| *v *= inverse);
         }
     }
-    Ok(context)
+    Ok(())
 }
 
 /// Replaces every window attention of the exporter's graph (the softmax over its concatenated
