@@ -623,8 +623,9 @@ fn product<const MR: usize, const NR: usize>(
 type WholeTile =
     unsafe fn(usize, (*const f32, usize), *const f32, (*mut f32, usize), f32, TileStore);
 
-/// [`Store`] for one whole tile.
+/// [`Store`] for one whole tile. (Only the x86 tiers have whole-tile kernels, which read it.)
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum TileStore {
     Overwrite,
     Accumulate,

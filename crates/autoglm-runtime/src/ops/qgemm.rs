@@ -781,6 +781,7 @@ mod x86 {
         }
         let pair = w.panels(p, 2);
         let e = [&job.epilogues[p], &job.epilogues[p + 1]];
+        // SAFETY: each load reads the 16 values of an epilogue's array.
         let load = |i: usize| unsafe {
             PairOut {
                 offset: _mm512_loadu_si512(e[i].offset.as_ptr() as *const __m512i),
@@ -868,6 +869,7 @@ mod x86 {
     pub(super) unsafe fn panel_avx2(job: &Job, p: usize, rows: Range<usize>, vnni: bool) {
         let (w, lda) = (job.w, job.lda);
         let e = &job.epilogues[p];
+        // SAFETY: each load reads 8 of the 16 values of an epilogue's array, from 0 or 8.
         let half = |h: usize| unsafe {
             let lane = |c: usize| if h * 8 + c < e.cols { -1 } else { 0 };
             HalfOut {
@@ -1039,6 +1041,7 @@ mod x86 {
         }
         acc
     }
+
     /// The AVX-VNNI kernels (`vpdpbusd` on 256 bits).
     mod avx_vnni {
         use super::*;
