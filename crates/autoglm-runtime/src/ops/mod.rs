@@ -83,11 +83,7 @@ pub(crate) fn parts(
     len: usize,
     executor: &tract_linalg::multithread::Executor,
 ) -> Vec<(usize, usize)> {
-    let threads = match executor {
-        #[cfg(not(target_family = "wasm"))]
-        tract_linalg::multithread::Executor::MultiThread(pool) => pool.current_num_threads(),
-        _ => 1,
-    };
+    let threads = threads(executor);
     if threads <= 1 || len < SPLIT_VALUES {
         return vec![(0, len)];
     }
@@ -96,6 +92,15 @@ pub(crate) fn parts(
         .step_by(step)
         .map(|s| (s, len.min(s + step)))
         .collect()
+}
+
+/// The threads of `executor`'s pool (1 without one).
+pub(crate) fn threads(executor: &tract_linalg::multithread::Executor) -> usize {
+    match executor {
+        #[cfg(not(target_family = "wasm"))]
+        tract_linalg::multithread::Executor::MultiThread(pool) => pool.current_num_threads(),
+        _ => 1,
+    }
 }
 
 /// `f(offset, part)` on each of the [`parts`] of `data`, in parallel on `executor`'s pool.

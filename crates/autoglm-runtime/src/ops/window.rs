@@ -348,6 +348,23 @@ pub fn window_attention_on(
     };
     let heads: Vec<usize> = (0..d.heads).collect();
     let biases = [bias.band, bias.global];
+    // Tasks: a block's groups of rows, each through every head; all of a block's groups in
+    // one task, or, with fewer than two blocks per thread, the groups split so that every
+    // thread has work (at 128 tokens, one block: every head of it in one task was one thread).
+    let threads = super::threads(executor);
+    let parts = if d.blocks >= 2 * threads {
+        1
+    } else {
+        (2 * threads).div_ceil(d.blocks).min(groups)
+    };
+    let per_task = groups.div_ceil(parts);
+    let tasks: Vec<(usize, usize, usize)> = (0..d.blocks)
+        .flat_map(|c| {
+            (0..groups)
+                .step_by(per_task)
+                .map(move |g| (c, g, groups.min(g + per_task)))
+        })
+        .collect();
     for b in 0..d.batch {
         // Every head's keys and values packed, then the blocks in order, each through every
         // head: a block's band (`block × 3·block` biases, 196 KB at 128) stays in the core's
@@ -366,26 +383,27 @@ pub fn window_attention_on(
             .map(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()))
             .collect::<Option<Vec<Scratch>>>()
             .ok_or_else(|| format_err!("AutoglmWindowAttention: a head was not packed"))?;
-        let blocks: Vec<usize> = (0..d.blocks).collect();
         // Scores buffers, one per task running (taken and given back: made per block, they
         // were zeroed memory of 197 KB per block of 128).
         let buffers = std::sync::Mutex::new(Vec::<Vec<f32>>::new());
-        run_tasks(&blocks, executor, |c| {
+        run_tasks(&tasks, executor, |(c, g0, g1)| {
             let columns = &columns[(b * d.blocks + c) * groups..][..groups];
             let taken = buffers.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let mut scores = taken.unwrap_or_else(|| vec![0f32; d.block * d.width() + 16]);
+            // The task's rows of the block.
+            let (r0, r1) = (g0 * group, d.block.min(g1 * group));
             for (h, scratch) in scratches.iter().enumerate() {
-                // This block's rows of this head in `out`, written in place.
+                // These rows of this head in `out`, written in place.
                 let (out_head, out_row) = d.out_head(b, h);
-                let len = (d.block - 1) * out_row + d.head_dim;
+                let first = out_head + (c * d.block + r0) * out_row;
+                let len = (r1 - r0 - 1) * out_row + d.head_dim;
                 // SAFETY: the sizes were checked above, so these rows of this head are within
-                // `out`; this task alone touches this block's rows (of every head: in
-                // token-major order the slice also spans the other heads' columns of these
-                // rows, which this task writes too, one head at a time, each head's slice
-                // dropped before the next is made); `run_tasks` joins every task before
-                // `out`'s borrow ends.
-                let context = unsafe { out.slice(out_head + c * d.block * out_row, len) };
-                let at = (b, h, c);
+                // `out`; this task alone touches these rows (of every head: in token-major
+                // order the slice also spans the other heads' columns of these rows, which
+                // this task writes too, one head at a time, each head's slice dropped before
+                // the next is made); `run_tasks` joins every task before `out`'s borrow ends.
+                let context = unsafe { out.slice(first, len) };
+                let at = (b, h, c, g0..g1);
                 let (queries, context) = (qkv[0], (context, out_row));
                 one_block(
                     tier,
@@ -561,10 +579,10 @@ const GROUP_TILES: usize = 4;
 /// The most rows of a group on any tier.
 const MAX_GROUP: usize = GROUP_TILES * 8;
 
-/// One query block `c` of head `h` of item `b`: its scores (in `scores`, which holds
-/// `block · (3·block + global) + 16` values), softmax, and context rows (`block` rows of
-/// `head_dim` values, `ldc` apart in `context`). The block's rows go in groups of
-/// [`GROUP_TILES`] tiles,
+/// The groups `groups` of rows of query block `c` of head `h` of item `b`: their scores (in
+/// `scores`, which holds `block · (3·block + global) + 16` values), softmax, and context rows
+/// (`head_dim` values each, `ldc` apart in `context`, from the first group's first row on).
+/// The block's rows go in groups of [`GROUP_TILES`] tiles,
 /// and group `g` scores only the window columns `columns[g]` (some row of it sees them:
 /// [`live_columns`]); with the exporter's band (radius `block`), a group of 32 rows needs 288
 /// of the 384 window columns.
@@ -575,7 +593,7 @@ fn one_block(
     scale: f32,
     queries: &[f32],
     bias: [&[f32]; 2],
-    (b, h, c): (usize, usize, usize),
+    (b, h, c, groups): (usize, usize, usize, std::ops::Range<usize>),
     columns: &[std::ops::Range<usize>],
     scratch: &Scratch,
     scores: &mut [f32],
@@ -589,12 +607,14 @@ fn one_block(
     // 3·block); a block outside the sequence is the graph's zero block: scores 0, no values.
     let neighbours = |j: usize| (c + j).checked_sub(1).filter(|&n| n < d.blocks);
     let group = GROUP_TILES * tier.mr();
-    for (r0, cols) in (0..block).step_by(group).zip(columns) {
+    let first = groups.start * group;
+    for g in groups {
+        let r0 = g * group;
         let rows = group.min(block - r0);
         let band = &band[r0 * 3 * block..(r0 + rows) * 3 * block];
-        let cols = cols.clone();
+        let cols = columns[g].clone();
         // This group's context rows (`rows` rows of `dh` at stride `ldc`).
-        let context = &mut context[r0 * ldc..(r0 + rows - 1) * ldc + dh];
+        let context = &mut context[(r0 - first) * ldc..(r0 - first + rows - 1) * ldc + dh];
         // A row of scores: the window columns `cols`, then the global keys.
         let width = cols.len() + global;
         if width == 0 {
@@ -1211,6 +1231,8 @@ mod tests {
             (3, 2, 4, 8, 5, 0),
             (2, 2, 4, 64, 32, 1),
             (2, 1, 3, 100, 16, 2),
+            // One block of several groups: split between the pool's threads.
+            (2, 3, 1, 96, 8, 1),
         ]
         .iter()
         .enumerate()
