@@ -816,6 +816,30 @@ mod x86 {
         }
     }
 
+    /// The epilogue of a kernel's sums in registers: row `r`'s vector `i` goes through the
+    /// zero-point offset, the conversion, the scale and (when `$bias`) the bias, the same i32
+    /// addition, conversion, product and sum as [`super::panels`] (so the same bits), and is
+    /// stored by `$store` (given the address, the vector's constants and the values) at
+    /// `out + r · ldo + i · $width` (an address taken with `wrapping_add`: a store with an
+    /// empty mask may be given one past the output). `$simd`: the width's integer addition,
+    /// conversion, product and addition.
+    macro_rules! epilogue {
+        ($acc:expr, $consts:expr, $bias:expr, ($out:expr, $ldo:expr), $width:expr, $simd:expr,
+         |$at:ident, $c:ident, $y:ident| $store:expr) => {{
+            let (add_i, convert, mul, add) = $simd;
+            for (r, acc) in $acc.iter().enumerate() {
+                for (i, (&sums, $c)) in acc.iter().zip($consts).enumerate() {
+                    let mut $y = mul(convert(add_i(sums, $c.offset)), $c.scale);
+                    if $bias {
+                        $y = add($y, $c.bias);
+                    }
+                    let $at = $out.wrapping_add(r * $ldo + i * $width);
+                    $store;
+                }
+            }
+        }};
+    }
+
     /// One panel's epilogue constants as vectors, and the mask of its columns.
     struct PairOut {
         offset: __m512i,
@@ -846,18 +870,16 @@ mod x86 {
         ldo: usize,
     ) {
         let acc = unsafe { vnni512_sums::<ROWS, 2>(a, lda, w, kp) };
-        for (r, acc) in acc.iter().enumerate() {
-            for (i, (&sums, c)) in acc.iter().zip(consts).enumerate() {
-                let mut y = _mm512_mul_ps(
-                    _mm512_cvtepi32_ps(_mm512_add_epi32(sums, c.offset)),
-                    c.scale,
-                );
-                if bias {
-                    y = _mm512_add_ps(y, c.bias);
-                }
-                unsafe { _mm512_mask_storeu_ps(out.add(r * ldo + i * NR), c.mask, y) };
-            }
-        }
+        // (Each panel's columns start within the output: the pair's second panel exists.)
+        let simd = (
+            _mm512_add_epi32,
+            _mm512_cvtepi32_ps,
+            _mm512_mul_ps,
+            _mm512_add_ps,
+        );
+        epilogue!(acc, consts, bias, (out, ldo), NR, simd, |at, c, y| unsafe {
+            _mm512_mask_storeu_ps(at, c.mask, y)
+        });
     }
 
     /// Panel `p` on a 4-way 256-bit kernel (`vnni`: AVX-VNNI, else AVX2), its epilogue done on
@@ -965,22 +987,18 @@ mod x86 {
                 ldo: usize,
             ) {
                 let acc = unsafe { sums::<ROWS>(a, lda, w, kp) };
-                for (r, acc) in acc.iter().enumerate() {
-                    for (h, (&sums, c)) in acc.iter().zip(consts).enumerate() {
-                        let mut y = _mm256_mul_ps(
-                            _mm256_cvtepi32_ps(_mm256_add_epi32(sums, c.offset)),
-                            c.scale,
-                        );
-                        if bias {
-                            y = _mm256_add_ps(y, c.bias);
-                        }
-                        // (`wrapping_add`: the second half of a last panel of at most 8
-                        // columns is stored with an empty mask, at an address that may be
-                        // past the output.)
-                        let at = out.wrapping_add(r * ldo + 8 * h);
-                        unsafe { _mm256_maskstore_ps(at, c.mask, y) };
-                    }
-                }
+                // (The second half of a last panel of at most 8 columns is stored with an
+                // empty mask, at an address that may be past the output: hence
+                // `wrapping_add` in `epilogue!`.)
+                let simd = (
+                    _mm256_add_epi32,
+                    _mm256_cvtepi32_ps,
+                    _mm256_mul_ps,
+                    _mm256_add_ps,
+                );
+                epilogue!(acc, consts, bias, (out, ldo), 8, simd, |at, c, y| unsafe {
+                    _mm256_maskstore_ps(at, c.mask, y)
+                });
             }
         };
     }
