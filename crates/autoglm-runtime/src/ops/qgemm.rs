@@ -821,8 +821,8 @@ mod x86 {
     /// addition, conversion, product and sum as [`super::panels`] (so the same bits), and is
     /// stored by `$store` (given the address, the vector's constants and the values) at
     /// `out + r · ldo + i · $width` (an address taken with `wrapping_add`: a store with an
-    /// empty mask may be given one past the output). `$simd`: the width's integer addition,
-    /// conversion, product and addition.
+    /// empty mask may be given an address past the output). `$simd`: the width's integer
+    /// addition, conversion, product and addition.
     macro_rules! epilogue {
         ($acc:expr, $consts:expr, $bias:expr, ($out:expr, $ldo:expr), $width:expr, $simd:expr,
          |$at:ident, $c:ident, $y:ident| $store:expr) => {{
