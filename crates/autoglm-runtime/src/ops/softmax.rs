@@ -103,8 +103,6 @@ fn softmax_body<const FMA: bool>(row: &mut [f32], normalize: bool) -> f32 {
             };
         }
     }
-    // Halves folded onto halves, each width a constant (so that each step is a few vector
-    // instructions): one lane after another was a chain of dependent comparisons per row.
     // The tail's whole vectors into the first lanes (a row of 289 scores, the window
     // attention's, has 33 values past its last 64: one after another, each comparison waiting
     // for the last, they were a tenth of the softmax).
@@ -119,6 +117,8 @@ fn softmax_body<const FMA: bool>(row: &mut [f32], normalize: bool) -> f32 {
             };
         }
     }
+    // Halves folded onto halves, each width a constant (so that each step is a few vector
+    // instructions): one lane after another was a chain of dependent comparisons per row.
     for width in [32, 16, 8, 4, 2, 1].map(|w| w * MAX_LANES / 64) {
         fold(&mut lanes, width, |a, b| if b > a { b } else { a });
     }
