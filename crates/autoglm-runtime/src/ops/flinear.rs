@@ -136,10 +136,35 @@ pub(crate) fn is_gelu(node: &TypedNode) -> bool {
 }
 
 /// `gelu(x) = x/2 · (1 + erf(x/√2))` in place, as tract's `GeluExact` computes it (its constant,
-/// its order of operations, tract-linalg's erf kernel, in chunks of its size).
+/// its order of operations, tract-linalg's erf kernel, in chunks of its size). On AVX-512 the
+/// passes around the erf kernel are compiled for it (sixteen lanes instead of the baseline's
+/// four; the same multiplications and additions, so the same bits): they were a third of the
+/// GELU's time at 4,096 tokens.
 pub(crate) fn gelu_in_place(xs: &mut [f32]) -> TractResult<()> {
-    const CHUNK: usize = 1024;
     let erf = tract_linalg::Func::Erf.ew_f32()?;
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { gelu_avx512(xs, erf.as_ref()) };
+    }
+    gelu_body(xs, erf.as_ref())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gelu_avx512(
+    xs: &mut [f32],
+    erf: &dyn tract_linalg::element_wise::ElementWise<f32>,
+) -> TractResult<()> {
+    gelu_body(xs, erf)
+}
+
+#[inline(always)]
+fn gelu_body(
+    xs: &mut [f32],
+    erf: &dyn tract_linalg::element_wise::ElementWise<f32>,
+) -> TractResult<()> {
+    const CHUNK: usize = 1024;
     let c = 2f32.sqrt().recip();
     let mut scaled = [0f32; CHUNK];
     for chunk in xs.chunks_mut(CHUNK) {

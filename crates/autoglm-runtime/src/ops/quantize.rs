@@ -35,7 +35,10 @@ impl EvalOp for DynamicQuantize {
         let input = args_1!(inputs);
         let input_ram = input.try_as_plain_ram()?;
         let xs = input_ram.as_slice::<f32>()?;
-        let mut quantized = Tensor::zero::<u8>(input.shape())?;
+        // SAFETY: every byte is written by `dynamic_quantize_on` (or it fails, and the tensor
+        // is dropped unread). Zeroed first, the output was written twice (6 MB per
+        // `[4096, 1536]` input).
+        let mut quantized = unsafe { Tensor::uninitialized::<u8>(input.shape())? };
         let (scale, zero_point) = {
             let mut ram = quantized.try_as_plain_ram_mut()?;
             dynamic_quantize_on(
