@@ -466,7 +466,8 @@ unsafe fn product(
         return Ok(());
     }
     // With AVX512-VNNI each task takes two neighbouring panels ([`x86::panel_pair_avx512`]).
-    let per_task = if cfg!(target_arch = "x86_64") && w.tier == Tier::Vnni && has_avx512_vnni() {
+    let wide = has_avx512_vnni() && !narrow_vnni_in_tests();
+    let per_task = if cfg!(target_arch = "x86_64") && w.tier == Tier::Vnni && wide {
         2
     } else {
         1
@@ -728,6 +729,23 @@ unsafe fn tile_sums(
         // (only `neon` and `simd128` take the zero point in the kernel)
         _ => scalar_sums(mr, a, lda, panel, kp, tile, zp),
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests only: [`product`] called on this thread takes the 256-bit `vnni` kernels
+    /// (AVX-VNNI) even where AVX512-VNNI is there. Without it, no CPU that has both (Intel's
+    /// since Sapphire Rapids) would ever run them, and the CPUs that take them in use (AVX-VNNI
+    /// without AVX-512: Alder Lake and later clients) are not among this project's machines.
+    static NARROW_VNNI: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a test on this thread asked for the 256-bit `vnni` kernels ([`NARROW_VNNI`]).
+fn narrow_vnni_in_tests() -> bool {
+    #[cfg(test)]
+    return NARROW_VNNI.with(|narrow| narrow.get());
+    #[cfg(not(test))]
+    false
 }
 
 /// Whether the CPU has AVX512-VNNI (the 512-bit `vnni` kernel), not only AVX-VNNI.
@@ -1331,6 +1349,15 @@ pub(super) mod tests {
         }
     }
 
+    /// Whether this CPU has the 256-bit `vnni` kernels' AVX-VNNI beside AVX512-VNNI (which
+    /// `product` otherwise prefers): then the tests run those kernels too ([`NARROW_VNNI`]).
+    fn narrow_vnni_here() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return has_avx512_vnni() && std::is_x86_feature_detected!("avxvnni");
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
     /// The definition, in i64 (no kernel, no packing): `MatMulInteger`, `Cast`, `Mul`, `Add`.
     fn reference(
         a: &[u8],
@@ -1362,7 +1389,10 @@ pub(super) mod tests {
     #[test]
     fn every_tier_equals_the_definition() -> TractResult<()> {
         let tiers = Tier::available();
-        eprintln!("int8 tiers on this CPU: {tiers:?}");
+        eprintln!(
+            "int8 tiers on this CPU: {tiers:?}; vnni's 256-bit kernels checked too: {}",
+            narrow_vnni_here()
+        );
         assert!(tiers.contains(&Tier::Scalar));
         #[cfg(target_arch = "x86_64")]
         assert!(tiers.contains(&Tier::Avx2) || !std::is_x86_feature_detected!("avx2"));
@@ -1403,16 +1433,26 @@ pub(super) mod tests {
                 if !tier.exact_for(packed.max_abs) {
                     continue;
                 }
-                for executor in [&single, &pool] {
+                // On a CPU with both AVX512-VNNI and AVX-VNNI, `vnni` once more on its
+                // 256-bit kernels ([`NARROW_VNNI`]).
+                let widths = if tier == Tier::Vnni && narrow_vnni_here() {
+                    &[false, true][..]
+                } else {
+                    &[false][..]
+                };
+                for (&narrow, executor) in widths.iter().flat_map(|n| [(n, &single), (n, &pool)]) {
+                    NARROW_VNNI.with(|cell| cell.set(narrow));
                     let mut out = vec![f32::NAN; rows * n];
-                    qgemm(&a, rows, zp, &packed, &scale, bias, &mut out, executor)?;
+                    let run = qgemm(&a, rows, zp, &packed, &scale, bias, &mut out, executor);
+                    NARROW_VNNI.with(|cell| cell.set(false));
+                    run?;
                     let same = out
                         .iter()
                         .zip(&expected)
                         .all(|(x, y)| x.to_bits() == y.to_bits());
                     assert!(
                         same,
-                        "{tier:?}, case {case}: [{rows}, {k}] x [{k}, {n}], zp {zp}"
+                        "{tier:?} (256-bit: {narrow}), case {case}: [{rows}, {k}] x [{k}, {n}], zp {zp}"
                     );
                 }
             }
