@@ -20,6 +20,7 @@ mod error;
 #[cfg(not(target_family = "wasm"))]
 pub mod fuzzing;
 mod graph_guard;
+mod onnx_ops;
 mod onnx_stream;
 pub mod ops;
 #[cfg(feature = "ort")]

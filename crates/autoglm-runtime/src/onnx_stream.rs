@@ -394,12 +394,12 @@ pub(crate) fn split(r: impl BufRead, hint: u64) -> Result<Split> {
 }
 
 /// Reads, verifies and parses the graph `stream` into tract's model: see the module's comment.
-/// `framework` is the ONNX front end to parse with.
 /// With `fuse`, the int8 linear layers are fused in the protobuf first
-/// ([`crate::ops::qlinear::fuse_onnx`]; `framework` must know the fused node).
+/// ([`crate::ops::qlinear::fuse_onnx`]); `framework` then gives the ONNX front end to parse
+/// the result with (which must know the fused node).
 pub(crate) fn parse(
     stream: FileStream,
-    framework: &tract_onnx::Onnx,
+    framework: impl FnOnce(&pb::ModelProto) -> Result<tract_onnx::Onnx>,
     fuse: bool,
 ) -> Result<InferenceModel> {
     let hint = stream.capacity_hint();
@@ -445,7 +445,7 @@ pub(crate) fn parse(
             raw_data: w.tensor.as_bytes().to_vec(),
             ..Default::default()
         }));
-    let parsed = framework
+    let parsed = framework(&proto)?
         .parse(&proto, None)
         .map_err(|e| RuntimeError::Model(format!("{e:?}")))?;
     drop(proto);
@@ -620,7 +620,7 @@ mod tests {
     #[test]
     fn tract_gets_the_same_model() {
         let bytes = model().encode_to_vec();
-        let streamed = parse(stream(bytes.clone()), &tract_onnx::onnx(), false).unwrap();
+        let streamed = parse(stream(bytes.clone()), |_| Ok(tract_onnx::onnx()), false).unwrap();
         let whole = whole(&bytes);
         assert_eq!(streamed.inputs.len(), 1);
         let consts = |m: &InferenceModel| -> Vec<(String, Tensor)> {
@@ -663,7 +663,7 @@ mod tests {
             split(&bytes[..], bytes.len() as u64).unwrap().weights.len(),
             1
         );
-        let parsed = parse(stream(bytes), &tract_onnx::onnx(), false).unwrap();
+        let parsed = parse(stream(bytes), |_| Ok(tract_onnx::onnx()), false).unwrap();
         assert_eq!(run(parsed), [15.5, 27.5, 39.5]);
         // An initializer that is also the graph's output goes back into the protobuf.
         let mut m = model();
@@ -671,7 +671,7 @@ mod tests {
             name: "b".into(),
             ..Default::default()
         });
-        let parsed = parse(stream(m.encode_to_vec()), &tract_onnx::onnx(), false).unwrap();
+        let parsed = parse(stream(m.encode_to_vec()), |_| Ok(tract_onnx::onnx()), false).unwrap();
         assert_eq!(parsed.outputs.len(), 2);
         // A size that does not match the dims: tract's parser reports it, as for any file.
         let mut m = model();
@@ -681,7 +681,7 @@ mod tests {
             split(&bytes[..], bytes.len() as u64).unwrap().weights.len(),
             1
         );
-        assert!(parse(stream(bytes), &tract_onnx::onnx(), false).is_err());
+        assert!(parse(stream(bytes), |_| Ok(tract_onnx::onnx()), false).is_err());
     }
 
     #[test]
@@ -735,7 +735,7 @@ mod tests {
         // The same name twice.
         let mut m = model();
         m.graph.as_mut().unwrap().initializer[2].name = "a".into();
-        let e = parse(stream(m.encode_to_vec()), &tract_onnx::onnx(), false)
+        let e = parse(stream(m.encode_to_vec()), |_| Ok(tract_onnx::onnx()), false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("twice"), "{e}");
@@ -751,7 +751,7 @@ mod tests {
             key: "location".into(),
             value: "etc/passwd".into(),
         }];
-        let e = parse(stream(m.encode_to_vec()), &tract_onnx::onnx(), false)
+        let e = parse(stream(m.encode_to_vec()), |_| Ok(tract_onnx::onnx()), false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("external data"), "{e}");

@@ -479,12 +479,9 @@ impl TractBackend {
 
     /// The graph parsed, typed, decluttered and (with `patch`) rewritten with our operators.
     fn decluttered(source: Source<'_>, sequence_multiple: usize, patch: bool) -> Result<Graph> {
-        let mut framework = tract_onnx::onnx();
-        if patch {
-            crate::ops::qlinear::register(&mut framework);
-        }
+        let front_end = |proto: &tract_onnx::pb::ModelProto| crate::onnx_ops::choose(proto, patch);
         let mut model = match source {
-            Source::Stream(graph) => crate::onnx_stream::parse(graph, &framework, patch)?,
+            Source::Stream(graph) => crate::onnx_stream::parse(graph, front_end, patch)?,
             Source::Bytes(onnx) => {
                 // Decoded straight from the bytes: tract's `proto_model_for_read` first copies
                 // them into a buffer of its own.
@@ -496,7 +493,7 @@ impl TractBackend {
                 if let (true, Some(graph)) = (patch, proto.graph.as_mut()) {
                     crate::ops::qlinear::fuse_onnx(graph, |_| None);
                 }
-                framework
+                front_end(&proto)?
                     .model_for_proto_model(&proto)
                     .map_err(model_error)?
             }
@@ -507,10 +504,10 @@ impl TractBackend {
             .into_typed()
             .and_then(|m| m.into_decluttered())
             .map_err(model_error)?;
-        let splittable = !typed
-            .nodes()
-            .iter()
-            .any(|n| n.op().name().starts_with("DynamicQuantizeLinear"));
+        let splittable = !typed.nodes().iter().any(|n| {
+            n.op().name().starts_with("DynamicQuantizeLinear")
+                || n.op_is::<crate::ops::quantize::DynamicQuantize>()
+        });
         let rewrites = if patch {
             crate::ops::rewrite(&mut typed).map_err(model_error)?
         } else {
