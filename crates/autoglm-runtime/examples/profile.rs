@@ -13,7 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use autoglm_package::Package;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use tract_onnx::prelude::*;
+use tract_hir::prelude::*;
 
 fn list(s: &str) -> Vec<usize> {
     s.split(',').map(|x| x.parse().expect("a number")).collect()
@@ -119,7 +119,7 @@ fn main() -> TractResult<()> {
                         inputs()?,
                         |session, op_state, node, node_inputs| {
                             let t = Instant::now();
-                            let out = tract_onnx::tract_core::plan::eval(
+                            let out = tract_hir::tract_core::plan::eval(
                                 session,
                                 op_state,
                                 node,

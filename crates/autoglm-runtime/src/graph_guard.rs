@@ -12,8 +12,8 @@
 //! refused in a file.
 //! (Panics inside tract on other malformed graphs are caught by the backend instead.)
 
+use crate::onnx_pb as pb;
 use crate::{Result, RuntimeError};
-use tract_onnx::pb;
 
 /// Largest tensor rank an attribute may refer to (encoder graphs use rank 4 at most).
 pub const MAX_RANK: i64 = 16;
@@ -79,7 +79,7 @@ fn check_graph(graph: &pb::GraphProto, depth: usize) -> Result<()> {
                     )));
                 }
             }
-            for g in a.g.iter().chain(&a.graphs) {
+            for g in a.g.iter().map(|g| &**g).chain(&a.graphs) {
                 check_graph(g, depth + 1)?;
             }
         }

@@ -21,6 +21,7 @@ mod error;
 pub mod fuzzing;
 mod graph_guard;
 mod onnx_ops;
+mod onnx_pb;
 mod onnx_stream;
 pub mod ops;
 #[cfg(feature = "ort")]

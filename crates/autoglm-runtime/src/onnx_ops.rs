@@ -1,36 +1,41 @@
-//! **The ONNX operators our exporter writes, and no others** (issue #15: the component's size).
+//! **Our ONNX front end: the operators our exporter writes, and no others** (issue #15: the
+//! component's size).
 //!
-//! `tract_onnx::onnx()` registers a builder for every ONNX operator tract knows; each builder
-//! keeps its operators' code in the binary (convolutions, pooling, recurrent layers, the
-//! tree-ensemble classifiers, …), reachable or not. In the WASI component that registry was
-//! 1.7 MB of 13.4 (BENCHMARKS.md, wave 23). [`framework`] registers only the operators
-//! `autoglm-export` writes (opset 13 or later), most of them with the very operators tract's
-//! own builders make (tract-hir's, public). For the few whose builders tract-onnx keeps
-//! private, ours below wire the same tract-core operators that tract's would, so that the
-//! typed graph (and with it our rewrites in [`crate::ops`]) is the one the full registry gives;
+//! tract's ONNX front end (`tract_onnx::onnx()`) registers a builder for every ONNX operator
+//! tract knows, and tract-onnx depends on tract-nnef, whose registrations (run at start-up,
+//! whether used or not) keep every tract-core operator and an FFT library linked. In the WASI
+//! component both were ~4.7 MB of 13.4 (BENCHMARKS.md, wave 23). [`parse`] reads the graphs
+//! `autoglm-export` writes (opset 13 or later) into tract's inference model itself, from our
+//! own protobuf messages ([`crate::onnx_pb`]), with the operators tract's builders would make
+//! (tract-hir's, public) and, for the few whose builders tract-onnx keeps private, the same
+//! tract-core operators, so that the typed graph, and with it our rewrites in [`crate::ops`],
+//! is the one tract's front end gives (tested below, bit for bit);
 //! `DynamicQuantizeLinear` becomes our bit-identical [`DynamicQuantize`] at once.
 //!
 //! A graph with any other operator (a model not made by our exporter, or by a version that
-//! wrote others) is parsed natively with tract's full registry; the component, which links
-//! only this one, refuses it with a message naming the operator.
+//! wrote others) is parsed natively with tract's own front end; the component, which links
+//! only this one, refuses it with a message naming the operator and the command that exports
+//! the model again. The plain reference graph ([`crate::tract::TractBackend::plain`]) is
+//! always tract's own, natively.
 
+use crate::onnx_pb::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension,
+    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto,
+};
 use crate::ops::quantize::DynamicQuantize;
-use tract_onnx::model::OnnxOpRegister;
-use tract_onnx::pb::{GraphProto, ModelProto};
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::ops::cast::cast;
-use tract_onnx::tract_core::ops::change_axes::wire_with_rank_broadcast;
-use tract_onnx::tract_core::ops::{logic, math, nn as core_nn};
-use tract_onnx::tract_hir::infer::*;
-use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::ops::binary::Nary;
-use tract_onnx::tract_hir::ops::{array, matmul, nn};
+use std::collections::HashMap;
+use tract_hir::internal::*;
+use tract_hir::ops::binary::Nary;
+use tract_hir::ops::{array, matmul, nn};
+use tract_hir::tract_core::ops::cast::cast;
+use tract_hir::tract_core::ops::change_axes::wire_with_rank_broadcast;
+use tract_hir::tract_core::ops::{logic, math, nn as core_nn};
 
 /// The default domain's opset from which our builders follow the spec (`Unsqueeze`'s and
 /// `ReduceSum`'s axes as an input, `Softmax` over one axis).
 const MIN_OPSET: i64 = 13;
 
-/// The operators [`framework`] knows, in the default domain.
+/// The operators [`parse`] knows, in the default domain.
 const OPERATORS: &[&str] = &[
     "Abs",
     "Add",
@@ -60,19 +65,30 @@ const OPERATORS: &[&str] = &[
     "Unsqueeze",
 ];
 
-/// Why [`framework`] cannot parse `model` (the first reason found), or `None` where it can.
+/// A graph read into tract's inference model: the model, the node output (or source) of
+/// each named value, and the names used but never defined (each made a source).
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub model: InferenceModel,
+    pub outlets_by_name: HashMap<String, OutletId>,
+    pub unresolved_inputs: Vec<String>,
+}
+
+/// Why [`parse`] cannot read `model` (the first reason found), or `None` where it can.
 /// `fused` names the node [`crate::ops::qlinear::fuse_onnx`] writes, where it ran.
 pub(crate) fn unsupported(model: &ModelProto, fused: Option<&str>) -> Option<String> {
     let opset = opset(model);
     if opset < MIN_OPSET {
         return Some(format!(
-            "opset {opset} (the narrow front end reads {MIN_OPSET} and later)"
+            "opset {opset} (our front end reads {MIN_OPSET} and later)"
         ));
     }
     let graph: &GraphProto = model.graph.as_ref()?;
     graph.node.iter().find_map(|node| {
-        let known = OPERATORS.contains(&node.op_type.as_str()) || Some(&*node.op_type) == fused;
-        if !known || !node.domain.is_empty() && Some(&*node.op_type) != fused {
+        let ours = Some(&*node.op_type) == fused && node.domain == crate::ops::qlinear::DOMAIN;
+        let standard = OPERATORS.contains(&node.op_type.as_str())
+            && (node.domain.is_empty() || node.domain == "ai.onnx");
+        if !ours && !standard {
             return Some(format!(
                 "operator `{}` (node `{}`)",
                 node.op_type, node.name
@@ -81,65 +97,25 @@ pub(crate) fn unsupported(model: &ModelProto, fused: Option<&str>) -> Option<Str
         match node.op_type.as_str() {
             // One output, the last axis, f32 statistics: what the exporter writes.
             "LayerNormalization" => {
-                let axis = node
-                    .get_attr_opt::<i64>("axis")
-                    .ok()
-                    .flatten()
-                    .unwrap_or(-1);
-                let stash = node.get_attr_opt::<i64>("stash_type").ok().flatten();
+                let axis = int(node, "axis").unwrap_or(-1);
+                let stash = int(node, "stash_type").unwrap_or(1);
                 let outputs = node.output.iter().filter(|o| !o.is_empty()).count();
-                (axis != -1 || stash.is_some_and(|s| s != 1) || outputs != 1).then(|| {
+                (axis != -1 || stash != 1 || outputs != 1).then(|| {
                     format!(
                         "a LayerNormalization other than over the last axis (`{}`)",
                         node.name
                     )
                 })
             }
-            "ReduceSum" => (node.input.len() != 2
-                || node
-                    .get_attr_opt::<i64>("noop_with_empty_axes")
-                    .ok()
-                    .flatten()
-                    == Some(1))
-            .then(|| format!("a ReduceSum without its axes (`{}`)", node.name)),
+            "ReduceSum" => (node.input.len() != 2 || int(node, "noop_with_empty_axes") == Some(1))
+                .then(|| format!("a ReduceSum without its axes (`{}`)", node.name)),
             "Unsqueeze" => (node.input.len() != 2)
                 .then(|| format!("an Unsqueeze without its axes (`{}`)", node.name)),
+            "Shape" => (int(node, "start").unwrap_or(0) != 0 || int(node, "end").is_some())
+                .then(|| format!("a Shape of some axes only (`{}`)", node.name)),
             _ => None,
         }
     })
-}
-
-/// The front end for `model` (already through [`crate::ops::qlinear::fuse_onnx`] where
-/// `patch`): ours ([`framework`]) for a graph it can parse that our operators will be patched
-/// into; tract's full registry for any other natively (and always for the plain reference
-/// graph, [`crate::tract::TractBackend::plain`]); in the component, ours or an error.
-pub(crate) fn choose(model: &ModelProto, patch: bool) -> crate::Result<tract_onnx::Onnx> {
-    let fused = patch.then_some(crate::ops::qlinear::ONNX_OP);
-    let why = unsupported(model, fused);
-    let mut framework = match why {
-        None if patch || cfg!(target_family = "wasm") => framework(),
-        why => full_registry(why)?,
-    };
-    if patch {
-        crate::ops::qlinear::register(&mut framework);
-    }
-    Ok(framework)
-}
-
-/// tract's front end with every operator it knows.
-#[cfg(not(target_family = "wasm"))]
-fn full_registry(_why: Option<String>) -> crate::Result<tract_onnx::Onnx> {
-    Ok(tract_onnx::onnx())
-}
-
-/// The component links no other front end than ours: a graph it cannot parse is refused.
-#[cfg(target_family = "wasm")]
-fn full_registry(why: Option<String>) -> crate::Result<tract_onnx::Onnx> {
-    Err(crate::RuntimeError::Model(format!(
-        "this runtime reads the graphs autoglm-export writes, and this one has {}; \
-         export the model again with `autoglm export`",
-        why.unwrap_or_default()
-    )))
 }
 
 fn opset(model: &ModelProto) -> i64 {
@@ -150,109 +126,326 @@ fn opset(model: &ModelProto) -> i64 {
         .map_or(0, |o| o.version)
 }
 
-/// tract's ONNX front end with only [`OPERATORS`] (check [`unsupported`] first).
-pub(crate) fn framework() -> tract_onnx::Onnx {
-    let mut reg = OnnxOpRegister::default();
-    reg.insert("Add", |_, _| Ok((math::Add.into_hir(), vec![])));
-    reg.insert("Sub", |_, _| Ok((math::Sub.into_hir(), vec![])));
-    reg.insert("Mul", |_, _| Ok((math::Mul.into_hir(), vec![])));
-    reg.insert("Div", |_, _| Ok((math::Div.into_hir(), vec![])));
-    reg.insert("Max", |_, _| {
-        Ok((Box::new(Nary(Box::new(math::Max), false)), vec![]))
-    });
-    reg.insert("Abs", |_, _| Ok((math::abs().into_hir(), vec![])));
-    reg.insert("Erf", |_, _| Ok((math::erf().into_hir(), vec![])));
-    reg.insert("Sqrt", |_, _| Ok((math::sqrt().into_hir(), vec![])));
-    reg.insert("Tanh", |_, _| Ok((math::tanh().into_hir(), vec![])));
-    reg.insert("Less", |_, _| Ok((logic::CompLT.into_hir(), vec![])));
-    reg.insert("Or", |_, _| Ok((logic::Or.into_hir(), vec![])));
-    reg.insert("Identity", |_, _| {
-        Ok((
-            Box::<tract_onnx::tract_hir::ops::identity::Identity>::default(),
-            vec![],
-        ))
-    });
-    reg.insert("MatMul", |_, _| {
-        Ok((expand(matmul::MatMulInference::default()), vec![]))
-    });
-    reg.insert("Cast", |_, node| {
-        let mut to = node.get_attr::<DatumType>("to")?;
-        // As tract's builder: integer tensors of our graphs are shapes and positions.
-        if to == i64::datum_type() {
-            to = TDim::datum_type();
+/// Reads `model` (already through [`crate::ops::qlinear::fuse_onnx`] where `patch`): with our
+/// front end where it can and our operators will be patched in; natively with tract's for any
+/// other graph (and always for the plain reference, without `patch`); in the component, ours
+/// or an error.
+pub(crate) fn parse(model: &ModelProto, patch: bool) -> crate::Result<Parsed> {
+    let fused = patch.then_some(crate::ops::qlinear::ONNX_OP);
+    match unsupported(model, fused) {
+        None if patch || cfg!(target_family = "wasm") => {
+            parse_ours(model).map_err(|e| crate::RuntimeError::Model(format!("{e:?}")))
         }
-        Ok((Box::new(cast(to)), vec![]))
-    });
-    reg.insert("Concat", |_, node| {
-        Ok((expand(array::Concat::new(node.get_attr("axis")?)), vec![]))
-    });
-    reg.insert("Gather", |_, node| {
-        let axis = node.get_attr_opt("axis")?.unwrap_or(0);
-        Ok((expand(array::Gather::new(axis)), vec![]))
-    });
-    reg.insert("Reshape", |_, node| {
-        let allowzero = node.get_attr_opt::<i64>("allowzero")?.unwrap_or(0) != 0;
-        Ok((expand(array::Reshape::new(allowzero)), vec![]))
-    });
-    reg.insert("Transpose", |_, node| {
-        let perm = node.get_attr_opt_vec::<i64>("perm")?;
-        let perm = perm
-            .map(|p| p.into_iter().map(usize::try_from).collect())
-            .transpose()
-            .map_err(|_| format_err!("Transpose `{}`: a negative axis", node.name))?;
-        Ok((expand(array::PermuteAxes::new(perm)), vec![]))
-    });
-    reg.insert("Softmax", |_, node| {
-        let axis = node.get_attr_opt("axis")?.unwrap_or(-1);
-        Ok((expand(nn::Softmax::new(axis)), vec![]))
-    });
-    reg.insert("Shape", |_, node| {
+        why => parse_with_tract(model, patch, why),
+    }
+}
+
+/// tract's own front end, on our messages encoded and decoded again as tract-onnx's (every
+/// field carried: [`crate::onnx_pb`]).
+#[cfg(not(target_family = "wasm"))]
+fn parse_with_tract(
+    model: &ModelProto,
+    patch: bool,
+    _why: Option<String>,
+) -> crate::Result<Parsed> {
+    use prost::Message;
+    let model_error = |e: TractError| crate::RuntimeError::Model(format!("{e:?}"));
+    let proto = tract_onnx::pb::ModelProto::decode(&model.encode_to_vec()[..])
+        .map_err(|e| crate::RuntimeError::Model(format!("the graph is not an ONNX model: {e}")))?;
+    let mut framework = tract_onnx::onnx();
+    if patch {
+        crate::ops::qlinear::register(&mut framework);
+    }
+    let parsed = framework.parse(&proto, None).map_err(model_error)?;
+    Ok(Parsed {
+        model: parsed.model,
+        outlets_by_name: parsed.outlets_by_name,
+        unresolved_inputs: parsed.unresolved_inputs,
+    })
+}
+
+/// The component links no other front end than ours: a graph it cannot read is refused.
+#[cfg(target_family = "wasm")]
+fn parse_with_tract(
+    _model: &ModelProto,
+    _patch: bool,
+    why: Option<String>,
+) -> crate::Result<Parsed> {
+    Err(crate::RuntimeError::Model(format!(
+        "this runtime reads the graphs autoglm-export writes, and this one has {}; \
+         export the model again with `autoglm export`",
+        why.unwrap_or_default()
+    )))
+}
+
+/// The inference model of `model`'s graph: its inputs (sources with the declared types and
+/// shapes, named dims as symbols), its initializers (constants), its nodes (wired by value
+/// name, whatever their order) and its outputs.
+fn parse_ours(proto: &ModelProto) -> TractResult<Parsed> {
+    let graph = proto.graph.as_ref().context("the ONNX file has no graph")?;
+    let mut model = InferenceModel::default();
+    let mut outlets_by_name = HashMap::<String, OutletId>::new();
+    let mut initializers: HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    for input in &graph.input {
+        let outlet = if let Some(t) = initializers.remove(input.name.as_str()) {
+            model.add_const(&input.name, tensor(t)?)?
+        } else {
+            let fact = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+                Some(type_proto::Value::TensorType(t)) => input_fact(&model, t)?,
+                _ => bail!(
+                    "graph input `{}` is not a tensor of a known type",
+                    input.name
+                ),
+            };
+            model.add_source(&input.name, fact)?
+        };
+        outlets_by_name.insert(input.name.clone(), outlet);
+    }
+    let mut rest: Vec<_> = initializers.into_iter().collect();
+    rest.sort_by_key(|(name, _)| *name);
+    for (name, t) in rest {
+        let outlet = model.add_const(name, tensor(t)?)?;
+        outlets_by_name.insert(name.to_string(), outlet);
+    }
+    let mut ids = Vec::with_capacity(graph.node.len());
+    for node in &graph.node {
+        let name = match (&*node.name, node.output.first()) {
+            ("", Some(out)) if !out.is_empty() => out.clone(),
+            ("", _) => format!("{}-{}", model.nodes().len(), node.op_type),
+            (name, _) => name.to_string(),
+        };
+        let op = build(node).with_context(|| format!("node `{}` ({})", node.name, node.op_type))?;
+        let outputs: Vec<&String> = node.output.iter().filter(|o| !o.is_empty()).collect();
+        let facts = outputs.iter().map(|_| InferenceFact::default()).collect();
+        let id = model.add_node(name, op, facts)?;
+        for (slot, output) in outputs.into_iter().enumerate() {
+            outlets_by_name.insert(output.clone(), OutletId::new(id, slot));
+            model.set_outlet_label(OutletId::new(id, slot), output.clone())?;
+        }
+        ids.push(id);
+    }
+    let mut unresolved_inputs = vec![];
+    for (node, &id) in graph.node.iter().zip(&ids) {
+        for (slot, input) in node.input.iter().filter(|i| !i.is_empty()).enumerate() {
+            let outlet = match outlets_by_name.get(input) {
+                Some(&outlet) => outlet,
+                None => {
+                    let outlet = model.add_source(input, InferenceFact::default())?;
+                    unresolved_inputs.push(input.clone());
+                    outlets_by_name.insert(input.clone(), outlet);
+                    outlet
+                }
+            };
+            model.add_edge(outlet, InletId::new(id, slot))?;
+        }
+    }
+    let mut outputs = vec![];
+    for output in &graph.output {
+        let outlet = *outlets_by_name
+            .get(&output.name)
+            .with_context(|| format!("the graph's output `{}` is never computed", output.name))?;
+        model.set_outlet_label(outlet, output.name.clone())?;
+        outputs.push(outlet);
+    }
+    model.select_output_outlets(&outputs)?;
+    Ok(Parsed {
+        model,
+        outlets_by_name,
+        unresolved_inputs,
+    })
+}
+
+/// tract's type for an ONNX element type.
+pub(crate) fn datum_type(code: i32) -> TractResult<DatumType> {
+    Ok(match DataType::try_from(code) {
+        Ok(DataType::Float) => f32::datum_type(),
+        Ok(DataType::Double) => f64::datum_type(),
+        Ok(DataType::Float16) => f16::datum_type(),
+        Ok(DataType::Int8) => i8::datum_type(),
+        Ok(DataType::Int16) => i16::datum_type(),
+        Ok(DataType::Int32) => i32::datum_type(),
+        Ok(DataType::Int64) => i64::datum_type(),
+        Ok(DataType::Uint8) => u8::datum_type(),
+        Ok(DataType::Uint16) => u16::datum_type(),
+        Ok(DataType::Uint32) => u32::datum_type(),
+        Ok(DataType::Uint64) => u64::datum_type(),
+        Ok(DataType::Bool) => bool::datum_type(),
+        _ => bail!("ONNX element type {code} is not supported"),
+    })
+}
+
+/// A graph input's fact: its type, and its dims (a name is a symbol; `?`, or none, unknown).
+fn input_fact(model: &InferenceModel, t: &type_proto::Tensor) -> TractResult<InferenceFact> {
+    let fact = InferenceFact::default().with_datum_type(datum_type(t.elem_type)?);
+    let Some(shape) = &t.shape else {
+        return Ok(fact);
+    };
+    let dims: TVec<DimFact> = shape
+        .dim
+        .iter()
+        .map(|d| match &d.value {
+            Some(dimension::Value::DimValue(v)) if *v >= 0 => DimFact::from(v.to_dim()),
+            Some(dimension::Value::DimParam(p)) if is_symbol(p) => {
+                DimFact::from(TDim::from(model.symbols.sym(p)))
+            }
+            _ => DimFact::default(),
+        })
+        .collect();
+    Ok(fact.with_shape(ShapeFactoid::closed(dims)))
+}
+
+/// A dim name our graphs use (`batch`, `sequence`): a plain identifier.
+fn is_symbol(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The tensor of an initializer: raw little-endian data, or the typed fields.
+fn tensor(t: &TensorProto) -> TractResult<Tensor> {
+    let dt = datum_type(t.data_type).with_context(|| format!("initializer `{}`", t.name))?;
+    let shape = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<Vec<usize>, _>>()
+        .map_err(|_| format_err!("initializer `{}`: a negative dim", t.name))?;
+    ensure!(
+        t.data_location.unwrap_or(0) == 0 && t.external_data.is_empty(),
+        "initializer `{}`: data outside the file is not supported",
+        t.name
+    );
+    let values = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .context("initializer too large")?;
+    if !t.raw_data.is_empty() {
         ensure!(
-            node.get_attr_opt::<i64>("start")?.unwrap_or(0) == 0
-                && node.get_attr_opt::<i64>("end")?.is_none(),
-            "Shape `{}`: only the whole shape",
-            node.name
+            values.checked_mul(dt.size_of()) == Some(t.raw_data.len()),
+            "initializer `{}`: {} bytes of data for {shape:?} {dt:?}",
+            t.name,
+            t.raw_data.len()
         );
-        Ok((expand(array::Shape::new(TDim::datum_type())), vec![]))
-    });
-    reg.insert("Slice", |_, node| {
-        // Inputs: data, starts, ends, then the optional axes and steps (an empty name: absent).
-        let mut present = 0;
-        let mut optional = (0..5).map(|i| {
-            let here = node.input.get(i).is_some_and(|s| !s.is_empty());
-            present += here as usize;
-            here.then_some(present - 1)
-        });
-        let (axes, steps) = (optional.nth(3).flatten(), optional.next().flatten());
-        Ok((
+        // Little-endian, as every target of ours is.
+        let mut tensor = Tensor::zero_dt(dt, &shape)?;
+        tensor.as_bytes_mut().copy_from_slice(&t.raw_data);
+        return Ok(tensor);
+    }
+    let tensor = match dt {
+        DatumType::F32 => Tensor::from_shape(&shape, &t.float_data)?,
+        DatumType::F64 => Tensor::from_shape(&shape, &t.double_data)?,
+        DatumType::I64 => Tensor::from_shape(&shape, &t.int64_data)?,
+        DatumType::I32 => Tensor::from_shape(&shape, &t.int32_data)?,
+        DatumType::Bool => {
+            let v: Vec<bool> = t.int32_data.iter().map(|&x| x != 0).collect();
+            Tensor::from_shape(&shape, &v)?
+        }
+        _ => bail!(
+            "initializer `{}`: {dt:?} without raw data is not supported",
+            t.name
+        ),
+    };
+    Ok(tensor)
+}
+
+fn attribute<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+/// An integer attribute (absent, or of another type: `None`).
+fn int(node: &NodeProto, name: &str) -> Option<i64> {
+    attribute(node, name)
+        .filter(|a| a.r#type == AttributeType::Int as i32)
+        .map(|a| a.i)
+}
+
+fn float(node: &NodeProto, name: &str) -> Option<f32> {
+    attribute(node, name)
+        .filter(|a| a.r#type == AttributeType::Float as i32)
+        .map(|a| a.f)
+}
+
+fn ints<'a>(node: &'a NodeProto, name: &str) -> Option<&'a [i64]> {
+    attribute(node, name)
+        .filter(|a| a.r#type == AttributeType::Ints as i32)
+        .map(|a| &a.ints[..])
+}
+
+/// The operator for `node` (one of [`OPERATORS`] or our fused int8 layer).
+fn build(node: &NodeProto) -> TractResult<Box<dyn InferenceOp>> {
+    let op: Box<dyn InferenceOp> = match node.op_type.as_str() {
+        "Add" => math::Add.into_hir(),
+        "Sub" => math::Sub.into_hir(),
+        "Mul" => math::Mul.into_hir(),
+        "Div" => math::Div.into_hir(),
+        "Max" => Box::new(Nary(Box::new(math::Max), false)),
+        "Abs" => math::abs().into_hir(),
+        "Erf" => math::erf().into_hir(),
+        "Sqrt" => math::sqrt().into_hir(),
+        "Tanh" => math::tanh().into_hir(),
+        "Less" => logic::CompLT.into_hir(),
+        "Or" => logic::Or.into_hir(),
+        "Identity" => Box::<tract_hir::ops::identity::Identity>::default(),
+        "MatMul" => expand(matmul::MatMulInference::default()),
+        "Cast" => {
+            let to = int(node, "to").context("no `to`")?;
+            let mut to = datum_type(i32::try_from(to).unwrap_or(-1))?;
+            // As tract's builder: the integers of our graphs are shapes and positions.
+            if to == i64::datum_type() {
+                to = TDim::datum_type();
+            }
+            Box::new(cast(to))
+        }
+        "Concat" => expand(array::Concat::new(int(node, "axis").context("no `axis`")?)),
+        "Gather" => expand(array::Gather::new(int(node, "axis").unwrap_or(0))),
+        "Reshape" => expand(array::Reshape::new(
+            int(node, "allowzero").unwrap_or(0) != 0,
+        )),
+        "Transpose" => {
+            let perm = ints(node, "perm")
+                .map(|p| p.iter().map(|&a| usize::try_from(a)).collect())
+                .transpose()
+                .map_err(|_| format_err!("a negative axis in `perm`"))?;
+            expand(array::PermuteAxes::new(perm))
+        }
+        "Softmax" => expand(nn::Softmax::new(int(node, "axis").unwrap_or(-1) as isize)),
+        "Shape" => expand(array::Shape::new(TDim::datum_type())),
+        "Slice" => {
+            // Inputs: data, starts, ends, then the optional axes and steps (an empty name:
+            // absent), numbered among the inputs present.
+            let present = |i: usize| node.input.get(i).is_some_and(|s| !s.is_empty());
+            let index = |i: usize| present(i).then(|| (0..i).filter(|&j| present(j)).count());
             Box::new(array::StridedSlice {
-                optional_axes_input: axes,
-                optional_steps_input: steps,
+                optional_axes_input: index(3),
+                optional_steps_input: index(4),
                 begin_mask: 0,
                 end_mask: 0,
                 shrink_axis_mask: 0,
-            }),
-            vec![],
-        ))
-    });
-    tract_onnx::ops::cumsum::register_all_ops(&mut reg);
-    reg.insert("Unsqueeze", |_, _| Ok((expand(Unsqueeze), vec![])));
-    reg.insert("ReduceSum", |_, node| {
-        let keep_dims = node.get_attr_opt::<i64>("keepdims")?.unwrap_or(1) == 1;
-        Ok((expand(ReduceSum { keep_dims }), vec![]))
-    });
-    reg.insert("LayerNormalization", |_, node| {
-        let epsilon = node.get_attr_opt::<f32>("epsilon")?.unwrap_or(1e-5);
-        let bias = node.input.get(2).is_some_and(|s| !s.is_empty());
-        Ok((expand(LayerNormalization { epsilon, bias }), vec![]))
-    });
-    reg.insert("DynamicQuantizeLinear", |_, _| {
-        Ok((expand(DynamicQuantizeLinear), vec![]))
-    });
-    tract_onnx::Onnx {
-        op_register: reg,
-        ..tract_onnx::Onnx::default()
-    }
+            })
+        }
+        "CumSum" => expand(CumSum {
+            exclusive: int(node, "exclusive") == Some(1),
+            reverse: int(node, "reverse") == Some(1),
+        }),
+        "Unsqueeze" => expand(Unsqueeze),
+        "ReduceSum" => expand(ReduceSum {
+            keep_dims: int(node, "keepdims").unwrap_or(1) == 1,
+        }),
+        "LayerNormalization" => expand(LayerNormalization {
+            epsilon: float(node, "epsilon").unwrap_or(1e-5),
+            bias: node.input.get(2).is_some_and(|s| !s.is_empty()),
+        }),
+        "DynamicQuantizeLinear" => expand(DynamicQuantizeLinear),
+        op if op == crate::ops::qlinear::ONNX_OP => crate::ops::qlinear::onnx_linear_i8(node)?,
+        op => bail!("operator `{op}` is not one our exporter writes"),
+    };
+    Ok(op)
 }
 
 /// The constant `axes` input of `Unsqueeze` and `ReduceSum`, as axes of a tensor of rank
@@ -457,6 +650,53 @@ impl Expansion for LayerNormalization {
     }
 }
 
+/// ONNX `CumSum` along a constant axis: tract-core's `CumSum`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct CumSum {
+    exclusive: bool,
+    reverse: bool,
+}
+
+impl Expansion for CumSum {
+    fn name(&self) -> StaticName {
+        "CumSum".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 2)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
+        s.equals(&outputs[0].shape, &inputs[0].shape)?;
+        s.equals(&inputs[1].rank, 0)
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let axis = model
+            .outlet_fact(inputs[1])?
+            .konst
+            .clone()
+            .context("CumSum: the axis must be a constant")?;
+        let rank = model.outlet_fact(inputs[0])?.rank();
+        let axis = axes(&axis, rank, "CumSum")?[0] as usize;
+        let op = tract_hir::tract_core::ops::array::CumSum {
+            axis,
+            exclusive: self.exclusive,
+            reverse: self.reverse,
+        };
+        model.wire_node(prefix, op, &inputs[..1])
+    }
+}
+
 /// ONNX `DynamicQuantizeLinear`: our [`DynamicQuantize`] (bit-identical to the spec and to
 /// tract's operator, which [`crate::ops::rewrite`] would otherwise replace by it).
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
@@ -498,10 +738,22 @@ impl Expansion for DynamicQuantizeLinear {
     }
 }
 
+/// `proto` read by tract's own front end (with [`crate::ops::qlinear`]'s node where `patch`):
+/// the reference our front end is compared with.
+#[cfg(test)]
+pub(crate) fn tract_model(proto: &ModelProto, patch: bool) -> TractResult<InferenceModel> {
+    let bytes = prost::Message::encode_to_vec(proto);
+    let proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(&bytes[..])?;
+    let mut framework = tract_onnx::onnx();
+    if patch {
+        crate::ops::qlinear::register(&mut framework);
+    }
+    framework.model_for_proto_model(&proto)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::pb::NodeProto;
 
     #[test]
     fn names_what_it_cannot_parse() {
@@ -513,7 +765,7 @@ mod tests {
             ..Default::default()
         };
         let model = |nodes: Vec<NodeProto>, version| ModelProto {
-            opset_import: vec![tract_onnx::pb::OperatorSetIdProto {
+            opset_import: vec![crate::onnx_pb::OperatorSetIdProto {
                 domain: String::new(),
                 version,
             }],
@@ -573,17 +825,15 @@ mod tests {
                 let what = format!("{quantization:?} {attention:?}");
                 let fused = Some(crate::ops::qlinear::ONNX_OP);
                 assert_eq!(unsupported(&proto, fused), None, "{what}");
-                let typed = |mut framework: tract_onnx::Onnx| -> TractResult<TypedModel> {
-                    crate::ops::qlinear::register(&mut framework);
-                    let mut model = framework.model_for_proto_model(&proto)?;
+                let typed = |mut model: InferenceModel| -> TractResult<TypedModel> {
                     crate::tract::state_whole_blocks(&mut model, multiple)?;
                     let mut typed = model.into_typed()?.into_decluttered()?;
                     crate::ops::rewrite(&mut typed)?;
                     // Nodes in evaluation order, without those the rewrites left unused.
                     typed.into_compact()
                 };
-                let ours = typed(framework())?;
-                let tracts = typed(tract_onnx::onnx())?;
+                let ours = typed(parse_ours(&proto)?.model)?;
+                let tracts = typed(tract_model(&proto, true)?)?;
                 let names = |m: &TypedModel| -> Vec<String> {
                     m.nodes()
                         .iter()

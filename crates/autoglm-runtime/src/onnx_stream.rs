@@ -16,13 +16,13 @@
 //! file can still yield, so nothing is allocated that the file does not hold. Nothing is
 //! decoded or analysed until the file's digest matched.
 
+use crate::onnx_pb as pb;
 use crate::{Result, RuntimeError};
 use autoglm_package::FileStream;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
-use tract_onnx::pb;
-use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::ops::{konst::Const, source::Source};
+use tract_hir::ops::{konst::Const, source::Source};
+use tract_hir::prelude::*;
 
 /// Field numbers (onnx.proto).
 const MODEL_GRAPH: u64 = 7;
@@ -395,13 +395,9 @@ pub(crate) fn split(r: impl BufRead, hint: u64) -> Result<Split> {
 
 /// Reads, verifies and parses the graph `stream` into tract's model: see the module's comment.
 /// With `fuse`, the int8 linear layers are fused in the protobuf first
-/// ([`crate::ops::qlinear::fuse_onnx`]); `framework` then gives the ONNX front end to parse
-/// the result with (which must know the fused node).
-pub(crate) fn parse(
-    stream: FileStream,
-    framework: impl FnOnce(&pb::ModelProto) -> Result<tract_onnx::Onnx>,
-    fuse: bool,
-) -> Result<InferenceModel> {
+/// ([`crate::ops::qlinear::fuse_onnx`]) and the graph read with our front end where it can
+/// ([`crate::onnx_ops::parse`]).
+pub(crate) fn parse(stream: FileStream, fuse: bool) -> Result<InferenceModel> {
     let hint = stream.capacity_hint();
     let mut reader = BufReader::with_capacity(1 << 16, stream);
     let split = split(&mut reader, hint);
@@ -445,9 +441,7 @@ pub(crate) fn parse(
             raw_data: w.tensor.as_bytes().to_vec(),
             ..Default::default()
         }));
-    let parsed = framework(&proto)?
-        .parse(&proto, None)
-        .map_err(|e| RuntimeError::Model(format!("{e:?}")))?;
+    let parsed = crate::onnx_ops::parse(&proto, fuse)?;
     drop(proto);
     let mut model = parsed.model;
     let mut names = HashSet::new();
@@ -571,9 +565,7 @@ mod tests {
     }
 
     fn whole(bytes: &[u8]) -> InferenceModel {
-        tract_onnx::onnx()
-            .model_for_proto_model(&pb::ModelProto::decode(bytes).unwrap())
-            .unwrap()
+        crate::onnx_ops::tract_model(&pb::ModelProto::decode(bytes).unwrap(), false).unwrap()
     }
 
     /// The encoding of `model` with its initializer `at` replaced by the bytes `tensor`.
@@ -620,7 +612,7 @@ mod tests {
     #[test]
     fn tract_gets_the_same_model() {
         let bytes = model().encode_to_vec();
-        let streamed = parse(stream(bytes.clone()), |_| Ok(tract_onnx::onnx()), false).unwrap();
+        let streamed = parse(stream(bytes.clone()), false).unwrap();
         let whole = whole(&bytes);
         assert_eq!(streamed.inputs.len(), 1);
         let consts = |m: &InferenceModel| -> Vec<(String, Tensor)> {
@@ -663,7 +655,7 @@ mod tests {
             split(&bytes[..], bytes.len() as u64).unwrap().weights.len(),
             1
         );
-        let parsed = parse(stream(bytes), |_| Ok(tract_onnx::onnx()), false).unwrap();
+        let parsed = parse(stream(bytes), false).unwrap();
         assert_eq!(run(parsed), [15.5, 27.5, 39.5]);
         // An initializer that is also the graph's output goes back into the protobuf.
         let mut m = model();
@@ -671,7 +663,7 @@ mod tests {
             name: "b".into(),
             ..Default::default()
         });
-        let parsed = parse(stream(m.encode_to_vec()), |_| Ok(tract_onnx::onnx()), false).unwrap();
+        let parsed = parse(stream(m.encode_to_vec()), false).unwrap();
         assert_eq!(parsed.outputs.len(), 2);
         // A size that does not match the dims: tract's parser reports it, as for any file.
         let mut m = model();
@@ -681,7 +673,7 @@ mod tests {
             split(&bytes[..], bytes.len() as u64).unwrap().weights.len(),
             1
         );
-        assert!(parse(stream(bytes), |_| Ok(tract_onnx::onnx()), false).is_err());
+        assert!(parse(stream(bytes), false).is_err());
     }
 
     #[test]
@@ -735,7 +727,7 @@ mod tests {
         // The same name twice.
         let mut m = model();
         m.graph.as_mut().unwrap().initializer[2].name = "a".into();
-        let e = parse(stream(m.encode_to_vec()), |_| Ok(tract_onnx::onnx()), false)
+        let e = parse(stream(m.encode_to_vec()), false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("twice"), "{e}");
@@ -751,7 +743,7 @@ mod tests {
             key: "location".into(),
             value: "etc/passwd".into(),
         }];
-        let e = parse(stream(m.encode_to_vec()), |_| Ok(tract_onnx::onnx()), false)
+        let e = parse(stream(m.encode_to_vec()), false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("external data"), "{e}");

@@ -38,9 +38,9 @@ use crate::ops::{KeyBiasAdd, SameShapeAdd};
 use crate::tract::Graph;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use tract_hir::tract_core::ops::nn::GeluExact;
 use tract_nnef::internal::*;
 use tract_nnef::ser::{invocation, logical, numeric, string};
-use tract_onnx::tract_core::ops::nn::GeluExact;
 
 /// The first bytes of a cache file (and its format's version).
 const MAGIC: &[u8; 8] = b"AGPLAN01";

@@ -5,8 +5,8 @@
 
 use crate::tract::Graph;
 use std::path::{Path, PathBuf};
-use tract_onnx::prelude::TractResult;
-use tract_onnx::tract_core::internal::format_err;
+use tract_hir::prelude::TractResult;
+use tract_hir::tract_core::internal::format_err;
 
 pub fn cache_dir() -> Option<PathBuf> {
     None

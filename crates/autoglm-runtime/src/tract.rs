@@ -3,8 +3,8 @@
 use crate::backend::{Backend, GraphFacts};
 use crate::batch::Batch;
 use crate::error::{Result, RuntimeError};
-use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::internal::{DimLike, Factoid};
+use tract_hir::internal::{DimLike, Factoid};
+use tract_hir::prelude::*;
 
 /// Runs `f`, turning a panic inside it into an error. tract trusts its graphs in places (found
 /// by fuzzing the load path: a constant `Gather` with an index past its data panics during
@@ -479,13 +479,12 @@ impl TractBackend {
 
     /// The graph parsed, typed, decluttered and (with `patch`) rewritten with our operators.
     fn decluttered(source: Source<'_>, sequence_multiple: usize, patch: bool) -> Result<Graph> {
-        let front_end = |proto: &tract_onnx::pb::ModelProto| crate::onnx_ops::choose(proto, patch);
         let mut model = match source {
-            Source::Stream(graph) => crate::onnx_stream::parse(graph, front_end, patch)?,
+            Source::Stream(graph) => crate::onnx_stream::parse(graph, patch)?,
             Source::Bytes(onnx) => {
                 // Decoded straight from the bytes: tract's `proto_model_for_read` first copies
                 // them into a buffer of its own.
-                let mut proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(onnx)
+                let mut proto = <crate::onnx_pb::ModelProto as prost::Message>::decode(onnx)
                     .map_err(|e| {
                         RuntimeError::Model(format!("the graph is not an ONNX model: {e}"))
                     })?;
@@ -493,9 +492,14 @@ impl TractBackend {
                 if let (true, Some(graph)) = (patch, proto.graph.as_mut()) {
                     crate::ops::qlinear::fuse_onnx(graph, |_| None);
                 }
-                front_end(&proto)?
-                    .model_for_proto_model(&proto)
-                    .map_err(model_error)?
+                let parsed = crate::onnx_ops::parse(&proto, patch)?;
+                if !parsed.unresolved_inputs.is_empty() {
+                    return Err(RuntimeError::Model(format!(
+                        "the graph uses values it never defines: {:?}",
+                        parsed.unresolved_inputs
+                    )));
+                }
+                parsed.model
             }
         };
         state_whole_blocks(&mut model, sequence_multiple).map_err(model_error)?;

@@ -15,12 +15,12 @@
 //! f32 tier and, through the rewrite, against tract's plain plan.
 
 use super::fgemm;
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
-use tract_onnx::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_core::ops::math::{Add, Mul};
-use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
+use tract_hir::prelude::*;
+use tract_hir::tract_core::internal::*;
+use tract_hir::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
+use tract_hir::tract_core::ops::einsum::EinSum;
+use tract_hir::tract_core::ops::math::{Add, Mul};
+use tract_hir::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
 /// Rows of queries whose scores are computed at once (per head).
 pub const QUERY_BLOCK: usize = 128;

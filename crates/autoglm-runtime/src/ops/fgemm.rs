@@ -28,8 +28,8 @@
 //! on threads or on where the operands lie. Every tier is tested against an f64 evaluation of
 //! the definition on random shapes with tails in every dimension, strides and accumulation.
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::ensure;
+use tract_hir::prelude::*;
+use tract_hir::tract_core::internal::ensure;
 
 /// An instruction-set tier of the f32 product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -338,7 +338,7 @@ pub fn gemm(
         Tier::Neon => product::<6, 16>(args, c, tile::<6, 16, true>, None),
         Tier::Scalar => product::<4, 4>(args, c, tile::<4, 4, false>, None),
         #[allow(unreachable_patterns)]
-        _ => tract_onnx::tract_core::internal::bail!(
+        _ => tract_hir::tract_core::internal::bail!(
             "f32 product: this CPU has no {} tier",
             tier.name()
         ),

@@ -22,11 +22,11 @@
 use super::attention::{einsum_axes, is_bin, run_tasks, single_use, OutPtr};
 use super::const_f32;
 use super::fgemm::{gemm, Packed, Store, Strided, Tier};
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
-use tract_onnx::tract_core::ops::math::Add;
-use tract_onnx::tract_core::ops::nn::GeluExact;
+use tract_hir::prelude::*;
+use tract_hir::tract_core::internal::*;
+use tract_hir::tract_core::ops::element_wise::ElementWiseOp;
+use tract_hir::tract_core::ops::math::Add;
+use tract_hir::tract_core::ops::nn::GeluExact;
 
 /// Products smaller than this many multiply-adds run on one thread (a split costs a few
 /// microseconds of scheduling; this is ~20 µs of work on one core). Measured at 32 tokens on

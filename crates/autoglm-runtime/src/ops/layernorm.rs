@@ -11,11 +11,11 @@
 
 use super::attention::{is_bin, single_use};
 use super::const_f32;
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::math::{Add, Mul, Sub};
-use tract_onnx::tract_core::ops::nn::{Reduce, Reducer, RmsNorm};
+use tract_hir::prelude::*;
+use tract_hir::tract_core::internal::*;
+use tract_hir::tract_core::ops::binary::TypedBinOp;
+use tract_hir::tract_core::ops::math::{Add, Mul, Sub};
+use tract_hir::tract_core::ops::nn::{Reduce, Reducer, RmsNorm};
 
 /// `((x − mean(x)) / sqrt(mean((x − mean)²) + eps)) · gamma + beta` over the last axis.
 #[derive(Debug, Clone, PartialEq)]

@@ -60,10 +60,10 @@ pub use qlinear::LinearI8;
 pub use quantize::DynamicQuantize;
 pub use window::WindowAttention;
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::math::Add;
+use tract_hir::prelude::*;
+use tract_hir::tract_core::internal::*;
+use tract_hir::tract_core::ops::binary::TypedBinOp;
+use tract_hir::tract_core::ops::math::Add;
 
 /// What the backend fuses into a native plan after the plan cache (whose plans keep their
 /// graph, so that these need no serializer): the f32 linear layers where

@@ -32,8 +32,8 @@
 //! the column tasks); every kernel is tested against the scalar reference below on random
 //! shapes with tails in every dimension.
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::ensure;
+use tract_hir::prelude::*;
+use tract_hir::tract_core::internal::ensure;
 
 /// Output columns per panel (and per kernel call).
 pub const NR: usize = 16;

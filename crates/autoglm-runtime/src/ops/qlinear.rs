@@ -19,11 +19,11 @@
 use super::attention::{is_bin, single_use};
 use super::const_f32;
 use super::qgemm::{PackedI8, Tier};
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cast::Cast;
-use tract_onnx::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_core::ops::math::{Add, Mul};
+use tract_hir::prelude::*;
+use tract_hir::tract_core::internal::*;
+use tract_hir::tract_core::ops::cast::Cast;
+use tract_hir::tract_core::ops::einsum::EinSum;
+use tract_hir::tract_core::ops::math::{Add, Mul};
 
 /// The quantized product as tract declutters `MatMulInteger` (a: batch, m: token, k: input,
 /// n: output; then bias, and the zero points and scales of A, B and C).
@@ -257,6 +257,9 @@ pub(crate) struct Initializer<'a> {
 /// The name of the ONNX node [`fuse_onnx`] writes (ours, in our own domain).
 pub(crate) const ONNX_OP: &str = "AutoglmLinearI8";
 
+/// The domain of [`ONNX_OP`].
+pub(crate) const DOMAIN: &str = "ai.autoglm";
+
 /// **At parse time**: replaces each int8 linear layer of the exporter's form in the ONNX graph
 /// itself, before tract analyses it: `MatMulInteger(q, W, zp)` of a `DynamicQuantizeLinear`'s
 /// outputs and an int8 initializer `W [k, n]` → `Cast` to float → `Mul` by a scale → (`Add` of
@@ -268,7 +271,7 @@ pub(crate) const ONNX_OP: &str = "AutoglmLinearI8";
 /// kernel would not sum exactly, are left as they are (and [`fuse`] still sees them).
 /// Returns how many were replaced.
 pub(crate) fn fuse_onnx<'a>(
-    graph: &mut tract_onnx::pb::GraphProto,
+    graph: &mut crate::onnx_pb::GraphProto,
     initializer: impl Fn(&str) -> Option<Initializer<'a>>,
 ) -> usize {
     use std::collections::HashMap;
@@ -370,7 +373,7 @@ pub(crate) fn fuse_onnx<'a>(
         let to_float = cast_node
             .attribute
             .iter()
-            .any(|a| a.name == "to" && a.i == tract_onnx::pb::tensor_proto::DataType::Float as i64);
+            .any(|a| a.name == "to" && a.i == crate::onnx_pb::tensor_proto::DataType::Float as i64);
         if !standard(cast, "Cast") || !to_float || cast_node.output.len() != 1 {
             continue;
         }
@@ -424,16 +427,16 @@ pub(crate) fn fuse_onnx<'a>(
             }
             None => mul,
         };
-        let int = |name: &str, value: usize| tract_onnx::pb::AttributeProto {
+        let int = |name: &str, value: usize| crate::onnx_pb::AttributeProto {
             name: name.into(),
-            r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+            r#type: crate::onnx_pb::attribute_proto::AttributeType::Int as i32,
             i: value as i64,
             ..Default::default()
         };
-        let fused = tract_onnx::pb::NodeProto {
+        let fused = crate::onnx_pb::NodeProto {
             name: format!("{}.autoglm_linear_i8", product.name),
             op_type: ONNX_OP.into(),
-            domain: "ai.autoglm".into(),
+            domain: DOMAIN.into(),
             input: inputs,
             output: graph.node[last].output.clone(),
             attribute: vec![int("k", k), int("n", n)],
@@ -455,31 +458,40 @@ pub(crate) fn fuse_onnx<'a>(
     count
 }
 
-/// Adds [`fuse_onnx`]'s node to `framework`'s operators.
+/// Adds [`fuse_onnx`]'s node to the operators of tract's own front end (natively, for graphs
+/// ours does not read: [`crate::onnx_ops`]).
+#[cfg(not(target_family = "wasm"))]
 pub(crate) fn register(framework: &mut tract_onnx::Onnx) {
-    framework.op_register.insert(ONNX_OP, onnx_linear_i8);
+    framework.op_register.insert(ONNX_OP, |_ctx, node| {
+        let attr = |name: &str| node.attribute.iter().find(|a| a.name == name).map(|a| a.i);
+        Ok((linear_i8(&node.name, attr, node.input.len())?, vec![]))
+    });
 }
 
-fn onnx_linear_i8(
-    _ctx: &tract_onnx::model::ParsingContext,
-    node: &tract_onnx::pb::NodeProto,
-) -> TractResult<(
-    Box<dyn tract_onnx::tract_hir::infer::InferenceOp>,
-    Vec<String>,
-)> {
-    let attr = |name: &str| -> TractResult<usize> {
-        node.attribute
-            .iter()
-            .find(|a| a.name == name)
-            .and_then(|a| usize::try_from(a.i).ok())
-            .with_context(|| format!("{ONNX_OP} `{}`: no attribute {name}", node.name))
+/// [`fuse_onnx`]'s node as [`crate::onnx_ops`] reads it.
+pub(crate) fn onnx_linear_i8(
+    node: &crate::onnx_pb::NodeProto,
+) -> TractResult<Box<dyn tract_hir::infer::InferenceOp>> {
+    let attr = |name: &str| node.attribute.iter().find(|a| a.name == name).map(|a| a.i);
+    linear_i8(&node.name, attr, node.input.len())
+}
+
+fn linear_i8(
+    name: &str,
+    attr: impl Fn(&str) -> Option<i64>,
+    inputs: usize,
+) -> TractResult<Box<dyn tract_hir::infer::InferenceOp>> {
+    let attr = |key: &str| -> TractResult<usize> {
+        attr(key)
+            .and_then(|v| usize::try_from(v).ok())
+            .with_context(|| format!("{ONNX_OP} `{name}`: no attribute {key}"))
     };
     let op = OnnxLinearI8 {
         k: attr("k")?,
         n: attr("n")?,
-        bias: node.input.len() == 5,
+        bias: inputs == 5,
     };
-    Ok((tract_onnx::tract_hir::ops::expandable::expand(op), vec![]))
+    Ok(tract_hir::ops::expandable::expand(op))
 }
 
 /// [`fuse_onnx`]'s node while tract types the graph: inputs `q` (u8), its zero point (u8), the
@@ -492,18 +504,18 @@ struct OnnxLinearI8 {
     bias: bool,
 }
 
-impl tract_onnx::tract_hir::ops::expandable::Expansion for OnnxLinearI8 {
+impl tract_hir::ops::expandable::Expansion for OnnxLinearI8 {
     fn name(&self) -> StaticName {
         ONNX_OP.into()
     }
 
     fn rules<'r, 'p: 'r, 's: 'r>(
         &'s self,
-        s: &mut tract_onnx::tract_hir::infer::Solver<'r>,
-        inputs: &'p [tract_onnx::tract_hir::infer::TensorProxy],
-        outputs: &'p [tract_onnx::tract_hir::infer::TensorProxy],
+        s: &mut tract_hir::infer::Solver<'r>,
+        inputs: &'p [tract_hir::infer::TensorProxy],
+        outputs: &'p [tract_hir::infer::TensorProxy],
     ) -> TractResult<()> {
-        use tract_onnx::tract_hir::infer::*;
+        use tract_hir::infer::*;
         check_input_arity(inputs, 4 + self.bias as usize)?;
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, u8::datum_type())?;
@@ -569,14 +581,14 @@ mod tests {
     use super::*;
 
     /// The tiny int8 fixture's ONNX graph.
-    fn fixture_onnx() -> TractResult<tract_onnx::pb::ModelProto> {
+    fn fixture_onnx() -> TractResult<crate::onnx_pb::ModelProto> {
         let dir = tempfile::tempdir()?;
         autoglm_export::fixture::write_base(&dir.path().join("base"));
         let mut options = autoglm_export::ExportOptions::new(dir.path().join("base"));
         options.quantization = autoglm_package::Quantization::Int8;
         let package = autoglm_export::export(&options)?;
         let onnx = package.file(&package.manifest().graph.file)?;
-        Ok(<tract_onnx::pb::ModelProto as prost::Message>::decode(
+        Ok(<crate::onnx_pb::ModelProto as prost::Message>::decode(
             onnx,
         )?)
     }
@@ -606,11 +618,8 @@ mod tests {
 
     /// The model `proto` parses to (with our fused node known), typed, decluttered and
     /// rewritten as the backend does.
-    fn rewritten(proto: &tract_onnx::pb::ModelProto) -> TractResult<TypedModel> {
-        let mut framework = tract_onnx::onnx();
-        register(&mut framework);
-        let mut model = framework
-            .model_for_proto_model(proto)?
+    fn rewritten(proto: &crate::onnx_pb::ModelProto) -> TractResult<TypedModel> {
+        let mut model = crate::onnx_ops::tract_model(proto, true)?
             .into_typed()?
             .into_decluttered()?;
         crate::ops::rewrite(&mut model)?;
@@ -649,14 +658,10 @@ mod tests {
             assert_eq!(count(model, "EinSum"), count(&late, "EinSum"));
         }
         // Fewer nodes for tract to type and declutter.
-        let plain = tract_onnx::onnx()
-            .model_for_proto_model(&proto)?
-            .into_typed()?;
-        let mut framework = tract_onnx::onnx();
-        register(&mut framework);
+        let plain = crate::onnx_ops::tract_model(&proto, false)?.into_typed()?;
         let mut small = proto.clone();
         fuse_onnx(small.graph.as_mut().context("graph")?, |_| None);
-        let small = framework.model_for_proto_model(&small)?.into_typed()?;
+        let small = crate::onnx_ops::tract_model(&small, true)?.into_typed()?;
         assert!(small.nodes().len() < plain.nodes().len());
         let run = |m: TypedModel| -> TractResult<TVec<TValue>> {
             let inputs = fixture_inputs(&m)?;
@@ -677,13 +682,13 @@ mod tests {
         let proto = fixture_onnx()?;
         let all = fuse_onnx(&mut proto.graph.clone().context("graph")?, |_| None);
         let graph = || proto.graph.clone().unwrap();
-        let first = |g: &tract_onnx::pb::GraphProto, op: &str| {
+        let first = |g: &crate::onnx_pb::GraphProto, op: &str| {
             g.node.iter().position(|n| n.op_type == op).unwrap()
         };
         // The product is also a graph output.
         let mut g = graph();
         let product = g.node[first(&g, "MatMulInteger")].output[0].clone();
-        g.output.push(tract_onnx::pb::ValueInfoProto {
+        g.output.push(crate::onnx_pb::ValueInfoProto {
             name: product,
             ..Default::default()
         });
@@ -702,7 +707,7 @@ mod tests {
             .position(|n| n.input.contains(&product))
             .unwrap();
         assert_eq!(g.node[i].op_type, "Cast");
-        g.node[i].attribute[0].i = tract_onnx::pb::tensor_proto::DataType::Double as i64;
+        g.node[i].attribute[0].i = crate::onnx_pb::tensor_proto::DataType::Double as i64;
         assert_eq!(fuse_onnx(&mut g, |_| None), all - 1);
         // Weights given by the caller (a streamed load) count as initializers.
         let mut g = graph();
@@ -724,7 +729,7 @@ mod tests {
         assert_eq!(fuse_onnx(&mut g, by_name), all);
         // A graph with a subgraph is left alone.
         let mut g = graph();
-        g.node[0].attribute.push(tract_onnx::pb::AttributeProto {
+        g.node[0].attribute.push(crate::onnx_pb::AttributeProto {
             name: "body".into(),
             g: Some(Default::default()),
             ..Default::default()

@@ -10,8 +10,8 @@
 //! quantization with round-half-even done by adding and subtracting 1.5·2²³ (exact for the
 //! values that can survive the saturation, which are clamped first).
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::*;
+use tract_hir::prelude::*;
+use tract_hir::tract_core::internal::*;
 
 /// ONNX `DynamicQuantizeLinear` (f32 → u8, scale, zero point), bit-identical to the spec and to
 /// tract's own operator on finite inputs.

@@ -21,11 +21,11 @@
 
 use super::attention::{aligned, biased_scores, einsum, is_bin, run_tasks, single_use, OutPtr};
 use super::fgemm;
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::array::{Slice, TypedConcat};
-use tract_onnx::tract_core::ops::math::Add;
-use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
+use tract_hir::prelude::*;
+use tract_hir::tract_core::internal::*;
+use tract_hir::tract_core::ops::array::{Slice, TypedConcat};
+use tract_hir::tract_core::ops::math::Add;
+use tract_hir::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
 /// Scores of a query block against its key blocks (a: batch, b: head, c: block, m/n: query/key).
 const WINDOW_SCORES: &str = "abcmk,abcnk->abcmn";
