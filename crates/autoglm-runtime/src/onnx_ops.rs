@@ -35,7 +35,8 @@ use tract_hir::tract_core::ops::{logic, math, nn as core_nn};
 /// `ReduceSum`'s axes as an input, `Softmax` over one axis).
 const MIN_OPSET: i64 = 13;
 
-/// The operators [`parse`] knows, in the default domain.
+/// The operators [`parse`] knows, in the default domain: those `autoglm-export` writes, and
+/// `LogSoftmax` of the task heads `autoglm-adapt` adds.
 const OPERATORS: &[&str] = &[
     "Abs",
     "Add",
@@ -49,6 +50,7 @@ const OPERATORS: &[&str] = &[
     "Identity",
     "LayerNormalization",
     "Less",
+    "LogSoftmax",
     "MatMul",
     "Max",
     "Mul",
@@ -318,7 +320,7 @@ fn tensor(t: &TensorProto) -> TractResult<Tensor> {
         .map_err(|_| format_err!("initializer `{}`: a negative dim", t.name))?;
     ensure!(
         t.data_location.unwrap_or(0) == 0 && t.external_data.is_empty(),
-        "initializer `{}`: data outside the file is not supported",
+        "initializer `{}`: external data (outside the graph's file) is not supported",
         t.name
     );
     let values = shape
@@ -415,6 +417,11 @@ fn build(node: &NodeProto) -> TractResult<Box<dyn InferenceOp>> {
             expand(array::PermuteAxes::new(perm))
         }
         "Softmax" => expand(nn::Softmax::new(int(node, "axis").unwrap_or(-1) as isize)),
+        // Multi-task heads (autoglm-adapt).
+        "LogSoftmax" => expand(nn::LayerLogSoftmax::new(
+            int(node, "axis").unwrap_or(-1) as isize,
+            false,
+        )),
         "Shape" => expand(array::Shape::new(TDim::datum_type())),
         "Slice" => {
             // Inputs: data, starts, ends, then the optional axes and steps (an empty name:
@@ -433,8 +440,8 @@ fn build(node: &NodeProto) -> TractResult<Box<dyn InferenceOp>> {
             exclusive: int(node, "exclusive") == Some(1),
             reverse: int(node, "reverse") == Some(1),
         }),
-        "Unsqueeze" => expand(Unsqueeze),
-        "ReduceSum" => expand(ReduceSum {
+        "Unsqueeze" => expand(WithAxes::Unsqueeze),
+        "ReduceSum" => expand(WithAxes::ReduceSum {
             keep_dims: int(node, "keepdims").unwrap_or(1) == 1,
         }),
         "LayerNormalization" => expand(LayerNormalization {
@@ -464,31 +471,67 @@ fn axes(value: &Tensor, rank: usize, op: &str) -> TractResult<Vec<i64>> {
         .collect()
 }
 
-fn const_input(model: &TypedModel, outlet: OutletId, op: &str) -> TractResult<Arc<Tensor>> {
-    model
-        .outlet_fact(outlet)?
-        .konst
-        .clone()
-        .with_context(|| format!("{op}: the axes must be a constant"))
+/// ONNX `Unsqueeze` (opset 13) and `ReduceSum` (opset 13): tract-hir's `AddDims` and
+/// `Reduce<Sum>` with the axes read from the constant second input.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+enum WithAxes {
+    Unsqueeze,
+    ReduceSum { keep_dims: bool },
 }
 
-/// ONNX `Unsqueeze` (opset 13): tract-hir's `AddDims` with the axes read from the constant
-/// second input.
-#[derive(Debug, Clone, Hash, PartialEq, Eq)]
-struct Unsqueeze;
-
-impl Unsqueeze {
-    fn add_dims(value: &Tensor, out_rank: usize) -> TractResult<array::AddDims> {
-        let axes = axes(value, out_rank, "Unsqueeze")?;
-        Ok(array::AddDims::new(
-            axes.into_iter().map(|a| a as isize).collect(),
-        ))
+impl WithAxes {
+    /// The operator for the axes `value` on an input of rank `rank`.
+    fn resolve(&self, value: &Tensor, rank: usize) -> TractResult<Resolved> {
+        Ok(match self {
+            WithAxes::Unsqueeze => {
+                let axes = axes(value, rank + value.len(), "Unsqueeze")?;
+                Resolved::AddDims(array::AddDims::new(
+                    axes.into_iter().map(|a| a as isize).collect(),
+                ))
+            }
+            WithAxes::ReduceSum { keep_dims } => {
+                let axes = axes(value, rank, "ReduceSum")?;
+                // No axes reduce all of them (the spec's default without
+                // `noop_with_empty_axes`).
+                let axes = (!axes.is_empty()).then_some(axes);
+                Resolved::Reduce(nn::Reduce::new(axes, *keep_dims, nn::Reducer::Sum))
+            }
+        })
     }
 }
 
-impl Expansion for Unsqueeze {
+enum Resolved {
+    AddDims(array::AddDims),
+    Reduce(nn::Reduce),
+}
+
+impl Resolved {
+    fn output_shape(&self, shape: &[TDim]) -> TVec<TDim> {
+        match self {
+            Resolved::AddDims(op) => op.output_shape(shape),
+            Resolved::Reduce(op) => op.output_shape(shape),
+        }
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        input: OutletId,
+    ) -> TractResult<TVec<OutletId>> {
+        match self {
+            Resolved::AddDims(op) => op.wire(prefix, model, &[input]),
+            Resolved::Reduce(op) => op.wire(prefix, model, &[input]),
+        }
+    }
+}
+
+impl Expansion for WithAxes {
     fn name(&self) -> StaticName {
-        "Unsqueeze".into()
+        match self {
+            WithAxes::Unsqueeze => "Unsqueeze".into(),
+            WithAxes::ReduceSum { .. } => "ReduceSum".into(),
+        }
     }
 
     fn rules<'r, 'p: 'r, 's: 'r>(
@@ -504,7 +547,7 @@ impl Expansion for Unsqueeze {
             &inputs[0].shape,
             &inputs[1].value,
             move |s, shape, value| {
-                let op = Self::add_dims(&value, shape.len() + value.len())?;
+                let op = self.resolve(&value, shape.len())?;
                 s.equals(&outputs[0].shape, op.output_shape(&shape))
             },
         )
@@ -516,60 +559,13 @@ impl Expansion for Unsqueeze {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let value = const_input(model, inputs[1], "Unsqueeze")?;
-        let rank = model.outlet_fact(inputs[0])?.rank() + value.len();
-        Self::add_dims(&value, rank)?.wire(prefix, model, &inputs[..1])
-    }
-}
-
-/// ONNX `ReduceSum` (opset 13) with constant axes: tract-hir's `Reduce<Sum>`.
-#[derive(Debug, Clone, Hash, PartialEq, Eq)]
-struct ReduceSum {
-    keep_dims: bool,
-}
-
-impl ReduceSum {
-    fn reduce(&self, value: &Tensor, rank: usize) -> TractResult<nn::Reduce> {
-        let axes = axes(value, rank, "ReduceSum")?;
-        // No axes reduce all of them (the spec's default without `noop_with_empty_axes`).
-        let axes = (!axes.is_empty()).then_some(axes);
-        Ok(nn::Reduce::new(axes, self.keep_dims, nn::Reducer::Sum))
-    }
-}
-
-impl Expansion for ReduceSum {
-    fn name(&self) -> StaticName {
-        "ReduceSum".into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        check_input_arity(inputs, 2)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-        s.given_2(
-            &inputs[0].shape,
-            &inputs[1].value,
-            move |s, shape, value| {
-                let op = self.reduce(&value, shape.len())?;
-                s.equals(&outputs[0].shape, op.output_shape(&shape))
-            },
-        )
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        let value = const_input(model, inputs[1], "ReduceSum")?;
+        let value = model
+            .outlet_fact(inputs[1])?
+            .konst
+            .clone()
+            .with_context(|| format!("{}: the axes must be a constant", self.name()))?;
         let rank = model.outlet_fact(inputs[0])?.rank();
-        self.reduce(&value, rank)?.wire(prefix, model, &inputs[..1])
+        self.resolve(&value, rank)?.wire(prefix, model, inputs[0])
     }
 }
 
@@ -687,7 +683,10 @@ impl Expansion for CumSum {
             .clone()
             .context("CumSum: the axis must be a constant")?;
         let rank = model.outlet_fact(inputs[0])?.rank();
-        let axis = axes(&axis, rank, "CumSum")?[0] as usize;
+        let axis = match axes(&axis, rank, "CumSum")?[..] {
+            [axis] => axis as usize,
+            _ => bail!("CumSum: the axis must be one value"),
+        };
         let op = tract_hir::tract_core::ops::array::CumSum {
             axis,
             exclusive: self.exclusive,
@@ -856,6 +855,95 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A task head as `autoglm-adapt` writes it (`MatMul`, `Add`, `Tanh`, `LogSoftmax`,
+    /// `Concat`): the same numbers from both front ends.
+    #[test]
+    fn task_heads_parse_as_with_tracts_registry() -> TractResult<()> {
+        use crate::onnx_pb::{tensor_proto, type_proto, OperatorSetIdProto, TypeProto};
+        use crate::onnx_pb::{TensorShapeProto, ValueInfoProto};
+        let f32s = |name: &str, dims: &[i64], values: &[f32]| TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: tensor_proto::DataType::Float as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        };
+        let node = |op: &str, inputs: &[&str], out: &str, axis: Option<i64>| NodeProto {
+            op_type: op.into(),
+            name: out.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.into()],
+            attribute: axis
+                .map(|i| AttributeProto {
+                    name: "axis".into(),
+                    r#type: AttributeType::Int as i32,
+                    i,
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let dim = |value| crate::onnx_pb::tensor_shape_proto::Dimension {
+            value: Some(value),
+            ..Default::default()
+        };
+        let input = ValueInfoProto {
+            name: "x".into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: tensor_proto::DataType::Float as i32,
+                    shape: Some(TensorShapeProto {
+                        dim: vec![
+                            dim(dimension::Value::DimParam("batch".into())),
+                            dim(dimension::Value::DimValue(3)),
+                        ],
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let w: Vec<f32> = (0..6).map(|i| i as f32 * 0.37 - 1.0).collect();
+        let proto = ModelProto {
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(GraphProto {
+                initializer: vec![f32s("w", &[3, 2], &w), f32s("b", &[2], &[0.25, -0.5])],
+                input: vec![input],
+                node: vec![
+                    node("MatMul", &["x", "w"], "m", None),
+                    node("Add", &["m", "b"], "a", None),
+                    node("Tanh", &["a"], "t", None),
+                    node("LogSoftmax", &["t"], "l", Some(-1)),
+                    node("Concat", &["l", "t"], "y", Some(-1)),
+                ],
+                output: vec![ValueInfoProto {
+                    name: "y".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(unsupported(&proto, None), None);
+        let x = Tensor::from_shape(&[2, 3], &[0.5f32, -1.0, 2.0, 0.0, 1.5, -0.25])?;
+        let run = |model: InferenceModel| -> TractResult<Vec<f32>> {
+            let plan = model.into_optimized()?.into_runnable()?;
+            let y = plan.run(tvec![x.clone().into_tvalue()])?.remove(0);
+            Ok(y.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+        };
+        let (ours, tracts) = (
+            run(parse_ours(&proto)?.model)?,
+            run(tract_model(&proto, false)?)?,
+        );
+        assert_eq!(ours.len(), 8);
+        assert_eq!(ours, tracts);
         Ok(())
     }
 }

@@ -609,10 +609,20 @@ mod tests {
         assert_eq!(split.weights[0].tensor.shape(), [3]);
     }
 
+    /// Both front ends: tract's (`false`, the plain graph) and ours (`true`, for a graph it
+    /// reads: src/onnx_ops.rs).
+    const FRONT_ENDS: [bool; 2] = [false, true];
+
     #[test]
     fn tract_gets_the_same_model() {
+        for ours in FRONT_ENDS {
+            same_model(ours);
+        }
+    }
+
+    fn same_model(ours: bool) {
         let bytes = model().encode_to_vec();
-        let streamed = parse(stream(bytes.clone()), false).unwrap();
+        let streamed = parse(stream(bytes.clone()), ours).unwrap();
         let whole = whole(&bytes);
         assert_eq!(streamed.inputs.len(), 1);
         let consts = |m: &InferenceModel| -> Vec<(String, Tensor)> {
@@ -635,6 +645,12 @@ mod tests {
 
     #[test]
     fn odd_but_valid_initializers_are_left_to_tract() {
+        for ours in FRONT_ENDS {
+            odd_but_valid(ours);
+        }
+    }
+
+    fn odd_but_valid(ours: bool) {
         let m = model();
         // Raw data before dims and type: copied into the skeleton as it is.
         let a = &m.graph.as_ref().unwrap().initializer[0];
@@ -655,7 +671,7 @@ mod tests {
             split(&bytes[..], bytes.len() as u64).unwrap().weights.len(),
             1
         );
-        let parsed = parse(stream(bytes), false).unwrap();
+        let parsed = parse(stream(bytes), ours).unwrap();
         assert_eq!(run(parsed), [15.5, 27.5, 39.5]);
         // An initializer that is also the graph's output goes back into the protobuf.
         let mut m = model();
@@ -663,7 +679,7 @@ mod tests {
             name: "b".into(),
             ..Default::default()
         });
-        let parsed = parse(stream(m.encode_to_vec()), false).unwrap();
+        let parsed = parse(stream(m.encode_to_vec()), ours).unwrap();
         assert_eq!(parsed.outputs.len(), 2);
         // A size that does not match the dims: tract's parser reports it, as for any file.
         let mut m = model();
@@ -673,7 +689,7 @@ mod tests {
             split(&bytes[..], bytes.len() as u64).unwrap().weights.len(),
             1
         );
-        assert!(parse(stream(bytes), false).is_err());
+        assert!(parse(stream(bytes), ours).is_err());
     }
 
     #[test]
@@ -727,10 +743,12 @@ mod tests {
         // The same name twice.
         let mut m = model();
         m.graph.as_mut().unwrap().initializer[2].name = "a".into();
-        let e = parse(stream(m.encode_to_vec()), false)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("twice"), "{e}");
+        for ours in FRONT_ENDS {
+            let e = parse(stream(m.encode_to_vec()), ours)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("twice"), "{e}");
+        }
     }
 
     #[test]
@@ -743,9 +761,11 @@ mod tests {
             key: "location".into(),
             value: "etc/passwd".into(),
         }];
-        let e = parse(stream(m.encode_to_vec()), false)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("external data"), "{e}");
+        for ours in FRONT_ENDS {
+            let e = parse(stream(m.encode_to_vec()), ours)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("external data"), "{e}");
+        }
     }
 }
