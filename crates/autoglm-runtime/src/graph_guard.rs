@@ -38,7 +38,9 @@ fn check_graph(graph: &pb::GraphProto, depth: usize) -> Result<()> {
         )));
     }
     for node in &graph.node {
-        if node.op_type == crate::ops::qlinear::ONNX_OP || node.domain == "ai.autoglm" {
+        if node.op_type == crate::ops::qlinear::ONNX_OP
+            || node.domain == crate::ops::qlinear::DOMAIN
+        {
             return Err(RuntimeError::Model(format!(
                 "node `{}` uses {} ({}), which only the runtime itself may write",
                 node.name, node.op_type, node.domain
