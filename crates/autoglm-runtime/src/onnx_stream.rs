@@ -59,23 +59,12 @@ fn bad(what: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Model(format!("the graph is not an ONNX model: {what}"))
 }
 
-/// The tract type of an ONNX `data_type` whose raw data tract copies as it lies.
+/// The tract type of an ONNX `data_type` whose raw data tract copies as it lies: every type
+/// our front end knows but booleans.
 fn plain_type(data_type: i32) -> Option<DatumType> {
-    use pb::tensor_proto::DataType as D;
-    Some(match D::try_from(data_type).ok()? {
-        D::Float => DatumType::F32,
-        D::Double => DatumType::F64,
-        D::Float16 => DatumType::F16,
-        D::Int8 => DatumType::I8,
-        D::Uint8 => DatumType::U8,
-        D::Int16 => DatumType::I16,
-        D::Uint16 => DatumType::U16,
-        D::Int32 => DatumType::I32,
-        D::Uint32 => DatumType::U32,
-        D::Int64 => DatumType::I64,
-        D::Uint64 => DatumType::U64,
-        _ => return None,
-    })
+    crate::onnx_ops::datum_type(data_type)
+        .ok()
+        .filter(|&dt| dt != DatumType::Bool)
 }
 
 /// One initializer message: kept in the skeleton, or read into a tensor.
