@@ -1,4 +1,6 @@
-//! Tokenization throughput with the package's tokenizer (WordPiece, pure-Rust regex).
+//! Tokenization throughput with the package's tokenizer: ours (src/wordpiece.rs, what the
+//! runtime uses for a BERT WordPiece file) and the `tokenizers` crate on the same file; and
+//! reading the file (part of every load).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -6,24 +8,43 @@ mod common;
 
 fn tokenize(c: &mut Criterion) {
     let package = common::embedding_package();
-    let encoder =
-        autoglm_runtime::TextEncoder::from_bytes(package.file("tokenizer.json").unwrap(), 256)
-            .unwrap();
+    let json = package.file("tokenizer.json").unwrap();
+    let engines = [
+        (
+            "ours",
+            autoglm_runtime::TextEncoder::from_bytes(json, 256).unwrap(),
+        ),
+        (
+            "tokenizers",
+            autoglm_runtime::TextEncoder::with_tokenizers_crate(json, 256).unwrap(),
+        ),
+    ];
+    assert!(engines[0].1.is_ours());
     let texts = common::texts();
     let bytes: usize = texts.iter().map(String::len).sum();
-    let mut group = c.benchmark_group("tokenize");
-    group.throughput(Throughput::Bytes(bytes as u64));
-    group.bench_function(format!("{}_reviews", texts.len()), |b| {
-        b.iter(|| {
-            for t in &texts {
-                std::hint::black_box(encoder.encode(t).unwrap());
-            }
-        })
-    });
     let long = texts.join(" ");
-    group.throughput(Throughput::Bytes(long.len() as u64));
-    group.bench_function("one_long_text_truncated_to_256", |b| {
-        b.iter(|| std::hint::black_box(encoder.encode(&long).unwrap()))
+    let mut group = c.benchmark_group("tokenize");
+    for (name, encoder) in &engines {
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_function(format!("{name}/{}_reviews", texts.len()), |b| {
+            b.iter(|| {
+                for t in &texts {
+                    std::hint::black_box(encoder.encode(t).unwrap());
+                }
+            })
+        });
+        group.throughput(Throughput::Bytes(long.len() as u64));
+        group.bench_function(format!("{name}/one_long_text_truncated_to_256"), |b| {
+            b.iter(|| std::hint::black_box(encoder.encode(&long).unwrap()))
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("tokenizer_load");
+    group.bench_function("ours", |b| {
+        b.iter(|| autoglm_runtime::TextEncoder::from_bytes(json, 256).unwrap())
+    });
+    group.bench_function("tokenizers", |b| {
+        b.iter(|| autoglm_runtime::TextEncoder::with_tokenizers_crate(json, 256).unwrap())
     });
     group.finish();
 }

@@ -34,6 +34,7 @@ pub mod plan_cache;
 pub mod scores;
 pub mod tokenize;
 pub mod tract;
+pub mod wordpiece;
 
 pub use autoglm_package::{
     Attention, FileStream, Manifest, ModelKind, Package, Quantization, Signer, TaskSlice,

@@ -42,6 +42,12 @@ fn scale() -> f64 {
         .unwrap_or(1.0)
 }
 
+/// Whether the tests run on a slow runner (an emulator: `AUTOGLM_TEST_BUDGET_SCALE` above 1),
+/// where exhaustive tests of code that does not depend on the CPU take a sample instead.
+pub fn slow_runner() -> bool {
+    scale() > 1.0
+}
+
 /// A running watchdog; dropping it (the test finished, or panicked) disarms it.
 #[derive(Debug)]
 pub struct Budget {
