@@ -59,7 +59,7 @@ pub struct WordPiece {
 }
 
 /// `BertNormalizer`'s settings.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy)]
 struct Normalizer {
     clean_text: bool,
     handle_chinese_chars: bool,
@@ -71,19 +71,30 @@ struct Normalizer {
 struct File {
     #[serde(default)]
     added_tokens: Vec<AddedToken>,
-    normalizer: Option<Tagged>,
-    pre_tokenizer: Option<Tagged>,
-    post_processor: Option<Tagged>,
+    normalizer: Option<Part>,
+    pre_tokenizer: Option<Part>,
+    post_processor: Option<Part>,
     model: Model,
 }
 
-/// A component of the pipeline, by its `type`, its other fields kept as they are.
+/// A step of the pipeline: its `type`, and the fields of the types read here (typed directly,
+/// without an intermediate JSON tree: serde's buffering of one was ~30 KB of the component).
 #[derive(Deserialize)]
-struct Tagged {
+struct Part {
     #[serde(rename = "type")]
     kind: String,
-    #[serde(flatten)]
-    rest: serde_json::Map<String, serde_json::Value>,
+    // BertNormalizer
+    clean_text: Option<bool>,
+    handle_chinese_chars: Option<bool>,
+    #[serde(default)]
+    strip_accents: Option<bool>,
+    lowercase: Option<bool>,
+    // TemplateProcessing
+    single: Option<Vec<Piece>>,
+    special_tokens: Option<HashMap<String, SpecialTokens>>,
+    // BertProcessing: `[token, id]` pairs
+    sep: Option<(String, u32)>,
+    cls: Option<(String, u32)>,
 }
 
 #[derive(Deserialize)]
@@ -114,13 +125,6 @@ struct Model {
     vocab: Option<HashMap<String, u32>>,
 }
 
-/// `TemplateProcessing`'s fields that a single text uses.
-#[derive(Deserialize)]
-struct Template {
-    single: Vec<Piece>,
-    special_tokens: HashMap<String, SpecialTokens>,
-}
-
 #[derive(Deserialize)]
 enum Piece {
     SpecialToken { id: String, type_id: u32 },
@@ -130,13 +134,6 @@ enum Piece {
 #[derive(Deserialize)]
 struct SpecialTokens {
     ids: Vec<u32>,
-}
-
-/// `BertProcessing`'s fields: `[token, id]` pairs.
-#[derive(Deserialize)]
-struct BertProcessing {
-    sep: (String, u32),
-    cls: (String, u32),
 }
 
 fn unsupported(what: impl Into<String>) -> Unsupported {
@@ -167,10 +164,21 @@ impl WordPiece {
         })?;
         let normalizer = match file.normalizer {
             None => None,
-            Some(n) if n.kind == "BertNormalizer" => Some(
-                serde_json::from_value(serde_json::Value::Object(n.rest))
-                    .map_err(|e| unsupported(format!("its BertNormalizer: {e}")))?,
-            ),
+            Some(n) if n.kind == "BertNormalizer" => match n {
+                Part {
+                    clean_text: Some(clean_text),
+                    handle_chinese_chars: Some(handle_chinese_chars),
+                    strip_accents,
+                    lowercase: Some(lowercase),
+                    ..
+                } => Some(Normalizer {
+                    clean_text,
+                    handle_chinese_chars,
+                    strip_accents,
+                    lowercase,
+                }),
+                _ => return Err(unsupported("its BertNormalizer lacks a setting")),
+            },
             Some(n) => return Err(unsupported(format!("its normalizer is {}", n.kind))),
         };
         match file.pre_tokenizer {
@@ -208,10 +216,11 @@ impl WordPiece {
         match file.post_processor {
             None => {}
             Some(p) if p.kind == "TemplateProcessing" => {
-                let t: Template = serde_json::from_value(serde_json::Value::Object(p.rest))
-                    .map_err(|e| unsupported(format!("its TemplateProcessing: {e}")))?;
+                let (Some(single), Some(special_tokens)) = (p.single, p.special_tokens) else {
+                    return Err(unsupported("its TemplateProcessing lacks a template"));
+                };
                 let mut seen = false;
-                for piece in t.single {
+                for piece in single {
                     match piece {
                         Piece::Sequence { id, type_id } if id == "A" && !seen => {
                             seen = true;
@@ -223,8 +232,7 @@ impl WordPiece {
                             )))
                         }
                         Piece::SpecialToken { id, type_id } => {
-                            let ids = &t
-                                .special_tokens
+                            let ids = &special_tokens
                                 .get(&id)
                                 .ok_or_else(|| {
                                     unsupported(format!("its template's special token {id:?} is not defined"))
@@ -240,11 +248,11 @@ impl WordPiece {
                 }
             }
             Some(p) if p.kind == "BertProcessing" => {
-                let b: BertProcessing =
-                    serde_json::from_value(serde_json::Value::Object(p.rest))
-                        .map_err(|e| unsupported(format!("its BertProcessing: {e}")))?;
-                before.push((b.cls.1, 0));
-                after.push((b.sep.1, 0));
+                let (Some(cls), Some(sep)) = (p.cls, p.sep) else {
+                    return Err(unsupported("its BertProcessing lacks a token"));
+                };
+                before.push((cls.1, 0));
+                after.push((sep.1, 0));
             }
             Some(p) => return Err(unsupported(format!("its post-processor is {}", p.kind))),
         }
@@ -442,7 +450,8 @@ impl Normalizer {
                 out.push(c);
             }
         }
-        if self.strip_accents.unwrap_or(self.lowercase) {
+        // ASCII has no decompositions and no marks: NFD leaves it as it is.
+        if self.strip_accents.unwrap_or(self.lowercase) && !out.is_ascii() {
             let stripped: String = out
                 .nfd()
                 .map(|(c, _)| c)
@@ -465,8 +474,13 @@ fn is_whitespace(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r') || c.is_whitespace()
 }
 
+/// (For ASCII the tables' answer without their searches: its only "other" characters are the
+/// controls, its punctuation and symbols are what `is_ascii_punctuation` names.)
 fn is_control(c: char) -> bool {
-    !matches!(c, '\t' | '\n' | '\r') && c.is_other()
+    if c.is_ascii() {
+        return c.is_ascii_control() && !matches!(c, '\t' | '\n' | '\r');
+    }
+    c.is_other()
 }
 
 fn is_chinese_char(c: char) -> bool {
@@ -484,5 +498,8 @@ fn is_chinese_char(c: char) -> bool {
 }
 
 fn is_bert_punctuation(c: char) -> bool {
-    c.is_ascii_punctuation() || c.is_punctuation()
+    if c.is_ascii() {
+        return c.is_ascii_punctuation();
+    }
+    c.is_punctuation()
 }

@@ -245,3 +245,42 @@ fn multitask_packages_classify_per_task_through_the_component() {
         "{err}"
     );
 }
+
+/// A package whose `tokenizer.json` is not a BERT WordPiece pipeline (here its normalizer is
+/// `Lowercase`): natively the `tokenizers` crate reads it; the component, which has only our
+/// tokenizer, refuses it and says why.
+#[test]
+fn a_tokenizer_of_another_kind_is_refused_by_the_component_with_why() {
+    let _budget = budget("wasm::a_tokenizer_of_another_kind", 300);
+    let Some(host) = host() else { return };
+    let package = Package::open(workspace().join("models/sentiment-int8.tar")).expect("package");
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_slice(package.file("tokenizer.json").expect("tokenizer")).expect("json");
+    tokenizer["normalizer"] = serde_json::json!({"type": "Lowercase"});
+    let files = package
+        .files()
+        .map(|(name, bytes)| match name {
+            "tokenizer.json" => (
+                name.to_string(),
+                serde_json::to_vec(&tokenizer).expect("json"),
+            ),
+            _ => (name.to_string(), bytes.to_vec()),
+        })
+        .collect();
+    let changed = Package::new(package.manifest().clone(), files).expect("package");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("pkg");
+    changed.write_dir(&path).expect("write");
+    let native = Model::load(&path).expect("natively the tokenizers crate reads it");
+    assert_eq!(
+        native.outputs(&["a fine film"]).expect("native run").len(),
+        1
+    );
+    let err = WasmModel::load(host, changed.to_tar(), Limits::default())
+        .expect_err("the component has no reader for it");
+    let message = err.to_string();
+    assert!(
+        message.contains("BERT WordPiece") && message.contains("Lowercase"),
+        "{message}"
+    );
+}
