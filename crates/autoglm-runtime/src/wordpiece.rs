@@ -43,6 +43,8 @@ impl std::fmt::Display for Unsupported {
 #[derive(Debug, Clone)]
 pub struct WordPiece {
     vocab: HashMap<String, u32>,
+    /// The longest entry's length in bytes.
+    longest: usize,
     unk: u32,
     prefix: String,
     max_word_chars: usize,
@@ -257,6 +259,7 @@ impl WordPiece {
             Some(p) => return Err(unsupported(format!("its post-processor is {}", p.kind))),
         }
         Ok(WordPiece {
+            longest: vocab.keys().map(String::len).max().unwrap_or(0),
             vocab,
             unk,
             prefix: model
@@ -389,8 +392,17 @@ impl WordPiece {
         let key = &mut words.key;
         let mut start = 0;
         while start < word.len() {
-            let mut end = word.len();
+            // No entry is longer than the longest key, so longer candidates are not looked up:
+            // the same pieces, and a word costs its length times that length, not its length
+            // cubed (a file may allow words of any length).
+            let mut end = word.len().min(start + self.longest);
+            while !word.is_char_boundary(end) {
+                end -= 1;
+            }
             let found = loop {
+                if end == start {
+                    break None;
+                }
                 key.clear();
                 if start > 0 {
                     key.push_str(&self.prefix);
@@ -401,8 +413,8 @@ impl WordPiece {
                 }
                 // One character shorter.
                 match word[start..end].char_indices().next_back() {
-                    Some((i, _)) if i > 0 => end = start + i,
-                    _ => break None,
+                    Some((i, _)) => end = start + i,
+                    None => break None,
                 }
             };
             match found {

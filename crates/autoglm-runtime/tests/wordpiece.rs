@@ -267,3 +267,27 @@ fn other_kinds_of_file_go_to_the_tokenizers_crate() {
     // Not a tokenizer at all: an error from both.
     assert!(TextEncoder::from_bytes(b"{\"model\": 3}", 64).is_err());
 }
+
+/// A file may allow words of any length: WordPiece then costs a word's length times the longest
+/// vocabulary entry, not its length cubed (the `tokenizers` crate's search). The same pieces as
+/// the `tokenizers` crate's on a word it can still search, and a 200,000-character word in time.
+#[test]
+fn long_words_cost_their_length() {
+    let Some(json) = minilm() else { return };
+    let _budget = autoglm_testkit::budget("long words", 120);
+    let mut json = json.clone();
+    json["model"]["max_input_chars_per_word"] = 100_000_000.into();
+    let word = "unbelievablyé".repeat(30);
+    let (ours, theirs) = pair(&json, 4096);
+    same(&ours, &theirs, &word).unwrap();
+    let long = "unbelievablyé".repeat(200_000 / 13);
+    let started = std::time::Instant::now();
+    let encoded = ours.encode(&long).unwrap();
+    assert_eq!(encoded.len(), 4096);
+    assert_eq!(encoded.ids[..10], theirs.encode(&word).unwrap().ids[..10]);
+    eprintln!(
+        "a {}-character word: {:?}",
+        long.chars().count(),
+        started.elapsed()
+    );
+}
