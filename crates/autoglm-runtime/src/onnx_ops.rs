@@ -6,11 +6,10 @@
 //! whether used or not) keep every tract-core operator and an FFT library linked. In the WASI
 //! component both were 4.4 MB of 13.4 (BENCHMARKS.md, wave 23). [`parse`] reads the graphs
 //! `autoglm-export` and `autoglm-adapt` write (opset 13 or later) into tract's inference model
-//! itself, from our
-//! own protobuf messages ([`crate::onnx_pb`]), with the operators tract's builders would make
-//! (tract-hir's, public) and, for the few whose builders tract-onnx keeps private, the same
-//! tract-core operators, so that the typed graph, and with it our rewrites in [`crate::ops`],
-//! is the one tract's front end gives (tested below, bit for bit);
+//! itself, from our own protobuf messages ([`crate::onnx_pb`]), with the operators tract's
+//! builders would make (tract-hir's, public) and, for the few whose builders tract-onnx keeps
+//! private, the same tract-core operators, so that the typed graph, and with it our rewrites in
+//! [`crate::ops`], is the one tract's front end gives (tested below, bit for bit);
 //! `DynamicQuantizeLinear` becomes our bit-identical [`DynamicQuantize`] at once.
 //!
 //! A graph with any other operator (a model not made by our exporter, or by a version that
