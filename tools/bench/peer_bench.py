@@ -33,6 +33,17 @@ def bench_ids(n):
     return [101 if i == 0 else 102 if i == n - 1 else 1000 + (i * 7919) % 20000 for i in range(n)]
 
 
+def cpu_flags():
+    """The CPU features that decide our kernels and ONNX Runtime's, from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as c:
+            flags = next((line.split(":", 1)[1].split() for line in c if line.startswith(("flags", "Features"))), [])
+    except OSError:
+        return "unknown"
+    wanted = ["fma", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "asimddp", "i8mm"]
+    return " ".join(f for f in wanted if f in flags) or "none of " + " ".join(wanted)
+
+
 def ort_worker(args):
     import numpy as np
     import onnxruntime as ort
@@ -82,7 +93,8 @@ def main():
         return ort_worker(args)
     manifest = json.load(open(os.path.join(args.model, "manifest.json")))
     print(f"model: {args.model} ({manifest['kind']}, {manifest['quantization']}, attention {manifest['attention']['type']}); "
-          f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; iters {args.iters}\n")
+          f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; flags: {cpu_flags()}; "
+          f"iters {args.iters}, rounds {args.rounds}\n")
     ort_col = " ours (ort backend) ms |" if args.ort_lib else ""
     b_col = f" {args.label_b} ms | {args.label_b}/ours |" if args.autoglm_b else ""
     b_rss_col = f" {args.label_b} peak RSS MB |" if args.autoglm_b else ""

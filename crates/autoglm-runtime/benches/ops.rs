@@ -8,7 +8,9 @@
 //! on every integer-kernel tier this CPU has, then on the chosen tier with the weights changing
 //! from one call to the next (eight copies: cold caches, as in a model) and at 4,096 rows, and
 //! the f32 linear layer (`AutoglmLinearF32`: `[m, 384] × [384, 1536]` + bias + GELU and
-//! `[m, 1536] × [1536, 384]` + bias, m = 32, 128, 512) on one and two threads.
+//! `[m, 1536] × [1536, 384]` + bias, m = 32, 128, 512) on one and two threads, and MiniLM-L6's
+//! 36 linear layers one after the other, each with weights of its own (`f32_linear_model`: the
+//! weights come from memory, as in a model).
 //!
 //! cargo bench -p autoglm-runtime --bench ops
 
@@ -324,9 +326,67 @@ fn f32_linear(c: &mut Criterion) {
     group.finish();
 }
 
+/// The 36 linear layers of MiniLM-L6 (per layer: four `384 × 384`, `384 × 1536` + GELU,
+/// `1536 × 384`), each with weights of its own (42.5 MB in all, as in the model: they come from
+/// memory, not from the core's caches), one after the other on one thread; one iteration is
+/// one forward pass's products at `m` rows (multiply-adds per second as throughput).
+fn f32_linear_model(c: &mut Criterion) {
+    let mut group = c.benchmark_group("f32_linear_model");
+    group.sample_size(20);
+    let tier = fgemm::Tier::chosen();
+    let shapes = [
+        (384usize, 384usize, false),
+        (384, 384, false),
+        (384, 384, false),
+        (384, 384, false),
+        (384, 1536, true),
+        (1536, 384, false),
+    ];
+    let layers: Vec<flinear::LinearF32> = (0..6)
+        .flat_map(|_| shapes)
+        .enumerate()
+        .map(|(i, (k, n, gelu))| {
+            let mut weights = fgemm::Packed::default();
+            let values: Vec<f32> = activations(k * n + i).split_off(i);
+            weights.pack(tier, &values, (k, n), (n, 1)).expect("packs");
+            flinear::LinearF32 {
+                weights: std::sync::Arc::new(weights),
+                tier,
+                k,
+                n,
+                axes: 1,
+                bias: Some(std::sync::Arc::new(activations(n))),
+                gelu,
+            }
+        })
+        .collect();
+    let macs: usize = layers.iter().map(|l| l.k * l.n).sum();
+    for rows in [32usize, 128] {
+        let x = activations(rows * 1536);
+        let mut out = vec![0f32; rows * 1536];
+        group.throughput(Throughput::Elements((rows * macs) as u64));
+        group.bench_function(format!("{}/1t/{rows}", tier.name()), |b| {
+            b.iter(|| {
+                for op in &layers {
+                    let (input, output) = (&x[..rows * op.k], &mut out[..rows * op.n]);
+                    flinear::linear(
+                        op,
+                        black_box(input),
+                        output,
+                        &tract_linalg::multithread::Executor::SingleThread,
+                    )
+                    .expect("product")
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     f32_linear,
+    f32_linear_model,
     int8_linear,
     dynamic_quantize,
     key_bias,

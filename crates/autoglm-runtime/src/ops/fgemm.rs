@@ -22,9 +22,14 @@
 //! document or a batch) run in blocks of rows and of depth ([`TILES`], [`KC`]) whose results
 //! are the same bits as one pass.
 //!
+//! The x86 tiles ask for the panel's cache lines [`AHEAD`] steps before they use them: a
+//! linear layer's weights come from memory, and the hardware prefetchers alone kept the
+//! kernel waiting.
+//!
 //! The kernel is safe Rust on fixed-size arrays that the compiler keeps in registers and
-//! vectorizes; `unsafe` here is only the call into a tier's `#[target_feature]` copy of it,
-//! after run-time detection of that feature. Results depend on the tier (FMA rounds once), never
+//! vectorizes; `unsafe` here is the call into a tier's `#[target_feature]` copy of it, after
+//! run-time detection of that feature, the whole-tile kernels' raw pointers (bounds checked
+//! before) and the prefetch hint (which never faults). Results depend on the tier (FMA rounds once), never
 //! on threads or on where the operands lie. Every tier is tested against an f64 evaluation of
 //! the definition on random shapes with tails in every dimension, strides and accumulation.
 
@@ -375,6 +380,18 @@ struct TileOut<'a> {
 mod x86 {
     use super::{store_tile, sums_into, TileOut, TileStore};
 
+    /// Asks for the cache lines of one step of a panel (`NR` values from `at`) ahead of their
+    /// use (see [`super::AHEAD`]).
+    #[inline(always)]
+    fn ahead<const NR: usize>(at: *const f32) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        for line in (0..NR).step_by(16) {
+            // SAFETY: a prefetch never faults and never changes memory, whatever the address
+            // (past the panel it asks for the next part's or a neighbour's lines, or nothing).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line).cast()) }
+        }
+    }
+
     #[target_feature(enable = "avx512f,fma")]
     pub(super) unsafe fn avx512(
         k: usize,
@@ -470,7 +487,7 @@ mod x86 {
     #[target_feature(enable = "avx512f,fma")]
     #[inline(never)]
     unsafe fn sums_avx512(k: usize, a: [&[f32]; 8], b: &[f32], sums: &mut [[f32; 32]; 8]) {
-        sums_into::<8, 32, true>(k, a, b, sums)
+        sums_into::<8, 32, true>(k, a, b, sums, ahead::<32>)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -491,7 +508,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     #[inline(never)]
     unsafe fn sums_avx2(k: usize, a: [&[f32]; 6], b: &[f32], sums: &mut [[f32; 16]; 6]) {
-        sums_into::<6, 16, true>(k, a, b, sums)
+        sums_into::<6, 16, true>(k, a, b, sums, ahead::<16>)
     }
 }
 
@@ -500,6 +517,17 @@ mod x86 {
 /// while the block's tiles pass over them), then the next depth block continues the same sums.
 /// `k` is cut into equal blocks (384: two of 192).
 pub const KC: usize = 256;
+
+/// How many steps of a panel ahead the x86 tiles ask for B's cache lines (`prefetcht0`; past
+/// a depth block's part that is the next part, which lies right after it). In a model every
+/// layer's weights come from memory (MiniLM-L6's 36 products: 42.5 MB), and the hardware
+/// prefetchers, which stop at every 4 KB page, left the first tile of each part waiting on
+/// them: the 36 products at 32 rows ran at ~40 G multiply-adds per second against ~60 with
+/// their weights in cache. Asking 32 steps (4 KB of an `avx512` panel) ahead: 7.4–8.1 →
+/// 5.5–5.7 ms at 32 rows, 21–25 → 21.4 ms at 128 (criterion `f32_linear_model`, BENCHMARKS.md
+/// wave 25); 16 steps measured the same, 64 and 128 slower. On `neon` and `scalar` nothing is
+/// asked.
+pub const AHEAD: usize = 32;
 
 /// Tiles (of `MR` rows) in a block of rows: the block's rows of A (`TILES · MR × k` values)
 /// stay in the second-level cache while every panel of B passes over them (before, every
@@ -655,7 +683,7 @@ fn sums_of<const MR: usize, const NR: usize, const FMA: bool>(
     panel: &[f32],
     sums: &mut [[f32; NR]; MR],
 ) {
-    sums_into::<MR, NR, FMA>(k, a_rows, panel, sums)
+    sums_into::<MR, NR, FMA>(k, a_rows, panel, sums, |_| {})
 }
 
 /// `MR × NR` sums of `a_rows[r][p] · panel[p·NR + j]` over `p < k`, continued from `out`'s
@@ -671,11 +699,13 @@ fn sums_into<const MR: usize, const NR: usize, const FMA: bool>(
     a_rows: [&[f32]; MR],
     panel: &[f32],
     out: &mut [[f32; NR]; MR],
+    ahead: impl Fn(*const f32),
 ) {
     // Exactly `k` values each: no bounds checks left in the loop.
     let a_rows: [&[f32]; MR] = std::array::from_fn(|r| &a_rows[r][..k]);
     let mut sums = *out;
     for (p, b) in panel[..k * NR].chunks_exact(NR).enumerate() {
+        ahead(panel.as_ptr().wrapping_add((p + AHEAD) * NR));
         // The step's B values as one local, loaded once: indexed straight from the panel, one
         // build kept reloading them for every row (16 loads per step instead of 2, ~1.4× slower).
         let b: [f32; NR] = std::array::from_fn(|j| b[j]);
