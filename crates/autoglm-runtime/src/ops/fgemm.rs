@@ -255,6 +255,39 @@ pub fn gemm(
     c: &mut [f32],
     ldc: usize,
 ) -> TractResult<()> {
+    let n = b.cols.len();
+    let end = m.checked_sub(1).map(|last| {
+        last.checked_mul(ldc)
+            .and_then(|x| x.checked_add(n))
+            .filter(|&end| end <= c.len())
+    });
+    ensure!(
+        end != Some(None),
+        "f32 product: C ({} values, row {ldc}) too small for [{m}, {n}]",
+        c.len()
+    );
+    // SAFETY: C holds the `m` rows of `n` values at `ldc` (checked just above), and the
+    // exclusive borrow keeps every other reader and writer away while it runs.
+    unsafe { gemm_rows(tier, m, alpha, a, b, store, (c.as_mut_ptr(), ldc)) }
+}
+
+/// [`gemm`] into C at `c.0` with rows `c.1` apart, touched only through slices of one row's
+/// `n` values: several products may write other columns of the same rows at once (a linear
+/// layer's column groups on the threads, straight into its output).
+///
+/// # Safety
+/// `c.0 + i·c.1 + j` for `i < m`, `j < n` (B's columns) are valid for reads and writes, and
+/// no other thread reads or writes those values while the call runs.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_rows(
+    tier: Tier,
+    m: usize,
+    alpha: f32,
+    a: Strided,
+    b: PackedRows,
+    store: Store,
+    (c, ldc): (*mut f32, usize),
+) -> TractResult<()> {
     let (k, n) = (b.rows.len(), b.cols.len());
     ensure!(
         b.packed.nr == tier.nr() && b.rows.end <= b.packed.k && b.cols.end <= b.packed.n,
@@ -294,16 +327,17 @@ pub fn gemm(
         }
     );
     ensure!(
-        fits(a.data.len(), a.row, k) && fits(c.len(), ldc, n),
-        "f32 product: A ({} values, row {}) or C ({} values, row {ldc}) too small for [{m}, {k}] · [{k}, {n}]",
+        fits(a.data.len(), a.row, k),
+        "f32 product: A ({} values, row {}) too small for [{m}, {k}] · [{k}, {n}]",
         a.data.len(),
         a.row,
-        c.len()
     );
+    let c = Rows { at: c, ldc };
     if k == 0 {
         // An empty sum: α·0.
         for i in 0..m {
-            let dst = &mut c[i * ldc..i * ldc + n];
+            // SAFETY: row `i < m` of C, as the caller promises.
+            let dst = unsafe { c.row(i, 0, n) };
             match store {
                 Store::Overwrite => dst.fill(0.0),
                 Store::Accumulate => {}
@@ -321,27 +355,31 @@ pub fn gemm(
         a,
         b,
         store,
-        ldc,
     };
+    // SAFETY (every `product` below): C is as the caller promised. (Both x86 tiers: the
+    // tier's CPU features were detected just now.)
     match tier {
-        // SAFETY (both x86 tiers): the tier's CPU features were detected just now.
         #[cfg(target_arch = "x86_64")]
-        Tier::Avx512 if tier.supported() => product::<8, 32>(
-            args,
-            c,
-            |k, a, b, s, out| unsafe { x86::avx512(k, a, b, s, out) },
-            Some(x86::whole_avx512),
-        ),
+        Tier::Avx512 if tier.supported() => unsafe {
+            product::<8, 32>(
+                args,
+                c,
+                |k, a, b, s, out| x86::avx512(k, a, b, s, out),
+                Some(x86::whole_avx512),
+            )
+        },
         #[cfg(target_arch = "x86_64")]
-        Tier::Avx2 if tier.supported() => product::<6, 16>(
-            args,
-            c,
-            |k, a, b, s, out| unsafe { x86::avx2(k, a, b, s, out) },
-            Some(x86::whole_avx2),
-        ),
+        Tier::Avx2 if tier.supported() => unsafe {
+            product::<6, 16>(
+                args,
+                c,
+                |k, a, b, s, out| x86::avx2(k, a, b, s, out),
+                Some(x86::whole_avx2),
+            )
+        },
         #[cfg(target_arch = "aarch64")]
-        Tier::Neon => product::<6, 16>(args, c, tile::<6, 16, true>, None),
-        Tier::Scalar => product::<4, 4>(args, c, tile::<4, 4, false>, None),
+        Tier::Neon => unsafe { product::<6, 16>(args, c, tile::<6, 16, true>, None) },
+        Tier::Scalar => unsafe { product::<4, 4>(args, c, tile::<4, 4, false>, None) },
         #[allow(unreachable_patterns)]
         _ => tract_hir::tract_core::internal::bail!(
             "f32 product: this CPU has no {} tier",
@@ -360,14 +398,33 @@ struct Args<'a> {
     a: Strided<'a>,
     b: PackedRows<'a>,
     store: Store<'a>,
+}
+
+/// C as [`gemm_rows`] is given it: its first value and row stride.
+#[derive(Clone, Copy)]
+struct Rows {
+    at: *mut f32,
     ldc: usize,
 }
 
-/// Where one tile goes: `c` from the tile's first value on, its row stride, how many of its
-/// rows and columns are stored, and how.
+impl Rows {
+    /// Values `j0..j0 + len` of row `i`.
+    ///
+    /// # Safety
+    /// They are within C as [`gemm_rows`]'s caller promised it, and no other slice of them
+    /// lives meanwhile.
+    #[inline(always)]
+    unsafe fn row<'a>(self, i: usize, j0: usize, len: usize) -> &'a mut [f32] {
+        // SAFETY: as this function's.
+        unsafe { std::slice::from_raw_parts_mut(self.at.add(i * self.ldc + j0), len) }
+    }
+}
+
+/// Where one tile goes: C from the tile's first value on (its row stride in it), how many of
+/// its rows and columns are stored, and how. Made only by [`product`], for a tile within C
+/// (its `rows` rows of `cols` values are C's to write, as [`gemm_rows`]' caller promised).
 struct TileOut<'a> {
-    c: &'a mut [f32],
-    ldc: usize,
+    c: Rows,
     rows: usize,
     cols: usize,
     alpha: f32,
@@ -546,9 +603,12 @@ pub const TILES: usize = 16;
 /// [`gemm`]), its sums in registers throughout: at a depth of 32 (the attention's scores) the
 /// way through `tile`, its slices and the sums kept between depth blocks took as long as the
 /// multiply-adds themselves (BENCHMARKS.md, wave 20).
-fn product<const MR: usize, const NR: usize>(
+///
+/// # Safety
+/// C is as [`gemm_rows`] requires for `args`' `m` and `n`.
+unsafe fn product<const MR: usize, const NR: usize>(
     args: Args,
-    c: &mut [f32],
+    c: Rows,
     tile: impl Fn(usize, [&[f32]; MR], &[f32], &mut [[f32; NR]; MR], Option<TileOut>),
     whole: Option<WholeTile>,
 ) {
@@ -560,8 +620,8 @@ fn product<const MR: usize, const NR: usize>(
         a,
         b,
         store,
-        ldc,
     } = args;
+    let ldc = c.ldc;
     // Equal depth blocks of at most `KC` (384: two of 192).
     let kc = k.div_ceil(k.div_ceil(KC));
     let panel_len = b.packed.k * NR;
@@ -593,7 +653,6 @@ fn product<const MR: usize, const NR: usize>(
                     let rows = MR.min(m - i0);
                     if let (Some(whole), false, true) = (whole, carried, rows == MR && cols == NR) {
                         let a_at = &a.data[i0 * a.row + p0..];
-                        let c_at = &mut c[i0 * ldc + j0..];
                         let store = match store {
                             Store::Overwrite => TileStore::Overwrite,
                             Store::Accumulate => TileStore::Accumulate,
@@ -602,17 +661,18 @@ fn product<const MR: usize, const NR: usize>(
                                 TileStore::Add(bias[i0 * ld..].as_ptr(), ld)
                             }
                         };
-                        // SAFETY: `gemm` checked that A holds `m` rows of `k` values at its row
-                        // stride, C `m` rows of `n` at `ldc` and the added values theirs; this
-                        // tile's `MR` rows from `i0` and `NR` columns from `j0` are within them,
-                        // the panel's part holds `depth` rows of `NR`, and `whole` is only given
-                        // on a tier whose CPU features were detected.
+                        // SAFETY: `gemm_rows` checked that A holds `m` rows of `k` values at its
+                        // row stride and the added values theirs, and its caller that C holds
+                        // `m` rows of `n` at `ldc`; this tile's `MR` rows from `i0` and `NR`
+                        // columns from `j0` are within them, the panel's part holds `depth` rows
+                        // of `NR`, and `whole` is only given on a tier whose CPU features were
+                        // detected.
                         unsafe {
                             whole(
                                 depth,
                                 (a_at.as_ptr(), a.row),
                                 part.as_ptr(),
-                                (c_at.as_mut_ptr(), ldc),
+                                (c.at.add(i0 * ldc + j0), ldc),
                                 alpha,
                                 store,
                             )
@@ -628,9 +688,14 @@ fn product<const MR: usize, const NR: usize>(
                     if p0 == 0 {
                         *sums = [[0.0; NR]; MR];
                     }
+                    // The tile's `rows` rows from `i0` and `cols` columns from `j0` are within
+                    // C (`TileOut`'s promise).
                     let out = (p0 + depth == k).then(|| TileOut {
-                        c: &mut c[i0 * ldc + j0..],
-                        ldc,
+                        c: Rows {
+                            // SAFETY: within C, as the caller promised.
+                            at: unsafe { c.at.add(i0 * ldc + j0) },
+                            ldc,
+                        },
                         rows,
                         cols,
                         alpha,
@@ -728,7 +793,6 @@ fn sums_into<const MR: usize, const NR: usize, const FMA: bool>(
 fn store_tile<const MR: usize, const NR: usize>(sums: &[[f32; NR]; MR], out: TileOut) {
     let TileOut {
         c,
-        ldc,
         rows,
         cols,
         alpha,
@@ -739,7 +803,8 @@ fn store_tile<const MR: usize, const NR: usize>(sums: &[[f32; NR]; MR], out: Til
             Store::AddMatrix(bias, ld) => Store::AddMatrix(&bias[r * ld..], ld),
             other => other,
         };
-        store_row(&mut c[r * ldc..r * ldc + cols], sum, alpha, store);
+        // SAFETY: a `TileOut` is made by `product` only, for a tile within C.
+        store_row(unsafe { c.row(r, 0, cols) }, sum, alpha, store);
     }
 }
 
