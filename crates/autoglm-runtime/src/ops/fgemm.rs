@@ -256,13 +256,15 @@ pub fn gemm(
     ldc: usize,
 ) -> TractResult<()> {
     let n = b.cols.len();
-    let end = m.checked_sub(1).map(|last| {
-        last.checked_mul(ldc)
+    // (An empty product writes nothing: any C will do, as before `gemm_rows` existed.)
+    let fits = m == 0
+        || n == 0
+        || (m - 1)
+            .checked_mul(ldc)
             .and_then(|x| x.checked_add(n))
-            .filter(|&end| end <= c.len())
-    });
+            .is_some_and(|end| end <= c.len());
     ensure!(
-        end != Some(None),
+        fits,
         "f32 product: C ({} values, row {ldc}) too small for [{m}, {n}]",
         c.len()
     );
