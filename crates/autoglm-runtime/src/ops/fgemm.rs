@@ -29,9 +29,11 @@
 //! The kernel is safe Rust on fixed-size arrays that the compiler keeps in registers and
 //! vectorizes; `unsafe` here is the call into a tier's `#[target_feature]` copy of it, after
 //! run-time detection of that feature, the whole-tile kernels' raw pointers (bounds checked
-//! before) and the prefetch hint (which never faults). Results depend on the tier (FMA rounds once), never
-//! on threads or on where the operands lie. Every tier is tested against an f64 evaluation of
-//! the definition on random shapes with tails in every dimension, strides and accumulation.
+//! before), C's rows ([`gemm_rows`]: a linear layer's column groups write their columns of the
+//! same rows at once) and the prefetch hint (which never faults). Results depend on the tier
+//! (FMA rounds once), never on threads or on where the operands lie. Every tier is tested
+//! against an f64 evaluation of the definition on random shapes with tails in every dimension,
+//! strides and accumulation.
 
 use tract_hir::prelude::*;
 use tract_hir::tract_core::internal::ensure;
@@ -759,7 +761,9 @@ fn sums_of<const MR: usize, const NR: usize, const FMA: bool>(
 /// indices reach: so the compiler keeps them in registers through the loop and writes them
 /// out once (inlined into a caller that then reads them with a variable index, they stayed in
 /// memory: 16 stores per step). Its rows are sliced to `k` with `from_fn`: with `map` the
-/// compiler called `try_map` out of line and kept eight bounds checks in the loop.
+/// compiler called `try_map` out of line and kept eight bounds checks in the loop. At every
+/// step `ahead` is given the panel's address [`AHEAD`] steps on (the x86 tiers' prefetch hint;
+/// a no-op elsewhere).
 #[inline(always)]
 fn sums_into<const MR: usize, const NR: usize, const FMA: bool>(
     k: usize,
