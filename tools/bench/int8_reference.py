@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 
+from peer_bench import cpu_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV = os.path.join(ROOT, ".cache", "onnx-venv")
 
@@ -94,10 +96,7 @@ def main():
         results[f"ours, {out['kernel']} kernel ({out['linear_ops']} fused layers)"] = [np.asarray(r) for r in out["ours"]]
     os.unlink(f.name)
 
-    with open("/proc/cpuinfo") as c:
-        flags = next((line.split(":", 1)[1].split() for line in c if line.startswith(("flags", "Features"))), [])
-    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"]
-    print(f"CPU flags: {' '.join(f for f in wanted if f in flags)}")
+    print(f"CPU flags: {cpu_flags(('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx_vnni', 'amx_int8', 'asimddp', 'i8mm'))}")
     print(f"{len(texts)} goldens texts of 1..{args.max_tokens} tokens, output `{model.graph.output[0].name}`, "
           f"distance to the exact integer evaluation (onnx.reference {onnx.__version__})\n")
     print("| engine | max abs diff | mean abs diff | texts bit-equal to the reference | max abs diff to transformers fp32 |")

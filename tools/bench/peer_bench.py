@@ -33,14 +33,15 @@ def bench_ids(n):
     return [101 if i == 0 else 102 if i == n - 1 else 1000 + (i * 7919) % 20000 for i in range(n)]
 
 
-def cpu_flags():
-    """The CPU features that decide our kernels and ONNX Runtime's, from /proc/cpuinfo."""
+def cpu_flags(wanted=("fma", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+                      "asimddp", "i8mm")):
+    """Which of `wanted` (by default the CPU features that decide our kernels and ONNX Runtime's)
+    this CPU has, from /proc/cpuinfo (also used by int8_reference.py)."""
     try:
         with open("/proc/cpuinfo") as c:
             flags = next((line.split(":", 1)[1].split() for line in c if line.startswith(("flags", "Features"))), [])
     except OSError:
         return "unknown"
-    wanted = ["fma", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "asimddp", "i8mm"]
     return " ".join(f for f in wanted if f in flags) or "none of " + " ".join(wanted)
 
 

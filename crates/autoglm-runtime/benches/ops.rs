@@ -281,6 +281,26 @@ fn int8_linear(c: &mut Criterion) {
     group.finish();
 }
 
+/// An f32 linear layer `[k, n]` (+ bias, + GELU if `gelu`) with `weights` packed for `tier`.
+fn linear_op(
+    tier: fgemm::Tier,
+    (k, n): (usize, usize),
+    gelu: bool,
+    weights: &[f32],
+) -> flinear::LinearF32 {
+    let mut packed = fgemm::Packed::default();
+    packed.pack(tier, weights, (k, n), (n, 1)).expect("packs");
+    flinear::LinearF32 {
+        weights: std::sync::Arc::new(packed),
+        tier,
+        k,
+        n,
+        axes: 1,
+        bias: Some(std::sync::Arc::new(activations(n))),
+        gelu,
+    }
+}
+
 fn f32_linear(c: &mut Criterion) {
     let mut group = c.benchmark_group("f32_linear");
     group.sample_size(20);
@@ -293,19 +313,7 @@ fn f32_linear(c: &mut Criterion) {
         (1536, 384, false, &[32, 128, 512]),
         (384, 384, false, &[4096]),
     ] {
-        let mut weights = fgemm::Packed::default();
-        weights
-            .pack(tier, &activations(k * n), (k, n), (n, 1))
-            .expect("packs");
-        let op = flinear::LinearF32 {
-            weights: std::sync::Arc::new(weights),
-            tier,
-            k,
-            n,
-            axes: 1,
-            bias: Some(std::sync::Arc::new(activations(n))),
-            gelu,
-        };
+        let op = linear_op(tier, (k, n), gelu, &activations(k * n));
         for &rows in all_rows {
             let x = activations(rows * k);
             let mut out = vec![0f32; rows * n];
@@ -345,20 +353,8 @@ fn f32_linear_model(c: &mut Criterion) {
     let layers: Vec<flinear::LinearF32> = (0..6)
         .flat_map(|_| shapes)
         .enumerate()
-        .map(|(i, (k, n, gelu))| {
-            let mut weights = fgemm::Packed::default();
-            let values: Vec<f32> = activations(k * n + i).split_off(i);
-            weights.pack(tier, &values, (k, n), (n, 1)).expect("packs");
-            flinear::LinearF32 {
-                weights: std::sync::Arc::new(weights),
-                tier,
-                k,
-                n,
-                axes: 1,
-                bias: Some(std::sync::Arc::new(activations(n))),
-                gelu,
-            }
-        })
+        // Layer `i`'s weights: the fixture's values from the `i`-th on (each layer its own).
+        .map(|(i, (k, n, gelu))| linear_op(tier, (k, n), gelu, &activations(k * n + i)[i..]))
         .collect();
     let macs: usize = layers.iter().map(|l| l.k * l.n).sum();
     for rows in [32usize, 128] {
