@@ -16,6 +16,8 @@ fn host() -> (Host, Mutex<WasmModel>) {
     // parser rather than stopping at the host's check.
     let options = HostOptions {
         verify_in_guest: true,
+        // `fuzzing::limits` has a deadline.
+        deadlines: true,
         ..HostOptions::default()
     };
     let host = Host::new(path.as_ref(), &options).expect("the component compiles");

@@ -27,7 +27,8 @@ pub struct EngineArgs {
     /// `--engine wasm`: memory cap of the component, in MiB.
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     pub wasm_memory: usize,
-    /// `--engine wasm`: wall-clock limit of each call (loading included), in milliseconds.
+    /// `--engine wasm`: wall-clock limit of each call (loading included), in milliseconds;
+    /// compiles epoch checks in (a second `.cwasm` in the cache).
     #[arg(long, value_name = "MS")]
     pub wasm_deadline: Option<u64>,
     /// `--engine wasm`: fuel (wasm operations) per call; compiles fuel checks in (slower).
@@ -62,6 +63,7 @@ impl Runner {
         use autoglm_wasm::{find_component, Host, HostOptions, Limits, WasmModel};
         let component = find_component(args.component.as_deref())?;
         let options = HostOptions {
+            deadlines: args.wasm_deadline.is_some(),
             fuel: args.wasm_fuel.is_some(),
             trust,
             ..HostOptions::default()

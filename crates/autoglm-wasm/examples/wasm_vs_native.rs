@@ -3,6 +3,9 @@
 //! lengths, with the wasm/native ratio. BENCHMARKS.md records its output.
 //!
 //! cargo run --release -p autoglm-wasm --example wasm_vs_native -- COMPONENT PACKAGE [ITERS]
+//! [--deadlines]
+//!
+//! `--deadlines` compiles the epoch checks in (`HostOptions::deadlines`), to measure their cost.
 
 use autoglm_runtime::Model;
 use autoglm_wasm::{Host, HostOptions, Limits, WasmModel};
@@ -19,9 +22,18 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (flags, args): (Vec<String>, Vec<String>) =
+        std::env::args().skip(1).partition(|a| a.starts_with("--"));
+    let deadlines = match flags.as_slice() {
+        [] => false,
+        [f] if f == "--deadlines" => true,
+        _ => {
+            eprintln!("unknown flags {flags:?}: only --deadlines");
+            std::process::exit(2);
+        }
+    };
     let (Some(component), Some(package)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: wasm_vs_native COMPONENT PACKAGE [ITERS]");
+        eprintln!("usage: wasm_vs_native COMPONENT PACKAGE [ITERS] [--deadlines]");
         std::process::exit(2);
     };
     let iters: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(20);
@@ -35,6 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cache = tempfile::tempdir()?;
     let options = HostOptions {
         cache_dir: Some(cache.path().to_path_buf()),
+        deadlines,
         ..HostOptions::default()
     };
     let t = Instant::now();
@@ -57,6 +70,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "component {:.1} MB, package {:.1} MB",
         std::fs::metadata(&component)?.len() as f64 / 1e6,
         bytes.len() as f64 / 1e6
+    );
+    println!(
+        "epoch checks (deadlines)        {:>9}",
+        if deadlines { "on" } else { "off" }
     );
     println!("compile (Cranelift, no cache)   {:>9.1} ms", ms(compile));
     println!("start from cached .cwasm        {:>9.1} ms", ms(cached));

@@ -22,6 +22,12 @@ pub enum WasmError {
     Deadline(Duration),
     #[error("the call used up its fuel ({0} units) and was stopped")]
     OutOfFuel(u64),
+    /// A [`crate::Limits`] field set on a host compiled without its checks.
+    #[error("Limits::{limit} needs a host with HostOptions::{option} (its checks are compiled in only when asked for)")]
+    LimitNotCompiled {
+        limit: &'static str,
+        option: &'static str,
+    },
     /// Any other trap: a bug in the component (a panic), reported with its wasm backtrace.
     #[error("the component trapped: {0}")]
     Trap(String),

@@ -19,17 +19,20 @@ pub const COMPONENT_FILE: &str = "autoglm-edge.wasm";
 pub struct Host {
     pub(crate) engine: Engine,
     pub(crate) pre: bindings::EdgePre<State>,
+    pub(crate) deadlines: bool,
     pub(crate) fuel: bool,
     pub(crate) trust: autoglm_package::TrustedKeys,
     pub(crate) verify_in_guest: bool,
     compiled: Compiled,
     compile_time: Duration,
-    _ticker: Ticker,
+    /// Only for a host with deadlines.
+    _ticker: Option<Ticker>,
 }
 
 impl fmt::Debug for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Host")
+            .field("deadlines", &self.deadlines)
             .field("fuel", &self.fuel)
             .field("compiled", &self.compiled)
             .field("compile_time", &self.compile_time)
@@ -71,7 +74,9 @@ impl Host {
             message,
         };
         let mut config = Config::new();
-        config.epoch_interruption(true).consume_fuel(options.fuel);
+        config
+            .epoch_interruption(options.deadlines)
+            .consume_fuel(options.fuel);
         let engine = Engine::new(&config).map_err(|e| fail(format!("{e:#}")))?;
         let bytes = std::fs::read(path).map_err(|source| WasmError::Read {
             path: path.to_path_buf(),
@@ -93,9 +98,10 @@ impl Host {
             .and_then(bindings::EdgePre::new)
             .map_err(|e| fail(format!("not an autoglm:edge/edge component: {e:#}")))?;
         Ok(Host {
-            _ticker: Ticker::start(engine.clone()),
+            _ticker: options.deadlines.then(|| Ticker::start(engine.clone())),
             engine,
             pre,
+            deadlines: options.deadlines,
             fuel: options.fuel,
             trust: options.trust.clone(),
             verify_in_guest: options.verify_in_guest,

@@ -3,17 +3,21 @@
 //!
 //! * **Memory**: a cap on the component's linear memory ([`Limits::memory`]); growing past it stops
 //!   the call with [`WasmError::MemoryLimit`].
-//! * **Time**: a wall-clock deadline per call ([`Limits::deadline`]) by epoch interruption: a
-//!   background thread ticks the engine's epoch every [`TICK`]; past the deadline the call stops
-//!   with [`WasmError::Deadline`].
+//! * **Time** (optional, [`HostOptions::deadlines`]): a wall-clock deadline per call
+//!   ([`Limits::deadline`]) by epoch interruption: a background thread ticks the engine's epoch
+//!   every [`TICK`]; past the deadline the call stops with [`WasmError::Deadline`]. The checks
+//!   are compiled in, so they are off unless asked for.
 //! * **Fuel** (optional, [`HostOptions::fuel`]): a count of executed wasm operations per call;
 //!   compiled code checks it, so it costs speed and is off unless asked for.
+//!
+//! A limit whose checks the host did not compile in is refused
+//! ([`WasmError::LimitNotCompiled`]), never silently ignored.
 //!
 //! A call stopped by a limit (or any trap) leaves the component instance unusable; the next call
 //! on the same [`WasmModel`] starts a fresh instance and loads the package again. The host process
 //! is never at risk.
 //!
-//! Compiling the component with Cranelift takes tens of seconds; [`Host::new`] keeps the machine
+//! Compiling the component with Cranelift takes seconds; [`Host::new`] keeps the machine
 //! code in a cache directory (`.cwasm`, keyed by the component's sha256 and wasmtime's
 //! compatibility hash), so later starts take milliseconds.
 //!

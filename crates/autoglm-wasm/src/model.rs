@@ -96,6 +96,7 @@ struct Instance {
 pub struct WasmModel {
     engine: Engine,
     pre: bindings::EdgePre<State>,
+    deadlines: bool,
     fuel: bool,
     limits: Limits,
     source: Source,
@@ -147,16 +148,18 @@ impl WasmModel {
     }
 
     fn start(host: &Host, source: Source, limits: Limits) -> Result<Self> {
-        let source = verified(&host.trust, host.verify_in_guest, source)?;
         let mut model = WasmModel {
             engine: host.engine.clone(),
             pre: host.pre.clone(),
+            deadlines: host.deadlines,
             fuel: host.fuel,
-            limits,
+            limits: Limits::default(),
             source,
             instance: None,
             info: empty_info(),
         };
+        model.set_limits(limits)?;
+        model.source = verified(&host.trust, host.verify_in_guest, model.source)?;
         // The first call starts the instance and loads the package.
         model.info = model.call(|guest, store, m| guest.call_info(store, m).map(Ok))?;
         Ok(model)
@@ -270,12 +273,25 @@ impl WasmModel {
         self.limits
     }
 
-    /// Changes the limits for the calls to come.
-    pub fn set_limits(&mut self, limits: Limits) {
+    /// Changes the limits for the calls to come; refuses a deadline or fuel whose checks the
+    /// host was not compiled with ([`WasmError::LimitNotCompiled`]), keeping the limits as
+    /// they were.
+    pub fn set_limits(&mut self, limits: Limits) -> Result<()> {
+        let missing = if limits.deadline.is_some() && !self.deadlines {
+            Some(("deadline", "deadlines"))
+        } else if limits.fuel.is_some() && !self.fuel {
+            Some(("fuel", "fuel"))
+        } else {
+            None
+        };
+        if let Some((limit, option)) = missing {
+            return Err(WasmError::LimitNotCompiled { limit, option });
+        }
         self.limits = limits;
         if let Some(instance) = self.instance.as_mut() {
             instance.store.data_mut().limiter.limits = store_limits(limits.memory);
         }
+        Ok(())
     }
 
     /// One call that takes the texts, as [`WasmModel::call`].

@@ -6,6 +6,10 @@ use std::time::Duration;
 /// Engine-wide settings, fixed when the component is compiled.
 #[derive(Debug, Clone, Default)]
 pub struct HostOptions {
+    /// Compile epoch checks in (at every function entry and loop), so that
+    /// [`Limits::deadline`] can be enforced. Off unless asked for: they made the machine code
+    /// 20 % larger and the first compile 0.8 s longer (BENCHMARKS.md, wave 26).
+    pub deadlines: bool,
     /// Compile fuel checks in, so that [`Limits::fuel`] can be enforced (slower code).
     pub fuel: bool,
     /// Where compiled `.cwasm` files are kept; `None`: [`default_cache_dir`]. An unwritable
@@ -28,7 +32,8 @@ pub struct HostOptions {
 pub struct Limits {
     /// Most bytes of linear memory the component may hold (package, weights, activations).
     pub memory: usize,
-    /// Longest wall-clock time one call (load included) may take; `None`: no limit.
+    /// Longest wall-clock time one call (load included) may take; `None`: no limit. Needs
+    /// [`HostOptions::deadlines`].
     pub deadline: Option<Duration>,
     /// Most fuel one call may use (needs [`HostOptions::fuel`]); `None`: no limit.
     pub fuel: Option<u64>,

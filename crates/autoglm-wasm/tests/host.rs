@@ -14,14 +14,16 @@ fn package() -> Vec<u8> {
 
 struct Shared {
     host: Host,
-    /// The same component, from the same cache, with `verify_in_guest`: the component's `load`
-    /// computes the digests, where `host`'s packages go through `load-verified`.
+    /// The same component with `verify_in_guest` (the component's `load` computes the digests,
+    /// where `host`'s packages go through `load-verified`) and `deadlines`, as the fuzz target
+    /// runs it: compiled again, with epoch checks, into the same cache.
     guest_verifies: Host,
     first: Compiled,
     _cache: tempfile::TempDir,
 }
 
-/// One compilation for the whole run: compiled into a fresh cache, then loaded from it.
+/// One compilation per configuration for the whole run: compiled into a fresh cache, then
+/// loaded from it.
 fn shared() -> Option<&'static Shared> {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     let path = component()?;
@@ -38,9 +40,10 @@ fn shared() -> Option<&'static Shared> {
         let host = Host::new(&path, &options).expect("load from cache");
         let in_guest = HostOptions {
             verify_in_guest: true,
+            deadlines: true,
             ..options
         };
-        let guest_verifies = Host::new(&path, &in_guest).expect("load from cache");
+        let guest_verifies = Host::new(&path, &in_guest).expect("compile with deadlines");
         Shared {
             host,
             guest_verifies,
@@ -181,14 +184,34 @@ fn a_too_short_deadline_stops_the_call_and_the_model_recovers() {
         "a_too_short_deadline_stops_the_call_and_the_model_recovers",
         300,
     );
-    let Some(host) = host() else { return };
-    let mut model = WasmModel::load(host, package(), Limits::default()).expect("load");
-    let long = "a long and winding review of a film that goes on and on ".repeat(30);
-    let texts: Vec<&str> = std::iter::repeat_n(long.as_str(), 16).collect();
-    model.set_limits(Limits {
+    let Some((host, with_deadlines)) = both_hosts() else {
+        return;
+    };
+    let short = Limits {
         deadline: Some(Duration::from_millis(10)),
         ..Limits::default()
-    });
+    };
+    // A host without epoch checks refuses a deadline rather than ignoring it.
+    let err = WasmModel::load(host, package(), short).expect_err("no epoch checks");
+    assert!(
+        matches!(
+            err,
+            WasmError::LimitNotCompiled {
+                limit: "deadline",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("HostOptions::deadlines"), "{err}");
+    let mut model = WasmModel::load(host, package(), Limits::default()).expect("load");
+    assert!(model.set_limits(short).is_err());
+    assert_eq!(model.limits(), Limits::default());
+
+    let mut model = WasmModel::load(with_deadlines, package(), Limits::default()).expect("load");
+    let long = "a long and winding review of a film that goes on and on ".repeat(30);
+    let texts: Vec<&str> = std::iter::repeat_n(long.as_str(), 16).collect();
+    model.set_limits(short).expect("a host with deadlines");
     let err = model
         .classify(&texts)
         .expect_err("16 x 256 tokens cannot run in 10 ms");
@@ -198,7 +221,9 @@ fn a_too_short_deadline_stops_the_call_and_the_model_recovers() {
     );
     assert!(err.stopped_instance());
     // Without the deadline the next call runs in a fresh instance, with the package reloaded.
-    model.set_limits(Limits::default());
+    model
+        .set_limits(Limits::default())
+        .expect("no limit to refuse");
     let p = model
         .classify(&["I loved it."])
         .expect("classify after the trap");
@@ -244,17 +269,24 @@ fn a_missing_component_is_a_clear_error() {
 fn fuel_stops_the_guest_when_asked_for() {
     let _budget = budget("fuel_stops_the_guest_when_asked_for", 600);
     let Some(path) = component() else { return };
-    // Fuel checks are compiled in only when asked for: a second compilation (no cache).
+    let starved = Limits {
+        fuel: Some(100_000),
+        ..Limits::default()
+    };
+    // Without fuel checks, a fuel limit is refused rather than ignored.
+    let plain = host().expect("the component is there");
+    let err = WasmModel::load(plain, package(), starved).expect_err("no fuel checks");
+    assert!(
+        matches!(err, WasmError::LimitNotCompiled { limit: "fuel", .. }),
+        "{err:?}"
+    );
+    // Fuel checks are compiled in only when asked for: another compilation (no cache).
     let options = HostOptions {
         fuel: true,
         no_cache: true,
         ..HostOptions::default()
     };
     let host = Host::new(&path, &options).expect("compile with fuel");
-    let starved = Limits {
-        fuel: Some(100_000),
-        ..Limits::default()
-    };
     let err = WasmModel::load(&host, package(), starved).expect_err("100k operations load nothing");
     assert!(matches!(err, WasmError::OutOfFuel(100_000)), "{err:?}");
     let fed = Limits {

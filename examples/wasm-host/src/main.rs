@@ -58,7 +58,11 @@ fn run(package: &Path, texts: &[String]) -> Result<(), WasmError> {
     };
     // Compiling the component takes seconds the first time; the `.cwasm` cache makes later
     // starts take milliseconds.
-    let host = Host::new(&find_component(None)?, &HostOptions::default())?;
+    let options = HostOptions {
+        deadlines: true,
+        ..HostOptions::default()
+    };
+    let host = Host::new(&find_component(None)?, &options)?;
     println!(
         "component ready ({:?}, {:.2} s)",
         host.compiled(),
