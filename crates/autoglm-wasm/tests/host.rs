@@ -230,12 +230,13 @@ fn a_too_short_deadline_stops_the_call_and_the_model_recovers() {
     assert_eq!(p[0].label, "positive");
 }
 
-/// What the component may weigh, stripped, as tools/build/component.sh builds it: issue #15's
-/// goal of 6 MB. Reached on 2026-12-04 with our own ONNX front end and BERT tokenizer and
-/// `wasm-opt -Oz`: 5,986,366 bytes (CI's build of f6a2ea2, BENCHMARKS.md wave 24), so anything
-/// that adds more than ~13 KB must pay for itself elsewhere. (`AUTOGLM_WASM_OPT=0` builds skip Binaryen, 7.13 MB,
-/// and fail this.)
-const COMPONENT_SIZE_LIMIT: u64 = 6_000_000;
+/// What the component may weigh, stripped, as tools/build/component.sh builds it. Issue #15's
+/// goal is 6 MB, reached on 2026-12-04 with our own ONNX front end and BERT tokenizer and
+/// `wasm-opt -Oz` (5,986,366 bytes, BENCHMARKS.md wave 24); the profile's "z" then made it
+/// 5,087,643 (wave 26). The limit keeps that gain: the first compile scales with the code and
+/// misses its 3 s goal by ~0.2-0.3 s, so anything that adds more than ~200 KB must pay for
+/// itself elsewhere. (`AUTOGLM_WASM_OPT=0` builds skip Binaryen and fail this.)
+const COMPONENT_SIZE_LIMIT: u64 = 5_300_000;
 
 #[test]
 fn the_component_stays_within_its_size_limit() {
