@@ -4,9 +4,8 @@
 # autoglm-edge.wasm next to the release binaries, where `autoglm --engine wasm` looks first.
 # Then Binaryen's `wasm-opt -Oz` (through jco, from js/'s npm dependencies): 6.06 -> 5.09 MB
 # (BENCHMARKS.md, wave 26), no slower (measured in waves 23 and 24, when cargo's profile was "s");
-# ~1-2.3 min on 2 cores, so the result is kept
-# next to cargo's output with the digest of what it was made from, and redone only when that
-# changes.
+# ~1-2.3 min on 2 cores, so the result is kept next to cargo's output with the digest of what
+# it was made from, and redone only when that changes.
 # Prints the installed path. Extra arguments go to cargo.
 #   AUTOGLM_COMPONENT_OUT=path   install elsewhere
 #   AUTOGLM_WASM_OPT=0           install cargo's output as it is
