@@ -148,18 +148,18 @@ impl WasmModel {
     }
 
     fn start(host: &Host, source: Source, limits: Limits) -> Result<Self> {
+        compiled_for(host.deadlines, host.fuel, &limits)?;
+        let source = verified(&host.trust, host.verify_in_guest, source)?;
         let mut model = WasmModel {
             engine: host.engine.clone(),
             pre: host.pre.clone(),
             deadlines: host.deadlines,
             fuel: host.fuel,
-            limits: Limits::default(),
+            limits,
             source,
             instance: None,
             info: empty_info(),
         };
-        model.set_limits(limits)?;
-        model.source = verified(&host.trust, host.verify_in_guest, model.source)?;
         // The first call starts the instance and loads the package.
         model.info = model.call(|guest, store, m| guest.call_info(store, m).map(Ok))?;
         Ok(model)
@@ -277,16 +277,7 @@ impl WasmModel {
     /// host was not compiled with ([`WasmError::LimitNotCompiled`]), keeping the limits as
     /// they were.
     pub fn set_limits(&mut self, limits: Limits) -> Result<()> {
-        let missing = if limits.deadline.is_some() && !self.deadlines {
-            Some(("deadline", "deadlines"))
-        } else if limits.fuel.is_some() && !self.fuel {
-            Some(("fuel", "fuel"))
-        } else {
-            None
-        };
-        if let Some((limit, option)) = missing {
-            return Err(WasmError::LimitNotCompiled { limit, option });
-        }
+        compiled_for(self.deadlines, self.fuel, &limits)?;
         self.limits = limits;
         if let Some(instance) = self.instance.as_mut() {
             instance.store.data_mut().limiter.limits = store_limits(limits.memory);
@@ -365,4 +356,22 @@ fn empty_info() -> ModelInfo {
         adapter: None,
         engine: String::new(),
     }
+}
+
+/// Whether a host compiled with (or without) epoch checks (`deadlines`) and fuel checks can
+/// enforce `limits`: [`WasmError::LimitNotCompiled`] for a limit it has no checks for.
+fn compiled_for(deadlines: bool, fuel: bool, limits: &Limits) -> Result<()> {
+    if limits.deadline.is_some() && !deadlines {
+        return Err(WasmError::LimitNotCompiled {
+            limit: "deadline",
+            option: "deadlines",
+        });
+    }
+    if limits.fuel.is_some() && !fuel {
+        return Err(WasmError::LimitNotCompiled {
+            limit: "fuel",
+            option: "fuel",
+        });
+    }
+    Ok(())
 }
