@@ -10,12 +10,15 @@
 //! the f32 linear layer (`AutoglmLinearF32`: `[m, 384] × [384, 1536]` + bias + GELU and
 //! `[m, 1536] × [1536, 384]` + bias, m = 32, 128, 512) on one and two threads, and MiniLM-L6's
 //! 36 linear layers one after the other, each with weights of its own (`f32_linear_model`: the
-//! weights come from memory, as in a model).
+//! weights come from memory, as in a model), and the residual add with the LayerNorm after it
+//! (`add_layer_norm`: two passes against `AutoglmAddLayerNorm`'s one, at 128 and 512 tokens).
 //!
 //! cargo bench -p autoglm-runtime --bench ops
 
 use autoglm_runtime::ops::qgemm::{self, PackedI8, Tier};
-use autoglm_runtime::ops::{add_key_bias, attention, fgemm, flinear, quantize, softmax, window};
+use autoglm_runtime::ops::{
+    add_key_bias, attention, fgemm, flinear, layernorm, quantize, softmax, window,
+};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 
@@ -301,6 +304,49 @@ fn linear_op(
     }
 }
 
+/// The residual add and the LayerNorm after it at 128 and 512 tokens (`[m, 384]`): as two
+/// passes (the add, then the norm: the plan before `AutoglmAddLayerNorm`) and fused, on one
+/// thread and two (a pool whose workers sleep between calls, where the backend's runs keep
+/// them awake).
+fn add_layer_norm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("add_layer_norm");
+    let two = tract_linalg::multithread::Executor::multithread(2);
+    let single = tract_linalg::multithread::Executor::SingleThread;
+    let width = 384;
+    let ln = layernorm::LayerNorm {
+        recip: 1.0 / width as f32,
+        eps: 1e-12,
+        gamma: std::sync::Arc::new(activations(width)),
+        beta: std::sync::Arc::new(activations(width + 1)[1..].to_vec()),
+    };
+    for rows in [128usize, 512] {
+        let (a, residual) = (activations(rows * width), activations(rows * width + 3));
+        let residual = &residual[3..];
+        let mut xs = a.clone();
+        group.throughput(Throughput::Elements((rows * width) as u64));
+        group.bench_function(BenchmarkId::new("two_passes/1t", rows), |b| {
+            b.iter(|| {
+                xs.copy_from_slice(&a);
+                for (x, r) in xs.iter_mut().zip(residual) {
+                    *x += *r;
+                }
+                layernorm::layer_norm(black_box(&mut xs), &ln).expect("norm")
+            })
+        });
+        for (threads, executor) in [(1, &single), (2, &two)] {
+            let id = BenchmarkId::new(format!("fused/{threads}t"), rows);
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    xs.copy_from_slice(&a);
+                    layernorm::add_layer_norm_on(black_box(&mut xs), Some(residual), &ln, executor)
+                        .expect("norm")
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn f32_linear(c: &mut Criterion) {
     let mut group = c.benchmark_group("f32_linear");
     group.sample_size(20);
@@ -386,6 +432,7 @@ criterion_group!(
     int8_linear,
     dynamic_quantize,
     key_bias,
+    add_layer_norm,
     softmax_rows,
     fused_attention,
     attention_products,

@@ -539,8 +539,9 @@ impl TractBackend {
             rewrites,
             splittable,
         } = graph;
-        // The f32 linear layers on our kernel, split over the threads, and the int8 layers'
-        // GELU folded into them (not in cached plans: fused here, after the cache).
+        // The f32 linear layers on our kernel, split over the threads, the int8 layers' GELU
+        // folded into them and the residual adds into the LayerNorms (not in cached plans:
+        // fused here, after the cache).
         #[cfg(not(target_family = "wasm"))]
         let rewrites = if patch {
             rewrites + crate::ops::fuse_after_cache(&mut typed).map_err(model_error)?

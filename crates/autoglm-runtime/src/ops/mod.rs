@@ -55,7 +55,7 @@ pub mod window;
 
 pub use attention::Attention;
 pub use flinear::LinearF32;
-pub use layernorm::LayerNorm;
+pub use layernorm::{AddLayerNorm, LayerNorm};
 pub use qlinear::LinearI8;
 pub use quantize::DynamicQuantize;
 pub use window::WindowAttention;
@@ -67,10 +67,14 @@ use tract_hir::tract_core::ops::math::Add;
 
 /// What the backend fuses into a native plan after the plan cache (whose plans keep their
 /// graph, so that these need no serializer): the f32 linear layers where
-/// [`flinear::chosen`], and the int8 layers' GELU ([`qlinear::fuse_gelu`]). The profile
+/// [`flinear::chosen`], the int8 layers' GELU ([`qlinear::fuse_gelu`]) and the residual adds
+/// into the LayerNorms after them ([`layernorm::fuse_residual`]; in the component, where the
+/// adds are ~0.5 % of a run, it made no difference: BENCHMARKS.md, wave 27). The profile
 /// example does the same. Returns how many nodes were replaced.
 pub fn fuse_after_cache(model: &mut TypedModel) -> TractResult<usize> {
-    Ok(flinear::fuse_if_chosen(model)? + qlinear::fuse_gelu(model)?)
+    Ok(flinear::fuse_if_chosen(model)?
+        + qlinear::fuse_gelu(model)?
+        + layernorm::fuse_residual(model)?)
 }
 
 /// Below this many values an element-wise pass runs on one thread (a split costs a few
@@ -83,11 +87,20 @@ pub(crate) fn parts(
     len: usize,
     executor: &tract_linalg::multithread::Executor,
 ) -> Vec<(usize, usize)> {
+    parts_of(len, 64, executor)
+}
+
+/// [`parts`] in multiples of `unit` values (but the last): whole rows of `unit` values.
+pub(crate) fn parts_of(
+    len: usize,
+    unit: usize,
+    executor: &tract_linalg::multithread::Executor,
+) -> Vec<(usize, usize)> {
     let threads = threads(executor);
-    if threads <= 1 || len < SPLIT_VALUES {
+    if threads <= 1 || len < SPLIT_VALUES || unit == 0 {
         return vec![(0, len)];
     }
-    let step = len.div_ceil(threads).next_multiple_of(64);
+    let step = len.div_ceil(threads).next_multiple_of(unit);
     (0..len)
         .step_by(step)
         .map(|s| (s, len.min(s + step)))
@@ -109,7 +122,18 @@ pub(crate) fn for_parts_mut<T: Send>(
     executor: &tract_linalg::multithread::Executor,
     f: impl Fn(usize, &mut [T]) -> TractResult<()> + Sync,
 ) -> TractResult<()> {
-    let ranges = parts(data.len(), executor);
+    for_parts_of_mut(data, 64, executor, f)
+}
+
+/// [`for_parts_mut`] on [`parts_of`]`(data.len(), unit, executor)`: each part whole rows of
+/// `unit` values.
+pub(crate) fn for_parts_of_mut<T: Send>(
+    data: &mut [T],
+    unit: usize,
+    executor: &tract_linalg::multithread::Executor,
+    f: impl Fn(usize, &mut [T]) -> TractResult<()> + Sync,
+) -> TractResult<()> {
+    let ranges = parts_of(data.len(), unit, executor);
     if ranges.len() <= 1 {
         return f(0, data);
     }
@@ -241,14 +265,7 @@ impl EvalOp for SameShapeAdd {
             b.shape()
         );
         // IEEE addition commutes exactly: either operand may take the result.
-        let (a, b) = (a.into_arc_tensor(), b.into_arc_tensor());
-        let (mut sum, other) = match Arc::try_unwrap(a) {
-            Ok(a) => (a, b),
-            Err(a) => match Arc::try_unwrap(b) {
-                Ok(b) => (b, a),
-                Err(b) => ((*a).clone(), b),
-            },
-        };
+        let (mut sum, other) = unshared_first(a, b);
         {
             let other_ram = other.try_as_plain_ram()?;
             let other = other_ram.as_slice::<f32>()?;
@@ -266,6 +283,19 @@ impl TypedOp for SameShapeAdd {
         Ok(tvec![inputs[0].datum_type.fact(inputs[0].shape.clone())])
     }
     as_op!();
+}
+
+/// For a commutative pass over `a` and `b` written into one of them: the one no other value
+/// shares (moved out, not copied; a copy of `a` if both are shared), and the other.
+pub(crate) fn unshared_first(a: TValue, b: TValue) -> (Tensor, Arc<Tensor>) {
+    let (a, b) = (a.into_arc_tensor(), b.into_arc_tensor());
+    match Arc::try_unwrap(a) {
+        Ok(a) => (a, b),
+        Err(a) => match Arc::try_unwrap(b) {
+            Ok(b) => (b, a),
+            Err(b) => ((*a).clone(), b),
+        },
+    }
 }
 
 /// Whether an add of `a` and `b` is one [`SameShapeAdd`] does: f32, one shape, not a scalar.
