@@ -4,10 +4,14 @@
 //! thirteen of them took ~0.87 ms at 128 tokens, where ONNX Runtime's `LayerNormalization`
 //! takes 0.45 ms (BENCHMARKS.md, wave 5).
 //!
-//! [`LayerNorm`] does the same arithmetic one row at a time while the row is in cache: the
-//! sum and the mean as tract computes them, the centring, tract-linalg's own `rms_norm` kernel
-//! (the one tract's `RmsNorm` calls), then `· gamma + beta`. Only the sum's order of additions
-//! can differ from tract's reduce, so results agree to rounding (tested within 1e-6).
+//! [`LayerNorm`] does the same arithmetic one row at a time while the row is in cache, in
+//! three passes: the sum and the mean, the centring and the mean of squares, then
+//! `· 1/sqrt(mean of squares + eps) · gamma + beta` as tract's `RmsNorm` and its scale and
+//! shift compute it. The sums run in 16 partial sums (which vectorize, where one running sum
+//! is a chain of dependent additions: tract-linalg's `rms_norm` is one on a CPU without
+//! AVX-512), compiled for the CPU's f32 tier and in the same order on every tier, so all give
+//! the same bits. Only the sums' order of additions differs from tract's expansion, so results
+//! agree to rounding (tested within 1e-6).
 //!
 //! [`AddLayerNorm`] is `LayerNorm(a + b)`: the residual add before each of the encoder's
 //! LayerNorms, read in the same pass instead of written out by an add of its own (twelve
@@ -18,6 +22,7 @@
 
 use super::attention::{is_bin, single_use};
 use super::const_f32;
+use super::fgemm::Tier;
 use tract_hir::prelude::*;
 use tract_hir::tract_core::internal::*;
 use tract_hir::tract_core::ops::binary::TypedBinOp;
@@ -157,50 +162,118 @@ pub fn layer_norm(xs: &mut [f32], ln: &LayerNorm) -> TractResult<()> {
     add_layer_norm(xs, None, ln)
 }
 
-/// [`layer_norm`] of `xs + add` (when given: as many values as `xs`), in place in `xs`.
+/// [`layer_norm`] of `xs + add` (when given: as many values as `xs`), in place in `xs`, on
+/// the process's f32 tier ([`Tier::chosen`]).
 pub fn add_layer_norm(xs: &mut [f32], add: Option<&[f32]>, ln: &LayerNorm) -> TractResult<()> {
+    add_layer_norm_with(Tier::chosen(), xs, add, ln)
+}
+
+/// [`add_layer_norm`] compiled for `tier`'s instruction set (the same bits on every tier).
+pub fn add_layer_norm_with(
+    tier: Tier,
+    xs: &mut [f32],
+    add: Option<&[f32]>,
+    ln: &LayerNorm,
+) -> TractResult<()> {
     let width = ln.gamma.len();
     ensure!(
-        add.is_none_or(|a| a.len() == xs.len()),
-        "AutoglmAddLayerNorm: {} values to add to {}",
+        add.is_none_or(|a| a.len() == xs.len())
+            && ln.beta.len() == width
+            && (width == 0 || xs.len().is_multiple_of(width)),
+        "AutoglmAddLayerNorm: {} values to add to {}, {} gamma and {} beta values",
         add.map_or(0, <[f32]>::len),
-        xs.len()
+        xs.len(),
+        width,
+        ln.beta.len()
     );
     if width == 0 || xs.is_empty() {
         return Ok(());
     }
-    let rms_norm = tract_linalg::routines::rms_norm_f32()?;
-    for (i, row) in xs.chunks_mut(width).enumerate() {
-        if let Some(add) = add {
-            for (v, a) in row.iter_mut().zip(&add[i * width..]) {
-                *v += *a;
-            }
-        }
-        let mean = sum(row) * ln.recip;
-        for v in row.iter_mut() {
-            *v -= mean;
-        }
-        rms_norm(row, ln.eps);
-        for ((v, g), b) in row.iter_mut().zip(ln.gamma.iter()).zip(ln.beta.iter()) {
-            *v = *v * g + b;
-        }
+    match tier {
+        // SAFETY (both): the tier is supported by this CPU (checked), which is all that the
+        // target features ask; the body is safe Rust.
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx512 if tier.supported() => unsafe { rows_avx512(xs, add, ln) },
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2 if tier.supported() => unsafe { rows_avx2(xs, add, ln) },
+        _ => rows(xs, add, ln),
     }
     Ok(())
 }
 
-/// The sum of `xs` in 16 interleaved partial sums (which vectorize; one running sum is a
-/// chain of dependent additions, 384 of them per MiniLM row).
-fn sum(xs: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for chunk in chunks {
-        for (a, x) in acc.iter_mut().zip(chunk) {
-            *a += x;
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_avx512(xs: &mut [f32], add: Option<&[f32]>, ln: &LayerNorm) {
+    rows(xs, add, ln)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn rows_avx2(xs: &mut [f32], add: Option<&[f32]>, ln: &LayerNorm) {
+    rows(xs, add, ln)
+}
+
+/// Partial sums per reduction: they vectorize on every tier, and fix the order of the
+/// additions (so every tier gives the same bits; no multiply-add is fused either).
+const LANES: usize = 16;
+
+/// Every row of `xs` (whole rows of `gamma.len()` values, checked by the caller): three passes
+/// while the row is in cache. (1) `x += add` and the sum, (2) the centring and the sum of
+/// squares, (3) `x · 1/sqrt(mean of squares + eps) · gamma + beta`: tract's `RmsNorm` then
+/// its scale and shift, in the same order of operations.
+#[inline(always)]
+fn rows(xs: &mut [f32], add: Option<&[f32]>, ln: &LayerNorm) {
+    let width = ln.gamma.len();
+    let n = width as f32;
+    for (i, row) in xs.chunks_exact_mut(width).enumerate() {
+        let mut acc = [0f32; LANES];
+        let mut tail = 0f32;
+        match add {
+            Some(add) => {
+                let add = &add[i * width..(i + 1) * width];
+                let mut chunks = row.chunks_exact_mut(LANES);
+                let mut adds = add.chunks_exact(LANES);
+                for (chunk, a) in (&mut chunks).zip(&mut adds) {
+                    for ((v, a), s) in chunk.iter_mut().zip(a).zip(acc.iter_mut()) {
+                        *v += *a;
+                        *s += *v;
+                    }
+                }
+                for (v, a) in chunks.into_remainder().iter_mut().zip(adds.remainder()) {
+                    *v += *a;
+                    tail += *v;
+                }
+            }
+            None => {
+                let mut chunks = row.chunks_exact(LANES);
+                for chunk in &mut chunks {
+                    for (v, s) in chunk.iter().zip(acc.iter_mut()) {
+                        *s += *v;
+                    }
+                }
+                tail = chunks.remainder().iter().sum();
+            }
+        }
+        let mean = (acc.iter().sum::<f32>() + tail) * ln.recip;
+        let mut acc = [0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for chunk in &mut chunks {
+            for (v, s) in chunk.iter_mut().zip(acc.iter_mut()) {
+                *v -= mean;
+                *s += *v * *v;
+            }
+        }
+        let mut tail = 0f32;
+        for v in chunks.into_remainder() {
+            *v -= mean;
+            tail += *v * *v;
+        }
+        let mean_sq = (acc.iter().sum::<f32>() + tail) / n;
+        let inv_std = (mean_sq + ln.eps).sqrt().recip();
+        for ((v, g), b) in row.iter_mut().zip(ln.gamma.iter()).zip(ln.beta.iter()) {
+            *v = *v * inv_std * g + b;
         }
     }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// The one successor of `outlet` and the slot it takes it in, if `outlet` has one use.
@@ -493,36 +566,55 @@ mod tests {
     }
 
     /// Against the definition in f64, on rows with a common offset (where a one-pass variance
-    /// would lose precision; the two-pass one loses only the f32 rounding of the sum).
+    /// would lose precision; the two-pass one loses only the f32 rounding of the sums), on
+    /// every f32 tier this CPU has, widths below, at and past the 16 partial sums, with and
+    /// without the residual: every tier gives the portable code's bits.
     #[test]
-    fn kernel_equals_the_definition() -> TractResult<()> {
-        let width = 37;
-        let gamma: Vec<f32> = (0..width).map(|i| 0.5 + i as f32 / 50.0).collect();
-        let beta: Vec<f32> = (0..width).map(|i| i as f32 / 10.0 - 1.0).collect();
-        let ln = LayerNorm {
-            recip: 1.0 / width as f32,
-            eps: 1e-12,
-            gamma: Arc::new(gamma.clone()),
-            beta: Arc::new(beta.clone()),
-        };
-        let mut xs: Vec<f32> = (0..width * 4)
-            .map(|i| 30.0 * (i / width) as f32 + ((i * 7919) % 101) as f32 / 13.0)
-            .collect();
-        let original = xs.clone();
-        layer_norm(&mut xs, &ln)?;
-        for (row, got) in original.chunks(width).zip(xs.chunks(width)) {
-            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / width as f64;
-            let var = row
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / width as f64;
-            for (i, (&v, &g)) in row.iter().zip(got).enumerate() {
-                let want = (f64::from(v) - mean) / (var + 1e-12).sqrt() * f64::from(gamma[i])
-                    + f64::from(beta[i]);
-                assert!((want - f64::from(g)).abs() < 1e-4, "{want} vs {g}");
+    fn kernel_equals_the_definition_on_every_tier() -> TractResult<()> {
+        for (seed, width) in [1usize, 7, 16, 37, 64, 384].into_iter().enumerate() {
+            let ln = norm(width);
+            let rows = 5;
+            let original: Vec<f32> = (0..width * rows)
+                .map(|i| 30.0 * (i / width) as f32 + ((i * 7919) % 101) as f32 / 13.0)
+                .collect();
+            let residual = values(width * rows, 300 + seed as u64);
+            for add in [None, Some(residual.as_slice())] {
+                let mut portable = original.clone();
+                add_layer_norm_with(Tier::Scalar, &mut portable, add, &ln)?;
+                for tier in Tier::available() {
+                    let mut got = original.clone();
+                    add_layer_norm_with(tier, &mut got, add, &ln)?;
+                    assert_eq!(got, portable, "{tier:?}, width {width}");
+                }
+                for (r, got) in portable.chunks(width).enumerate() {
+                    let row: Vec<f64> = (0..width)
+                        .map(|i| {
+                            let at = r * width + i;
+                            f64::from(original[at]) + add.map_or(0.0, |a| f64::from(a[at]))
+                        })
+                        .collect();
+                    let mean = row.iter().sum::<f64>() / width as f64;
+                    let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / width as f64;
+                    for (i, (v, &g)) in row.iter().zip(got).enumerate() {
+                        let want = (v - mean) / (var + 1e-12).sqrt() * f64::from(ln.gamma[i])
+                            + f64::from(ln.beta[i]);
+                        assert!(
+                            (want - f64::from(g)).abs() < 1e-4,
+                            "width {width}: {want} vs {g}"
+                        );
+                    }
+                }
             }
         }
+        // Sizes that do not fit: an error, not a panic.
+        let mut xs = vec![0f32; 14];
+        assert!(add_layer_norm(&mut xs, Some(&[0f32; 7]), &norm(7)).is_err());
+        let short = LayerNorm {
+            beta: Arc::new(vec![0f32; 6]),
+            ..norm(7)
+        };
+        assert!(add_layer_norm(&mut xs, None, &short).is_err());
+        assert!(add_layer_norm(&mut xs[..13], None, &norm(7)).is_err());
         Ok(())
     }
 }

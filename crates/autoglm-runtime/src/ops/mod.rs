@@ -42,6 +42,7 @@ pub mod attention;
 pub mod fgemm;
 #[allow(unsafe_code)]
 pub mod flinear;
+#[allow(unsafe_code)]
 pub mod layernorm;
 #[allow(unsafe_code)]
 pub mod qgemm;
