@@ -68,14 +68,16 @@ use tract_hir::tract_core::ops::math::Add;
 
 /// What the backend fuses into a native plan after the plan cache (whose plans keep their
 /// graph, so that these need no serializer): the f32 linear layers where
-/// [`flinear::chosen`], the int8 layers' GELU ([`qlinear::fuse_gelu`]) and the residual adds
+/// [`flinear::chosen`], the int8 layers' GELU ([`qlinear::fuse_gelu`]), the residual adds
 /// into the LayerNorms after them ([`layernorm::fuse_residual`]; in the component, where the
-/// adds are ~0.5 % of a run, it made no difference: BENCHMARKS.md, wave 27). The profile
-/// example does the same. Returns how many nodes were replaced.
+/// adds are ~0.5 % of a run, it made no difference: BENCHMARKS.md, wave 27) and the
+/// embeddings' position add ([`fuse_repeat_adds`]). The profile example does the same.
+/// Returns how many nodes were replaced.
 pub fn fuse_after_cache(model: &mut TypedModel) -> TractResult<usize> {
     Ok(flinear::fuse_if_chosen(model)?
         + qlinear::fuse_gelu(model)?
-        + layernorm::fuse_residual(model)?)
+        + layernorm::fuse_residual(model)?
+        + fuse_repeat_adds(model)?)
 }
 
 /// Below this many values an element-wise pass runs on one thread (a split costs a few
@@ -284,6 +286,103 @@ impl TypedOp for SameShapeAdd {
         Ok(tvec![inputs[0].datum_type.fact(inputs[0].shape.clone())])
     }
     as_op!();
+}
+
+/// `a + b` for f32 tensors of one rank where `b` is 1 on `a`'s first axes and equal to it on
+/// the others: `b` repeats over `a`'s first axes (the embeddings' positions `[1, seq, width]`
+/// onto the tokens' `[batch, seq, width]`).
+/// Written into `a` when it is not shared. tract takes its generic broadcasting path for it
+/// (~1.2 ns per value, 60 µs at 128 tokens).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct RepeatAdd;
+
+impl Op for RepeatAdd {
+    fn name(&self) -> StaticName {
+        "AutoglmRepeatAdd".into()
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for RepeatAdd {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (a, b) = args_2!(inputs);
+        let ones = b.shape().iter().take_while(|d| **d == 1).count();
+        ensure!(
+            a.rank() == b.rank() && a.shape()[ones..] == b.shape()[ones..],
+            "AutoglmRepeatAdd: {:?} does not repeat over {:?}",
+            b.shape(),
+            a.shape()
+        );
+        let mut sum = a.into_tensor();
+        {
+            let b_ram = b.try_as_plain_ram()?;
+            let b = b_ram.as_slice::<f32>()?;
+            let mut sum_ram = sum.try_as_plain_ram_mut()?;
+            if !b.is_empty() {
+                for part in sum_ram.as_slice_mut::<f32>()?.chunks_exact_mut(b.len()) {
+                    for (s, x) in part.iter_mut().zip(b) {
+                        *s += *x;
+                    }
+                }
+            }
+        }
+        Ok(tvec![sum.into_tvalue()])
+    }
+}
+
+impl TypedOp for RepeatAdd {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec![f32::fact(inputs[0].shape.clone())])
+    }
+    as_op!();
+}
+
+/// Whether `b` repeats over `a` as [`RepeatAdd`] adds it: f32, not constant (tract folds
+/// constant biases into its own operators), one rank, `b` 1 on `a`'s first axes (not all of
+/// them, and not where `a` is 1 too) and equal to it on the others (at least one).
+fn is_repeat(a: &TypedFact, b: &TypedFact) -> bool {
+    let one = TDim::Val(1);
+    let (ad, bd) = (a.shape.dims(), b.shape.dims());
+    let ones = bd.iter().take_while(|d| **d == one).count();
+    a.datum_type == f32::datum_type()
+        && b.datum_type == f32::datum_type()
+        && a.konst.is_none()
+        && b.konst.is_none()
+        && ad.len() == bd.len()
+        && ones < bd.len()
+        && ad[..ones].iter().any(|d| *d != one)
+        && ad[ones..] == bd[ones..]
+}
+
+/// Replaces every `Add` of a tensor and one that repeats over it ([`is_repeat`]) by
+/// [`RepeatAdd`]; returns how many. After the plan cache (native plans), so no serializer.
+pub fn fuse_repeat_adds(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let is_add = node
+            .op_as::<TypedBinOp>()
+            .is_some_and(|bin| bin.0.is::<Add>() && bin.1.is_none());
+        if !is_add || node.inputs.len() != 2 {
+            continue;
+        }
+        let inputs = {
+            let facts = model.node_input_facts(id)?;
+            if is_repeat(facts[0], facts[1]) {
+                [node.inputs[0], node.inputs[1]]
+            } else if is_repeat(facts[1], facts[0]) {
+                [node.inputs[1], node.inputs[0]]
+            } else {
+                continue;
+            }
+        };
+        let patch = TypedModelPatch::replace_single_op(model, node, &inputs, RepeatAdd)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
 }
 
 /// For a commutative pass over `a` and `b` written into one of them: the one no other value
@@ -615,6 +714,80 @@ mod tests {
                 .expect("evaluates")
                 .remove(0);
             assert_eq!(*expected, *got, "shape {shape:?}, unshared");
+        }
+        Ok(())
+    }
+
+    /// Against tract's `Add`, bit for bit, on shapes where `b` repeats over `a`'s first one or
+    /// two axes, with `a` shared (left as it was) and not; same shapes and scalars are not
+    /// repeats.
+    #[test]
+    fn repeat_add_equals_the_add() -> TractResult<()> {
+        for (seed, (a_shape, b_shape)) in [
+            (vec![3, 5, 7], vec![1, 5, 7]),
+            (vec![2, 33, 384], vec![1, 1, 384]),
+            (vec![2, 3, 4, 5], vec![1, 3, 4, 5]),
+            (vec![2, 1, 4, 5], vec![1, 1, 4, 5]),
+            (vec![4, 0, 3], vec![1, 0, 3]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (n, m) = (
+                a_shape.iter().product::<usize>(),
+                b_shape.iter().product::<usize>(),
+            );
+            let a = Tensor::from_shape(&a_shape, &values(n, seed as u64))?;
+            let b = Tensor::from_shape(&b_shape, &values(m, 40 + seed as u64))?;
+            let facts = [f32::fact(&a_shape), f32::fact(&b_shape)];
+            assert!(is_repeat(&facts[0], &facts[1]) && !is_repeat(&facts[1], &facts[0]));
+            assert!(!is_repeat(&facts[0], &facts[0]));
+            let expected = TypedBinOp(Box::new(Add), None)
+                .eval_out_of_plan(tvec![a.clone().into_tvalue(), b.clone().into_tvalue()])?
+                .expect("add evaluates")
+                .remove(0);
+            let shared = a.clone().into_tvalue();
+            let keep = shared.clone();
+            for x in [shared, a.clone().into_tensor().into_tvalue()] {
+                let got = RepeatAdd
+                    .eval_out_of_plan(tvec![x, b.clone().into_tvalue()])?
+                    .expect("evaluates")
+                    .remove(0);
+                assert_eq!(*expected, *got, "{a_shape:?} + {b_shape:?}");
+            }
+            assert_eq!(*keep, a);
+        }
+        let err = RepeatAdd
+            .eval_out_of_plan(tvec![
+                Tensor::from_shape(&[2, 3], &[0f32; 6])?.into_tvalue(),
+                Tensor::from_shape(&[1, 2], &[0f32; 2])?.into_tvalue()
+            ])
+            .expect_err("does not repeat");
+        assert!(err.to_string().contains("does not repeat"), "{err}");
+        let scalar = [f32::fact([2, 3]), f32::fact([1, 1])];
+        assert!(!is_repeat(&scalar[0], &scalar[1]));
+        Ok(())
+    }
+
+    /// The fixture's graphs (fp32 and int8) after our rewrites: the embeddings' position add
+    /// becomes [`RepeatAdd`], and the outputs are the same bits.
+    #[test]
+    fn the_position_add_repeats_over_the_batch() -> TractResult<()> {
+        for quantization in [
+            autoglm_package::Quantization::None,
+            autoglm_package::Quantization::Int8,
+        ] {
+            let mut plain = fixture_graph(quantization)?;
+            rewrite(&mut plain)?;
+            let inputs = || fixture_inputs(&plain, 3, 5);
+            let [expected, _] = run_one_and_two_threads(plain.clone(), inputs)?;
+            let mut model = plain.clone();
+            assert_eq!(fuse_repeat_adds(&mut model)?, 1, "{quantization:?}");
+            for got in run_one_and_two_threads(model, inputs)? {
+                for (e, g) in expected.iter().zip(got.iter()) {
+                    assert_eq!(**e, **g, "{quantization:?}");
+                }
+            }
         }
         Ok(())
     }
