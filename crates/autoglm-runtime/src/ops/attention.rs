@@ -90,7 +90,10 @@ impl EvalOp for Attention {
             "AutoglmAttention: key bias {:?} for scores of {dims:?}",
             bias.shape()
         );
-        let mut out = Tensor::zero::<f32>(&shape)?;
+        // SAFETY: no value is read before it is written: `attention` writes every row of every
+        // head's columns (each head's query blocks cover all rows), and the tensor is returned
+        // only after it succeeded (on an error it is dropped unread).
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&shape)? };
         {
             let (q, k, v, bias) = (
                 q.try_as_plain_ram()?,
