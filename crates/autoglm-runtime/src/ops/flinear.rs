@@ -12,8 +12,8 @@
 //! [`SPLIT_MACS`] multiply-adds is split into [`GROUPS_PER_THREAD`] groups of whole column
 //! panels per thread of the executor in scope (the backend's pool for a single text; none in
 //! the workers of a batch, which run single-threaded states side by side), which the threads
-//! take as they become free. Each output is the same sum in the
-//! same order whatever the split, so results never depend on the threads.
+//! take as they become free. Each output is the same sum in the same order whatever the split,
+//! so results never depend on the threads.
 //!
 //! Fused where the plan is built for the machine (after the plan cache; its plans keep tract's
 //! products, so that no serializer is needed), and in native builds only: the component has no
@@ -34,10 +34,13 @@ use tract_hir::tract_core::ops::nn::GeluExact;
 /// 12 % slower, 200 k (the task head's too) 4 % slower.
 pub const SPLIT_MACS: usize = 1 << 20;
 
-/// Column groups per thread of a split product: the threads take them as they become free, so
-/// that a thread slowed by anything else on its core takes fewer (with one group per thread,
-/// the product waited for the slowest; BENCHMARKS.md, wave 14).
-pub const GROUPS_PER_THREAD: usize = 4;
+/// Column groups per thread of a split product (the threads take them as they become free).
+/// One: each thread's columns in one contiguous run of panels. Four (wave 14, when a thread
+/// slowed by its core waited for the other in `split_probe`'s call-by-call measurements, with
+/// the kernel of then) measured slower in the whole model since: 3–4 % at 128 tokens on two
+/// threads in waves 25 and 27, 4.3–4.4 % at 32, 128 and 512 tokens in wave 27's whole-process
+/// peer runs (BENCHMARKS.md, wave 27); long documents no slower.
+pub const GROUPS_PER_THREAD: usize = 1;
 
 /// `x·W + bias`: input `[.., k]` f32, output `[.., n]` f32; or, with `axes` > 1, input
 /// `[.., k₁, .., k_axes]` (`k` their product: the attention's output projection reads
