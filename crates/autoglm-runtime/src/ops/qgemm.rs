@@ -516,12 +516,18 @@ unsafe fn product(
             finish(unsafe { std::slice::from_raw_parts_mut(out.at(r * n), len) })
         });
     }
-    // Tasks: (block of rows, first panel), the blocks in order (see [`LONG_ROWS`]).
+    // Tasks: (block of rows, first panel), the blocks in order (see [`LONG_ROWS`]). One block:
+    // each thread takes one contiguous run of its panels (`run_task_runs`).
     let tasks: Vec<(usize, usize)> = (0..rows)
         .step_by(block)
         .flat_map(|r| panels.clone().map(move |p| (r, p)))
         .collect();
-    super::attention::run_tasks(&tasks, executor, |(r, p)| {
+    let run_tasks = if block >= rows {
+        super::attention::run_task_runs
+    } else {
+        super::attention::run_tasks
+    };
+    run_tasks(&tasks, executor, |(r, p)| {
         run(r, p);
         Ok(())
     })
