@@ -204,9 +204,10 @@ pub fn attention_on(
 }
 
 /// [`run_tasks`] on `tasks` cut into one contiguous run per thread of `executor`, each run's
-/// tasks in order. On two threads the fused attention's heads ran 8–15 % faster so than
-/// taken one by one, and the int8 products' panels a few % (BENCHMARKS.md, wave 27); a
-/// thread slowed by its core then holds the others up by at most its run.
+/// tasks in order. On two threads the fused attention's heads ran 5–16 % faster this way than
+/// taken one by one, and the int8 products' panels a few % (BENCHMARKS.md, wave 27). The
+/// price: a thread slowed by its core delays the call by its whole run, which taking tasks
+/// one by one avoided (wave 14's reason for it).
 pub(super) fn run_task_runs<T: Copy + Send + Sync>(
     tasks: &[T],
     executor: &tract_linalg::multithread::Executor,

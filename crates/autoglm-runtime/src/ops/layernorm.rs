@@ -8,14 +8,14 @@
 //! three passes: the sum and the mean, the centring and the mean of squares, then
 //! `· 1/sqrt(mean of squares + eps) · gamma + beta` as tract's `RmsNorm` and its scale and
 //! shift compute it. The sums run in 16 partial sums (which vectorize, where one running sum
-//! is a chain of dependent additions: tract-linalg's `rms_norm` is one on a CPU without
-//! AVX-512), compiled for the CPU's f32 tier and in the same order on every tier, so all give
-//! the same bits. Only the sums' order of additions differs from tract's expansion, so results
+//! is a chain of dependent additions: tract-linalg's `rms_norm`, used before, is one on an x86
+//! CPU without AVX-512), compiled for the CPU's f32 tier and in the same order on every tier,
+//! so all give the same bits. Only the sums' order of additions differs from tract's expansion, so results
 //! agree to rounding (tested within 1e-6).
 //!
-//! [`AddLayerNorm`] is `LayerNorm(a + b)`: the residual add before each of the encoder's
-//! LayerNorms, read in the same pass instead of written out by an add of its own (twelve
-//! passes over the activations less per run). The sum is the add's, bit for bit. Both split
+//! [`AddLayerNorm`] is `LayerNorm(a + b)`: the add before each of the encoder's LayerNorms
+//! (the twelve residual adds and the embeddings' sum), read in the same pass instead of
+//! written out by an add of its own. The sum is the add's, bit for bit. Both split
 //! their rows over the backend's threads for a single text (above [`super::SPLIT_VALUES`]
 //! values); each row is computed the same whichever thread takes it. Fused where a native plan
 //! is built ([`fuse_residual`], after the plan cache, so the cache's format does not change).
