@@ -237,7 +237,10 @@ fn int8_linear(c: &mut Criterion) {
             .collect();
         let scale = vec![1e-3f32; n];
         let bias = activations(n);
-        let product = |a: &[u8], w: &PackedI8, out: &mut [f32]| {
+        let on = |executor: &tract_linalg::multithread::Executor,
+                  a: &[u8],
+                  w: &PackedI8,
+                  out: &mut [f32]| {
             qgemm::qgemm(
                 black_box(a),
                 a.len() / k,
@@ -246,9 +249,17 @@ fn int8_linear(c: &mut Criterion) {
                 &scale,
                 Some(&bias),
                 out,
-                &tract_linalg::multithread::Executor::SingleThread,
+                executor,
             )
             .expect("product")
+        };
+        let product = |a: &[u8], w: &PackedI8, out: &mut [f32]| {
+            on(
+                &tract_linalg::multithread::Executor::SingleThread,
+                a,
+                w,
+                out,
+            )
         };
         let mut out = vec![0f32; rows * n];
         group.throughput(Throughput::Elements((rows * k * n) as u64));
@@ -269,6 +280,11 @@ fn int8_linear(c: &mut Criterion) {
                 next = (next + 1) % layers.len();
                 product(&a, &layers[next], &mut out)
             })
+        });
+        // The same on two threads (each call wakes the pool: a model's run keeps it awake).
+        let two = tract_linalg::multithread::Executor::multithread(2);
+        group.bench_function(format!("{}/2t/{rows}x{k}x{n}", tier.name()), |b| {
+            b.iter(|| on(&two, &a, &layers[0], &mut out))
         });
         // A long document's rows (4,096 tokens), which go in blocks ([`qgemm::LONG_ROWS`]).
         let long = 4096;
