@@ -20,8 +20,9 @@
 //! columns; within a panel, for the 4-way tiers, groups of four consecutive `k` per column (one
 //! 32-bit lane holds the four weights a `vpdpbusd`/`sdot` lane multiplies), zero-padded past `k`
 //! and `n` (`amx`: the same layout, zero-padded to a multiple of 64 `k`, so that each 64 `k`
-//! of a panel are one 16-row tile of 64 bytes, the B operand of `tdpbusd`; `i8mm`: groups of eight, so that two columns' eight `k` are one 16-byte operand;
-//! `simd128`: pairs of `k` widened to i16). The zero point is not subtracted from the
+//! of a panel are one 16-row tile of 64 bytes, the B operand of `tdpbusd`; `i8mm`: groups of
+//! eight, so that two columns' eight `k` are one 16-byte operand; `simd128`: pairs of `k`
+//! widened to i16). The zero point is not subtracted from the
 //! activations: `Σ (q − zp)·w = Σ q·w − zp·Σ w`, with the column sums `Σ w` computed at packing
 //! (`sdot`, signed × signed, uses `q − 128` and adds `(128 − zp)·Σ w`). The sums are exact, as
 //! ONNX `MatMulInteger` defines them (i32, wrapping): `vpmaddubsw` adds two u8·s8 products into
@@ -96,7 +97,7 @@ impl Tier {
                         && std::is_x86_feature_detected!("avx512vl"))
                         || std::is_x86_feature_detected!("avxvnni"))
             }
-            // (The epilogue is AVX-512's.)
+            // (Its epilogue is AVX-512's: every CPU with AMX has AVX512-VNNI.)
             #[cfg(target_arch = "x86_64")]
             Tier::Amx => has_avx512_vnni() && x86::amx::ready(),
             #[cfg(target_arch = "aarch64")]
@@ -439,8 +440,9 @@ impl<'a> Operands<'a> {
             "int8 product: the {} kernel cannot run these weights here",
             w.tier.name()
         );
-        // The 4-way kernels read whole groups of four: rows whose length is not a multiple of
-        // four are copied, zero-padded (the padded weights are zero too).
+        // The 4-way kernels read whole groups of four (`amx`: whole tiles of 64): rows whose
+        // length is not a multiple of that are copied, zero-padded (the padded weights are
+        // zero too).
         let (a, lda) = if w.kp != k && rows > 0 {
             let mut buf = vec![0u8; rows * w.kp];
             for (dst, src) in buf.chunks_mut(w.kp).zip(a.chunks(k.max(1))) {
