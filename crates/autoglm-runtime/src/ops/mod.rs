@@ -363,24 +363,10 @@ fn is_repeat(a: &TypedFact, b: &TypedFact) -> bool {
 pub fn fuse_repeat_adds(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
-        let node = model.node(id);
-        let is_add = node
-            .op_as::<TypedBinOp>()
-            .is_some_and(|bin| bin.0.is::<Add>() && bin.1.is_none());
-        if !is_add || node.inputs.len() != 2 {
+        let Some(inputs) = add_operands(model, id, is_repeat)? else {
             continue;
-        }
-        let inputs = {
-            let facts = model.node_input_facts(id)?;
-            if is_repeat(facts[0], facts[1]) {
-                [node.inputs[0], node.inputs[1]]
-            } else if is_repeat(facts[1], facts[0]) {
-                [node.inputs[1], node.inputs[0]]
-            } else {
-                continue;
-            }
         };
-        let patch = TypedModelPatch::replace_single_op(model, node, &inputs, RepeatAdd)?;
+        let patch = TypedModelPatch::replace_single_op(model, model.node(id), &inputs, RepeatAdd)?;
         patch.apply(model)?;
         replaced += 1;
     }
@@ -579,42 +565,43 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             replaced += 1;
             continue;
         }
-        let is_add = node
-            .op_as::<TypedBinOp>()
-            .is_some_and(|bin| bin.0.is::<Add>() && bin.1.is_none());
-        if !is_add || node.inputs.len() != 2 {
+        let patch = if let Some(inputs) = add_operands(model, id, is_key_bias)? {
+            TypedModelPatch::replace_single_op(model, node, &inputs, KeyBiasAdd)?
+        } else if let Some(inputs) = add_operands(model, id, is_same_shape)? {
+            TypedModelPatch::replace_single_op(model, node, &inputs, SameShapeAdd)?
+        } else {
             continue;
-        }
-        let (first, second) = {
-            let facts = model.node_input_facts(id)?;
-            (
-                is_key_bias(facts[0], facts[1]),
-                is_key_bias(facts[1], facts[0]),
-            )
         };
-        let inputs = match (first, second) {
-            (true, _) => [node.inputs[0], node.inputs[1]],
-            (_, true) => [node.inputs[1], node.inputs[0]],
-            _ => {
-                let same = {
-                    let facts = model.node_input_facts(id)?;
-                    is_same_shape(facts[0], facts[1])
-                };
-                if same {
-                    let inputs = [node.inputs[0], node.inputs[1]];
-                    let patch =
-                        TypedModelPatch::replace_single_op(model, node, &inputs, SameShapeAdd)?;
-                    patch.apply(model)?;
-                    replaced += 1;
-                }
-                continue;
-            }
-        };
-        let patch = TypedModelPatch::replace_single_op(model, node, &inputs, KeyBiasAdd)?;
         patch.apply(model)?;
         replaced += 1;
     }
     Ok(replaced)
+}
+
+/// The two operands of node `id` if it is a plain `Add` (no constant folded into it) and
+/// `fits(first, second)` holds in one of their two orders (the node's own first), in that
+/// order.
+fn add_operands(
+    model: &TypedModel,
+    id: usize,
+    fits: impl Fn(&TypedFact, &TypedFact) -> bool,
+) -> TractResult<Option<[OutletId; 2]>> {
+    let node = model.node(id);
+    let is_add = node
+        .op_as::<TypedBinOp>()
+        .is_some_and(|bin| bin.0.is::<Add>() && bin.1.is_none());
+    if !is_add || node.inputs.len() != 2 {
+        return Ok(None);
+    }
+    let facts = model.node_input_facts(id)?;
+    let (a, b) = (node.inputs[0], node.inputs[1]);
+    Ok(if fits(facts[0], facts[1]) {
+        Some([a, b])
+    } else if fits(facts[1], facts[0]) {
+        Some([b, a])
+    } else {
+        None
+    })
 }
 
 #[cfg(test)]
