@@ -548,6 +548,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             + window::fuse(model)?
             + window::fuse_global_queries(model)?
             + window::fuse_token_major(model)?
+            + window::fuse_token_major_out(model)?
     };
     if !cfg!(target_family = "wasm") || cfg!(target_feature = "simd128") {
         replaced += qlinear::fuse(model)?;
