@@ -1140,7 +1140,7 @@ fn token_major(
     };
     // The output in the linear layers' layout where the graph moves it back (the int8 graph:
     // its dynamic quantization reads `[batch, seq, hidden]`); else as before (fp32: tract folds
-    // that move into the output projection).
+    // that move into the output projection, which `fuse_token_major_out` then takes over).
     let output = OutletId::new(id, 0);
     let back = match model.outlet_successors(output) {
         [succ] => {
