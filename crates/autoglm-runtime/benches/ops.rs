@@ -220,6 +220,25 @@ fn window_attention(c: &mut Criterion) {
             })
         });
     }
+    // Q, K, V and the context in the linear layers' `[batch, seq, heads, head_dim]` layout, as
+    // the fused graphs run it (`window::fuse_token_major`, `fuse_token_major_out`).
+    let token_major = window::WindowDims {
+        token_major: true,
+        token_major_out: true,
+        ..d
+    };
+    group.bench_function(BenchmarkId::new("12x32/token-major/1t", 2048), |b| {
+        b.iter(|| {
+            let biases = window::Biases {
+                band: &band,
+                global: &[0.0],
+                keys: Some(&keys),
+            };
+            let exec = tract_linalg::multithread::Executor::SingleThread;
+            window::window_attention(token_major, 0.177, [&q, k, v], biases, &mut out, &exec)
+                .expect("window attention")
+        })
+    });
     group.finish();
 }
 
