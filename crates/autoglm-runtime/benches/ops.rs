@@ -204,41 +204,31 @@ fn window_attention(c: &mut Criterion) {
     // The global query (token 0) attends to every key.
     let keys = vec![0f32; 2048];
     let mut out = vec![0f32; n];
-    for (threads, executor) in [
-        (1, tract_linalg::multithread::Executor::SingleThread),
-        (2, two),
+    // Last, Q, K, V and the context in the linear layers' `[batch, seq, heads, head_dim]`
+    // layout, as the fused graphs run it (`window::fuse_token_major`, `fuse_token_major_out`).
+    let token_major = window::WindowDims {
+        token_major: true,
+        token_major_out: true,
+        ..d
+    };
+    let single = tract_linalg::multithread::Executor::SingleThread;
+    for (name, dims, executor) in [
+        ("12x32/1t", d, single.clone()),
+        ("12x32/2t", d, two),
+        ("12x32/token-major/1t", token_major, single),
     ] {
-        group.bench_function(BenchmarkId::new(format!("12x32/{threads}t"), 2048), |b| {
+        group.bench_function(BenchmarkId::new(name, 2048), |b| {
             b.iter(|| {
                 let biases = window::Biases {
                     band: &band,
                     global: &[0.0],
                     keys: Some(&keys),
                 };
-                window::window_attention(d, 0.177, [&q, k, v], biases, &mut out, &executor)
+                window::window_attention(dims, 0.177, [&q, k, v], biases, &mut out, &executor)
                     .expect("window attention")
             })
         });
     }
-    // Q, K, V and the context in the linear layers' `[batch, seq, heads, head_dim]` layout, as
-    // the fused graphs run it (`window::fuse_token_major`, `fuse_token_major_out`).
-    let token_major = window::WindowDims {
-        token_major: true,
-        token_major_out: true,
-        ..d
-    };
-    group.bench_function(BenchmarkId::new("12x32/token-major/1t", 2048), |b| {
-        b.iter(|| {
-            let biases = window::Biases {
-                band: &band,
-                global: &[0.0],
-                keys: Some(&keys),
-            };
-            let exec = tract_linalg::multithread::Executor::SingleThread;
-            window::window_attention(token_major, 0.177, [&q, k, v], biases, &mut out, &exec)
-                .expect("window attention")
-        })
-    });
     group.finish();
 }
 
